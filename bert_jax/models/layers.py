@@ -1,0 +1,166 @@
+"""Building blocks of the encoder: dense, LayerNorm, embeddings, attention, feed-forward, block.
+
+Every parameter carries `axes`, its logical axis names (`vocab`, `embed`, `mlp`, `heads`,
+`kv`, ...); `training/sharding.py` alone maps them onto a mesh. Parameters are stored in
+`param_dtype` (fp32) and cast to the compute `dtype` at use; LayerNorm and softmax
+statistics are computed in fp32 whatever the compute dtype.
+
+Dropout takes an explicit PRNG key (`rng`); `rng=None` means deterministic (inference).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import jax
+import jax.numpy as jnp
+from flax import nnx
+
+from bert_jax.models.config import EncoderConfig
+
+Array = jax.Array
+
+ACTIVATIONS = {
+    "gelu": lambda x: jax.nn.gelu(x, approximate=False),
+    "gelu_tanh": lambda x: jax.nn.gelu(x, approximate=True),
+    "relu": jax.nn.relu,
+}
+
+
+def dropout(x: Array, rate: float, rng: Array | None) -> Array:
+    if rng is None or rate == 0.0:
+        return x
+    keep = jax.random.bernoulli(rng, 1.0 - rate, x.shape)
+    return jnp.where(keep, x / (1.0 - rate), 0).astype(x.dtype)
+
+
+def _normal(config: EncoderConfig):
+    return jax.nn.initializers.truncated_normal(stddev=config.initializer_range)
+
+
+class Dense(nnx.Module):
+    """y = x . kernel + bias, contracting the last len(in_shape) axes of x.
+
+    Multi-axis shapes keep heads explicit: query is [embed] -> [heads, kv], the attention
+    output is [heads, kv] -> [embed], so each axis can be named and sharded on its own.
+    """
+
+    def __init__(self, in_shape: Sequence[int], out_shape: Sequence[int], axes: Sequence[str | None],
+                 config: EncoderConfig, *, rngs: nnx.Rngs, use_bias: bool = True):
+        in_shape, out_shape = tuple(in_shape), tuple(out_shape)
+        assert len(axes) == len(in_shape) + len(out_shape), (axes, in_shape, out_shape)
+        pdt = jnp.dtype(config.param_dtype)
+        self.n_in = len(in_shape)
+        self.dtype = jnp.dtype(config.dtype)
+        self.kernel = nnx.Param(_normal(config)(rngs.params(), in_shape + out_shape, pdt),
+                                axes=tuple(axes))
+        self.bias = (nnx.Param(jnp.zeros(out_shape, pdt), axes=tuple(axes[self.n_in:]))
+                     if use_bias else None)
+
+    def __call__(self, x: Array) -> Array:
+        kernel = self.kernel[...].astype(self.dtype)
+        contract = (tuple(range(x.ndim - self.n_in, x.ndim)), tuple(range(self.n_in)))
+        y = jax.lax.dot_general(x.astype(self.dtype), kernel, (contract, ((), ())))
+        if self.bias is not None:
+            y = y + self.bias[...].astype(self.dtype)
+        return y
+
+
+class LayerNorm(nnx.Module):
+    def __init__(self, dim: int, config: EncoderConfig, axis_name: str = "embed"):
+        pdt = jnp.dtype(config.param_dtype)
+        self.eps = config.layer_norm_eps
+        self.dtype = jnp.dtype(config.dtype)
+        self.scale = nnx.Param(jnp.ones((dim,), pdt), axes=(axis_name,))
+        self.bias = nnx.Param(jnp.zeros((dim,), pdt), axes=(axis_name,))
+
+    def __call__(self, x: Array) -> Array:
+        x = x.astype(jnp.float32)
+        mean = x.mean(-1, keepdims=True)
+        var = jnp.square(x - mean).mean(-1, keepdims=True)
+        y = (x - mean) * jax.lax.rsqrt(var + self.eps)
+        return (y * self.scale[...] + self.bias[...]).astype(self.dtype)
+
+
+class Embed(nnx.Module):
+    def __init__(self, num: int, dim: int, axes: tuple[str | None, str], config: EncoderConfig,
+                 *, rngs: nnx.Rngs):
+        pdt = jnp.dtype(config.param_dtype)
+        self.dtype = jnp.dtype(config.dtype)
+        self.embedding = nnx.Param(_normal(config)(rngs.params(), (num, dim), pdt), axes=axes)
+
+    def __call__(self, ids: Array) -> Array:
+        return jnp.take(self.embedding[...], ids, axis=0).astype(self.dtype)
+
+    def attend(self, x: Array) -> Array:
+        """Logits against every row of the table: the tied MLM decoder."""
+        table = self.embedding[...].astype(self.dtype)
+        return jnp.einsum("...e,ve->...v", x.astype(self.dtype), table)
+
+
+class Embeddings(nnx.Module):
+    """Token + segment + learned absolute position embeddings, LayerNorm, dropout.
+
+    Width is config.embed_dim (E); ALBERT and ELECTRA project E -> H in the encoder.
+    """
+
+    def __init__(self, config: EncoderConfig, *, rngs: nnx.Rngs):
+        e = config.embed_dim
+        self.config = config
+        self.word = Embed(config.vocab_size, e, ("vocab", "embed"), config, rngs=rngs)
+        self.position = Embed(config.max_position_embeddings, e, (None, "embed"), config, rngs=rngs)
+        self.segment = Embed(config.type_vocab_size, e, (None, "embed"), config, rngs=rngs)
+        self.norm = LayerNorm(e, config)
+
+    def __call__(self, input_ids: Array, segment_ids: Array, position_ids: Array,
+                 rng: Array | None) -> Array:
+        x = self.word(input_ids) + self.segment(segment_ids) + self.position(position_ids)
+        return dropout(self.norm(x), self.config.hidden_dropout, rng)  # [batch, seq, E]
+
+
+class SelfAttention(nnx.Module):
+    def __init__(self, config: EncoderConfig, *, rngs: nnx.Rngs):
+        h, n, d = config.hidden_size, config.num_heads, config.head_dim
+        self.config = config
+        self.query = Dense((h,), (n, d), ("embed", "heads", "kv"), config, rngs=rngs)
+        self.key = Dense((h,), (n, d), ("embed", "heads", "kv"), config, rngs=rngs)
+        self.value = Dense((h,), (n, d), ("embed", "heads", "kv"), config, rngs=rngs)
+        self.output = Dense((n, d), (h,), ("heads", "kv", "embed"), config, rngs=rngs)
+
+    def __call__(self, x: Array, mask: Array, rng: Array | None) -> Array:
+        q, k, v = self.query(x), self.key(x), self.value(x)  # [batch, seq, heads, head_dim]
+        rate = self.config.attention_dropout
+        if rng is None or rate == 0.0:
+            ctx = jax.nn.dot_product_attention(q, k, v, mask=mask)
+        else:
+            # jax.nn.dot_product_attention has no dropout on the probabilities; training
+            # with attention dropout takes the explicit path (same math, no fused kernel).
+            logits = jnp.einsum("bqnd,bknd->bnqk", q, k).astype(jnp.float32)
+            logits = logits * (1.0 / self.config.head_dim**0.5)
+            logits = jnp.where(mask, logits, jnp.finfo(jnp.float32).min)
+            probs = dropout(jax.nn.softmax(logits, axis=-1).astype(q.dtype), rate, rng)
+            ctx = jnp.einsum("bnqk,bknd->bqnd", probs, v)
+        return self.output(ctx)  # [batch, seq, hidden]
+
+
+class Block(nnx.Module):
+    """Post-LN Transformer block: x = LN(x + Attn(x)); x = LN(x + FFN(x))."""
+
+    def __init__(self, config: EncoderConfig, *, rngs: nnx.Rngs):
+        h, f = config.hidden_size, config.intermediate_size
+        self.config = config
+        self.attention = SelfAttention(config, rngs=rngs)
+        self.attention_norm = LayerNorm(h, config)
+        self.intermediate = Dense((h,), (f,), ("embed", "mlp"), config, rngs=rngs)
+        self.output = Dense((f,), (h,), ("mlp", "embed"), config, rngs=rngs)
+        self.output_norm = LayerNorm(h, config)
+
+    def __call__(self, x: Array, mask: Array, rng: Array | None) -> Array:
+        rate = self.config.hidden_dropout
+        r_attn = r_out1 = r_out2 = None
+        if rng is not None:
+            r_attn, r_out1, r_out2 = jax.random.split(rng, 3)
+        a = self.attention(x, mask, r_attn)
+        x = self.attention_norm(x + dropout(a, rate, r_out1))
+        y = self.output(ACTIVATIONS[self.config.hidden_act](self.intermediate(x)))
+        return self.output_norm(x + dropout(y, rate, r_out2))  # [batch, seq, hidden]
