@@ -1,0 +1,390 @@
+"""Hugging Face checkpoints (config.json + safetensors) for BERT, RoBERTa, ALBERT, ELECTRA.
+
+`load(dir)` reads a checkpoint directory into an `HFCheckpoint`: our `EncoderConfig`, the
+heads the checkpoint carries, and our parameter tree (numpy, fp32), plus where its
+tokenizer files are. One name table per family (`_name_table`) maps each of our
+parameters onto the HF tensor names, so the same table serves import and export.
+
+Safety: safetensors only, parsed here with a bounded header; `pytorch_model.bin` is
+refused (unpickling runs code). Missing, unexpected and mis-shaped tensors are reported
+together, by name.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import mmap
+import os
+import struct
+from collections.abc import Iterator
+from typing import Any
+
+import ml_dtypes
+import numpy as np
+from flax import nnx
+
+from bert_jax.errors import UserError
+from bert_jax.models import model as model_lib
+from bert_jax.models.config import EncoderConfig
+
+MAX_HEADER_BYTES = 100 * 1024 * 1024
+SAFETENSORS_DTYPES = {
+    "F32": np.float32, "F16": np.float16, "BF16": ml_dtypes.bfloat16, "F64": np.float64,
+    "I64": np.int64, "I32": np.int32, "I16": np.int16, "I8": np.int8, "U8": np.uint8,
+    "BOOL": np.bool_,
+}
+FLOAT_DTYPES = ("F32", "F16", "BF16", "F64")
+# Buffers HF saves beside the weights; they carry no learned values.
+IGNORED_SUFFIXES = ("embeddings.position_ids", "embeddings.token_type_ids")
+ACTIVATIONS = {"gelu": "gelu", "gelu_new": "gelu_tanh", "gelu_pytorch_tanh": "gelu_tanh",
+               "gelu_fast": "gelu_tanh", "relu": "relu"}
+PREFIXES = {"bert": "bert.", "roberta": "roberta.", "albert": "albert.", "electra": "electra."}
+TOKENIZER_FILES = ("vocab.txt", "vocab.json", "merges.txt", "spiece.model", "tokenizer.json",
+                   "tokenizer_config.json", "special_tokens_map.json")
+
+
+@dataclasses.dataclass
+class HFCheckpoint:
+    config: EncoderConfig
+    heads: tuple[str, ...]
+    num_labels: int
+    params: dict  # nested like nnx.state(model, nnx.Param), numpy leaves
+    path: str
+    tokenizer_files: dict[str, str]  # file name -> path, for the files present
+    label_names: tuple[str, ...] | None = None
+
+    def model(self) -> model_lib.Model:
+        """A `Model` holding these weights."""
+        m = model_lib.abstract(self.config, self.heads, self.num_labels)
+        graphdef, state = nnx.split(m)
+        flat = dict(nnx.to_flat_state(state))
+        for path, value in _flatten(self.params):
+            flat[path] = flat[path].replace(np.asarray(value))
+        return nnx.merge(graphdef, nnx.from_flat_state(flat))
+
+
+# --- reading safetensors ------------------------------------------------------------------
+def read_safetensors(path: str) -> dict[str, np.ndarray]:
+    """All tensors of one .safetensors file as numpy arrays (copies), checked as we go."""
+    with open(path, "rb") as f:
+        head = f.read(8)
+        if len(head) < 8:
+            raise UserError(f"{path}: not a safetensors file (shorter than 8 bytes)")
+        (n,) = struct.unpack("<Q", head)
+        if n > MAX_HEADER_BYTES:
+            raise UserError(f"{path}: safetensors header of {n} bytes exceeds the "
+                            f"{MAX_HEADER_BYTES}-byte limit; refusing to parse it")
+        try:
+            header = json.loads(f.read(n))
+        except (UnicodeDecodeError, json.JSONDecodeError) as e:
+            raise UserError(f"{path}: safetensors header is not valid JSON ({e})") from None
+        size = os.fstat(f.fileno()).st_size
+        buf = mmap.mmap(f.fileno(), 0, access=mmap.ACCESS_READ) if size else b""
+    out = {}
+    for name, info in header.items():
+        if name == "__metadata__":
+            continue
+        dtype = SAFETENSORS_DTYPES.get(info.get("dtype"))
+        if dtype is None:
+            raise UserError(f"{path}: tensor {name!r} has unsupported dtype {info.get('dtype')!r}")
+        start, end = (8 + n + o for o in info["data_offsets"])
+        shape = tuple(info["shape"])
+        if not (8 + n <= start <= end <= size) or end - start != np.dtype(dtype).itemsize * int(
+                np.prod(shape, dtype=np.int64)):
+            raise UserError(f"{path}: tensor {name!r} has offsets {info['data_offsets']} that do "
+                            f"not fit its shape {shape} and dtype or the file size {size}")
+        out[name] = (np.frombuffer(buf, dtype, count=int(np.prod(shape)), offset=start)
+                     .reshape(shape).copy())
+    return out
+
+
+def _read_weights(path: str) -> dict[str, np.ndarray]:
+    single = os.path.join(path, "model.safetensors")
+    index = os.path.join(path, "model.safetensors.index.json")
+    if os.path.isfile(single):
+        return read_safetensors(single)
+    if os.path.isfile(index):
+        with open(index) as f:
+            shards = sorted(set(json.load(f)["weight_map"].values()))
+        tensors = {}
+        for shard in shards:
+            tensors.update(read_safetensors(os.path.join(path, shard)))
+        return tensors
+    if any(os.path.isfile(os.path.join(path, n)) for n in ("pytorch_model.bin", "tf_model.h5")):
+        raise UserError(
+            f"{path}: holds only pytorch_model.bin/tf_model.h5; bert_jax reads safetensors only, "
+            "since unpickling a .bin file can run arbitrary code. If you trust the file, convert "
+            "it once with transformers: python -c \"from transformers import AutoModel as A; "
+            f"A.from_pretrained('{path}').save_pretrained('{path}')\" (writes model.safetensors)")
+    raise UserError(f"{path}: no model.safetensors (or model.safetensors.index.json) found")
+
+
+# --- config -------------------------------------------------------------------------------
+def config_from_hf(hf: dict, source: str = "config.json") -> EncoderConfig:
+    family = hf.get("model_type")
+    if family not in PREFIXES:
+        raise UserError(f"{source}: model_type={family!r} is not supported; "
+                        f"expected one of {', '.join(PREFIXES)}")
+    if hf.get("position_embedding_type", "absolute") != "absolute":
+        raise UserError(f"{source}: position_embedding_type="
+                        f"{hf['position_embedding_type']!r}; only 'absolute' is supported")
+    if family == "albert" and (hf.get("num_hidden_groups", 1) != 1 or hf.get("inner_group_num", 1) != 1):
+        raise UserError(f"{source}: ALBERT with num_hidden_groups/inner_group_num other than 1 "
+                        "is not supported (every released ALBERT uses 1)")
+    act = hf.get("hidden_act", "gelu")
+    if act not in ACTIVATIONS:
+        raise UserError(f"{source}: hidden_act={act!r} is not supported; "
+                        f"expected one of {', '.join(ACTIVATIONS)}")
+    required = ("vocab_size", "hidden_size", "num_hidden_layers", "num_attention_heads",
+                "intermediate_size")
+    missing = [k for k in required if k not in hf]
+    if missing:
+        raise UserError(f"{source}: missing field(s) {', '.join(missing)}")
+    embedding = hf.get("embedding_size") if family in ("albert", "electra") else None
+    return EncoderConfig(
+        family=family,
+        vocab_size=hf["vocab_size"],
+        hidden_size=hf["hidden_size"],
+        num_layers=hf["num_hidden_layers"],
+        num_heads=hf["num_attention_heads"],
+        intermediate_size=hf["intermediate_size"],
+        embedding_size=embedding if embedding != hf["hidden_size"] else None,
+        max_position_embeddings=hf.get("max_position_embeddings", 512),
+        type_vocab_size=hf.get("type_vocab_size", 2),
+        layer_norm_eps=hf.get("layer_norm_eps", 1e-12),
+        hidden_act=ACTIVATIONS[act],
+        hidden_dropout=hf.get("hidden_dropout_prob", 0.1),
+        attention_dropout=hf.get("attention_probs_dropout_prob", 0.1),
+        initializer_range=hf.get("initializer_range", 0.02),
+        pad_token_id=hf.get("pad_token_id") or (1 if family == "roberta" else 0),
+        share_layers=family == "albert",
+        use_pooler=family != "electra",
+    )
+
+
+# --- the name table -----------------------------------------------------------------------
+# kind: "linear" = torch Linear weight [out, in] (transposed, then reshaped to our kernel);
+#       "copy"   = same layout (reshaped).  Tied aliases are checked, not loaded.
+Entry = tuple[tuple[str, ...], "str | list[str]", str]
+
+
+def _linear(our: tuple[str, ...], hf: str | list[str]) -> Iterator[Entry]:
+    if isinstance(hf, list):
+        yield our + ("kernel",), [h + ".weight" for h in hf], "linear"
+        yield our + ("bias",), [h + ".bias" for h in hf], "copy"
+    else:
+        yield our + ("kernel",), hf + ".weight", "linear"
+        yield our + ("bias",), hf + ".bias", "copy"
+
+
+def _norm(our: tuple[str, ...], hf: str | list[str]) -> Iterator[Entry]:
+    if isinstance(hf, list):
+        yield our + ("scale",), [h + ".weight" for h in hf], "copy"
+        yield our + ("bias",), [h + ".bias" for h in hf], "copy"
+    else:
+        yield our + ("scale",), hf + ".weight", "copy"
+        yield our + ("bias",), hf + ".bias", "copy"
+
+
+def _name_table(config: EncoderConfig, heads: tuple[str, ...], prefix: str) -> list[Entry]:
+    fam, p = config.family, prefix
+    t: list[Entry] = []
+    emb = ("encoder", "embeddings")
+    t += [(emb + ("word", "embedding"), p + "embeddings.word_embeddings.weight", "copy"),
+          (emb + ("position", "embedding"), p + "embeddings.position_embeddings.weight", "copy"),
+          (emb + ("segment", "embedding"), p + "embeddings.token_type_embeddings.weight", "copy")]
+    t += _norm(emb + ("norm",), p + "embeddings.LayerNorm")
+    if config.embed_dim != config.hidden_size:
+        proj = p + ("encoder.embedding_hidden_mapping_in" if fam == "albert" else "embeddings_project")
+        t += _linear(("encoder", "projection"), proj)
+
+    if fam == "albert":
+        blk = p + "encoder.albert_layer_groups.0.albert_layers.0."
+        names = {"q": blk + "attention.query", "k": blk + "attention.key",
+                 "v": blk + "attention.value", "o": blk + "attention.dense",
+                 "ln1": blk + "attention.LayerNorm", "i": blk + "ffn", "out": blk + "ffn_output",
+                 "ln2": blk + "full_layer_layer_norm"}
+    else:
+        layer = [f"{p}encoder.layer.{i}." for i in range(config.num_layers)]
+        per = lambda s: [x + s for x in layer]
+        names = {"q": per("attention.self.query"), "k": per("attention.self.key"),
+                 "v": per("attention.self.value"), "o": per("attention.output.dense"),
+                 "ln1": per("attention.output.LayerNorm"), "i": per("intermediate.dense"),
+                 "out": per("output.dense"), "ln2": per("output.LayerNorm")}
+    lay = ("encoder", "layers")
+    t += _linear(lay + ("attention", "query"), names["q"])
+    t += _linear(lay + ("attention", "key"), names["k"])
+    t += _linear(lay + ("attention", "value"), names["v"])
+    t += _linear(lay + ("attention", "output"), names["o"])
+    t += _norm(lay + ("attention_norm",), names["ln1"])
+    t += _linear(lay + ("intermediate",), names["i"])
+    t += _linear(lay + ("output",), names["out"])
+    t += _norm(lay + ("output_norm",), names["ln2"])
+    if config.use_pooler:
+        t += _linear(("encoder", "pooler"), p + "pooler.dense" if fam != "albert" else p + "pooler")
+
+    if "mlm" in heads:
+        mlm = {"bert": ("cls.predictions.transform.dense", "cls.predictions.transform.LayerNorm",
+                        "cls.predictions.bias"),
+               "roberta": ("lm_head.dense", "lm_head.layer_norm", "lm_head.bias"),
+               "albert": ("predictions.dense", "predictions.LayerNorm", "predictions.bias"),
+               "electra": ("generator_predictions.dense", "generator_predictions.LayerNorm",
+                           "generator_lm_head.bias")}[fam]
+        t += _linear(("mlm", "transform"), mlm[0])
+        t += _norm(("mlm", "norm"), mlm[1])
+        t.append((("mlm", "bias"), mlm[2], "copy"))
+    if "nsp" in heads:
+        t += _linear(("nsp", "classifier"), "cls.seq_relationship")
+    if "sop" in heads:
+        t += _linear(("sop", "classifier"), "sop_classifier.classifier")
+    if "rtd" in heads:
+        t += _linear(("rtd", "dense"), "discriminator_predictions.dense")
+        t += _linear(("rtd", "prediction"), "discriminator_predictions.dense_prediction")
+    if "classification" in heads:
+        if fam in ("roberta", "electra"):
+            t += _linear(("classification", "dense"), "classifier.dense")
+            t += _linear(("classification", "output"), "classifier.out_proj")
+        else:
+            t += _linear(("classification", "output"), "classifier")
+    if "token_classification" in heads:
+        t += _linear(("token_classification", "output"), "classifier")
+    if "span" in heads:
+        t += _linear(("span", "output"), "qa_outputs")
+    return t
+
+
+def _tied_aliases(family: str, prefix: str) -> dict[str, str]:
+    """HF names that duplicate another tensor (tied decoder weight/bias) -> what they equal."""
+    word = prefix + "embeddings.word_embeddings.weight"
+    head = {"bert": "cls.predictions.", "roberta": "lm_head.", "albert": "predictions."}
+    if family == "electra":
+        return {"generator_lm_head.weight": word}
+    h = head[family]
+    return {h + "decoder.weight": word, h + "decoder.bias": h + "bias"}
+
+
+# --- heads --------------------------------------------------------------------------------
+def _detect_heads(family: str, names: set[str], architectures: list[str]) -> tuple[str, ...]:
+    arch = " ".join(architectures)
+    found = []
+    mlm_key = {"bert": "cls.predictions.bias", "roberta": "lm_head.bias",
+               "albert": "predictions.bias", "electra": "generator_lm_head.bias"}[family]
+    if mlm_key in names:
+        found.append("mlm")
+    if "cls.seq_relationship.weight" in names:
+        found.append("nsp")
+    if "sop_classifier.classifier.weight" in names:
+        found.append("sop")
+    if "discriminator_predictions.dense.weight" in names:
+        found.append("rtd")
+    if "qa_outputs.weight" in names:
+        found.append("span")
+    if any(n.startswith("classifier.") for n in names):
+        found.append("token_classification" if "TokenClassification" in arch else "classification")
+    return tuple(found)
+
+
+def _find_prefix(family: str, names: set[str]) -> str:
+    for prefix in (PREFIXES[family], ""):
+        if prefix + "embeddings.word_embeddings.weight" in names:
+            return prefix
+    raise UserError(f"no embeddings.word_embeddings.weight (with or without the "
+                    f"{PREFIXES[family]!r} prefix) among the checkpoint's tensors")
+
+
+def _flatten(tree: dict, prefix: tuple = ()) -> Iterator[tuple[tuple[str, ...], Any]]:
+    for k, v in tree.items():
+        if isinstance(v, dict):
+            yield from _flatten(v, prefix + (k,))
+        else:
+            yield prefix + (k,), v
+
+
+def _set(tree: dict, path: tuple[str, ...], value) -> None:
+    for k in path[:-1]:
+        tree = tree.setdefault(k, {})
+    tree[path[-1]] = value
+
+
+def load(path: str) -> HFCheckpoint:
+    """Read a HF checkpoint directory into our config, heads and parameters."""
+    path = os.fspath(path)
+    if not os.path.isdir(path):
+        raise UserError(f"checkpoint directory {path} does not exist")
+    cfg_path = os.path.join(path, "config.json")
+    if not os.path.isfile(cfg_path):
+        raise UserError(f"{path}: no config.json; a Hugging Face checkpoint directory needs "
+                        "config.json and model.safetensors")
+    try:
+        with open(cfg_path, encoding="utf-8") as f:
+            hf_config = json.load(f)
+    except (UnicodeDecodeError, json.JSONDecodeError) as e:
+        raise UserError(f"{cfg_path}: not valid JSON ({e})") from None
+    config = config_from_hf(hf_config, cfg_path)
+    tensors = _read_weights(path)
+    names = set(tensors)
+    prefix = _find_prefix(config.family, names)
+    heads = _detect_heads(config.family, names, hf_config.get("architectures") or [])
+    if config.use_pooler and prefix + ("pooler" if config.family == "albert" else "pooler.dense") \
+            + ".weight" not in names:
+        config = config.replace(use_pooler=False)  # e.g. *ForMaskedLM saves no pooler
+    num_labels = 2
+    for head, weight in (("classification", "classifier.weight"),
+                         ("classification", "classifier.out_proj.weight"),
+                         ("token_classification", "classifier.weight")):
+        if head in heads and weight in tensors:
+            num_labels = tensors[weight].shape[0]
+    label_names = None
+    if "id2label" in hf_config and len(hf_config["id2label"]) == num_labels:
+        label_names = tuple(hf_config["id2label"][str(i)] for i in range(num_labels))
+
+    abstract = model_lib.abstract(config, heads, num_labels)
+    expected = {p: v.shape for p, v in _flatten(nnx.to_pure_dict(nnx.state(abstract, nnx.Param)))}
+    params: dict = {}
+    missing, misshaped, used = [], [], set()
+    for our, hf, kind in _name_table(config, heads, prefix):
+        hf_names = hf if isinstance(hf, list) else [hf]
+        absent = [n for n in hf_names if n not in tensors]
+        used.update(n for n in hf_names if n in tensors)
+        if absent:
+            missing += absent
+            continue
+        want = expected[our]
+        # Stacked entries hold one HF tensor per layer: each must fit one slice.
+        each = want[1:] if isinstance(hf, list) else want
+        arrays = []
+        for n in hf_names:
+            a = tensors[n]
+            if a.dtype.kind != "f" and a.dtype != ml_dtypes.bfloat16:
+                misshaped.append(f"{n}: dtype {a.dtype}, expected a float type")
+            elif a.size != int(np.prod(each)):
+                misshaped.append(f"{n}: shape {a.shape} does not fit {'.'.join(our)} of shape "
+                                 f"{each}")
+            else:
+                a = a.astype(np.float32)
+                arrays.append((a.T if kind == "linear" else a).reshape(each))
+        if len(arrays) != len(hf_names):
+            continue
+        value = arrays[0] if isinstance(hf, str) else np.stack(arrays)
+        _set(params, our, value)
+
+    for alias, target in _tied_aliases(config.family, prefix).items():
+        if alias in tensors and target in tensors:
+            used.add(alias)
+            if tensors[alias].shape != tensors[target].shape or not np.array_equal(
+                    tensors[alias], tensors[target]):
+                misshaped.append(f"{alias}: differs from {target}, but bert_jax ties them")
+    unexpected = sorted(n for n in names - used if not n.endswith(IGNORED_SUFFIXES))
+    problems = []
+    if missing:
+        problems.append(f"missing tensors: {', '.join(missing)}")
+    if unexpected:
+        problems.append(f"unexpected tensors: {', '.join(unexpected)}")
+    if misshaped:
+        problems.append(f"mis-shaped tensors: {'; '.join(misshaped)}")
+    if problems:
+        raise UserError(f"{path}: checkpoint does not match a {config.family} model with heads "
+                        f"{list(heads) or 'none'}: " + " | ".join(problems))
+    tok = {n: os.path.join(path, n) for n in TOKENIZER_FILES if os.path.isfile(os.path.join(path, n))}
+    return HFCheckpoint(config, heads, num_labels, params, path, tok, label_names)
