@@ -388,3 +388,30 @@ def load(path: str) -> HFCheckpoint:
                         f"{list(heads) or 'none'}: " + " | ".join(problems))
     tok = {n: os.path.join(path, n) for n in TOKENIZER_FILES if os.path.isfile(os.path.join(path, n))}
     return HFCheckpoint(config, heads, num_labels, params, path, tok, label_names)
+
+
+def config_to_hf(config: EncoderConfig) -> dict:
+    """The config.json transformers expects for this architecture."""
+    act = {"gelu": "gelu", "gelu_tanh": "gelu_new", "relu": "relu"}[config.hidden_act]
+    out = {
+        "model_type": config.family,
+        "vocab_size": config.vocab_size,
+        "hidden_size": config.hidden_size,
+        "num_hidden_layers": config.num_layers,
+        "num_attention_heads": config.num_heads,
+        "intermediate_size": config.intermediate_size,
+        "max_position_embeddings": config.max_position_embeddings,
+        "type_vocab_size": config.type_vocab_size,
+        "layer_norm_eps": config.layer_norm_eps,
+        "hidden_act": act,
+        "hidden_dropout_prob": config.hidden_dropout,
+        "attention_probs_dropout_prob": config.attention_dropout,
+        "initializer_range": config.initializer_range,
+        "pad_token_id": config.pad_token_id,
+        "position_embedding_type": "absolute",
+    }
+    if config.family in ("albert", "electra"):
+        out["embedding_size"] = config.embed_dim
+    if config.family == "albert":
+        out.update(num_hidden_groups=1, inner_group_num=1)
+    return out
