@@ -17,10 +17,10 @@ As in Hugging Face, a special token written literally in the text (e.g. "[MASK]"
 that special token rather than split into "[", "mask", "]".
 
 Parity notes. The Rust side classifies characters with the `unicode_categories` crate, whose
-tables are Unicode 8.0, and lowercases with Rust's std (Unicode 16.0), while Python's
-`unicodedata` is Unicode 14.0 on Python 3.11. The tables at the end of this file list every
-code point where the two disagree; tests/test_tokenizers.py re-checks all code points against
-`tokenizers`, so a Python or `tokenizers` upgrade that shifts them fails loudly.
+tables are Unicode 8.0, decomposes with Unicode 9.0-era NFD tables and lowercases with Rust's
+std (Unicode 16.0), while Python's `unicodedata` is Unicode 14.0 on Python 3.11. The tables
+at the end of this file list every code point where they disagree; tests/test_tokenizers.py
+re-checks all code points against `tokenizers`, so an upgrade that shifts them fails loudly.
 """
 
 from __future__ import annotations
@@ -29,7 +29,6 @@ import json
 import re
 import unicodedata
 from collections.abc import Sequence
-from functools import cache
 from pathlib import Path
 
 import numpy as np
@@ -59,13 +58,8 @@ _CHINESE_RANGES = (
     (0x2F800, 0x2FA1F),
 )
 
-_SPECIAL_DEFAULTS = {
-    "unk_token": "[UNK]",
-    "cls_token": "[CLS]",
-    "sep_token": "[SEP]",
-    "pad_token": "[PAD]",
-    "mask_token": "[MASK]",
-}
+# tokenizer_config.json keys naming special tokens (BERT defaults are in __init__).
+_SPECIAL_KEYS = ("unk_token", "cls_token", "sep_token", "pad_token", "mask_token")
 
 
 class WordPieceTokenizer:
@@ -111,7 +105,11 @@ class WordPieceTokenizer:
 
     @classmethod
     def from_dir(cls, path: str | Path) -> WordPieceTokenizer:
-        """Load `vocab.txt` and, if present, `tokenizer_config.json` from a checkpoint dir."""
+        """Load `vocab.txt` and, if present, `tokenizer_config.json` from a checkpoint dir.
+
+        Raises UserError naming the file when vocab.txt is missing or unreadable, the config is
+        malformed, or the vocab lacks one of the special tokens the config names.
+        """
         path = Path(path)
         vocab_path = path / "vocab.txt"
         try:
@@ -133,6 +131,9 @@ class WordPieceTokenizer:
 
     def normalize(self, text: str) -> str:
         """HF's BertNormalizer: clean text, pad CJK, strip accents, lowercase, in that order."""
+        if text.isascii() and text.isprintable():
+            # Nothing to clean, pad or strip; ASCII lowercasing is the same in Rust and Python.
+            return text.lower() if self.do_lower_case else text
         text = "".join(map(_clean_char, text))
         if self.tokenize_chinese_chars:
             text = "".join(map(_pad_chinese_char, text))
@@ -159,7 +160,8 @@ class WordPieceTokenizer:
         return words
 
     def tokenize(self, text: str) -> list[str]:
-        """Wordpiece strings of `text`, without [CLS]/[SEP]."""
+        """Wordpiece strings of `text`, without [CLS]/[SEP] (special tokens written in the text
+        are kept as such)."""
         return [self._tokens[i] for i in self._content_ids(text)]
 
     def encode(self, text: str, max_length: int | None = None) -> list[int]:
@@ -259,7 +261,7 @@ def _read_config(config_path: Path) -> dict:
             if not isinstance(config[key], allowed):
                 raise UserError(f"{config_path}: {key} must be {expected}, got {config[key]!r}")
             options[key] = config[key]
-    for key in _SPECIAL_DEFAULTS:
+    for key in _SPECIAL_KEYS:
         value = config.get(key)
         # Newer configs store special tokens as serialized AddedToken objects.
         if isinstance(value, dict):
@@ -273,21 +275,20 @@ def _read_config(config_path: Path) -> dict:
 
 
 def _check_max_length(max_length: int) -> None:
-    if not isinstance(max_length, int) or max_length < 2:
+    if not isinstance(max_length, (int, np.integer)) or max_length < 2:
         raise UserError(f"max_length must be an int >= 2 ([CLS] and [SEP]), got {max_length!r}")
 
 
 def _nfd(text: str) -> str:
-    # HF's normalization tables leave U+11938 composed (its decomposition is Unicode 13).
-    # It is a starter, so NFD never reorders across it and the pieces decompose alone.
-    if "\U00011938" in text:
-        return "\U00011938".join(map(_nfd, text.split("\U00011938")))
-    return unicodedata.normalize("NFD", text)
+    # A character HF's normalization tables do not know is a plain starter to HF: it is not
+    # decomposed and nothing is reordered across it. Splitting there reproduces that.
+    parts = _HF_NFD_UNKNOWN.split(text)
+    return "".join(p if k % 2 else unicodedata.normalize("NFD", p) for k, p in enumerate(parts))
 
 
-@cache
 def _clean_char(c: str) -> str:
-    """clean_text: delete NUL, U+FFFD and control characters; map whitespace to " "."""
+    """clean_text: map whitespace to " "; delete NUL, U+FFFD and what Rust's `is_other` calls
+    control: Cc, Cf and private-use Co (unassigned Cn is kept)."""
     if _WHITESPACE.fullmatch(c):
         return " "
     cp = ord(c)
@@ -298,7 +299,6 @@ def _clean_char(c: str) -> str:
     return c
 
 
-@cache
 def _pad_chinese_char(c: str) -> str:
     cp = ord(c)
     if any(lo <= cp <= hi for lo, hi in _CHINESE_RANGES):
@@ -306,7 +306,6 @@ def _pad_chinese_char(c: str) -> str:
     return c
 
 
-@cache
 def _is_nonspacing_mark(c: str) -> bool:
     cp = ord(c)
     if cp in _HF_EXTRA_MARKS:
@@ -314,13 +313,11 @@ def _is_nonspacing_mark(c: str) -> bool:
     return unicodedata.category(c) == "Mn" and cp not in _HF_NOT_MARKS
 
 
-@cache
 def _lower_char(c: str) -> str:
     # Rust lowercases char by char, so unlike str.lower() a final Σ becomes σ, not ς.
     return _HF_EXTRA_LOWER.get(c) or c.lower()
 
 
-@cache
 def _is_punctuation(c: str) -> bool:
     cp = ord(c)
     if 33 <= cp <= 47 or 58 <= cp <= 64 or 91 <= cp <= 96 or 123 <= cp <= 126:
@@ -381,6 +378,18 @@ _HF_NOT_PUNCTUATION = _code_points(
     (0x11FFF, 0x11FFF), (0x12FF1, 0x12FF2), (0x16E97, 0x16E9A), (0x16FE2, 0x16FE2),
     (0x1E95E, 0x1E95F),
 )
+
+# Combining marks (and the decomposable U+11938) newer than HF's NFD tables (Unicode 9.0).
+_HF_NFD_UNKNOWN = re.compile("([" + "".join(f"{chr(lo)}-{chr(hi)}" for lo, hi in (
+    (0x7FD, 0x7FD), (0x898, 0x89F), (0x8CA, 0x8D3), (0x9FE, 0x9FE), (0xC3C, 0xC3C),
+    (0xD3B, 0xD3C), (0xEBA, 0xEBA), (0x1715, 0x1715), (0x1ABF, 0x1ACE), (0x1DF6, 0x1DFA),
+    (0xA82C, 0xA82C), (0x10D24, 0x10D27), (0x10EAB, 0x10EAC), (0x10F46, 0x10F50),
+    (0x10F82, 0x10F85), (0x11070, 0x11070), (0x1133B, 0x1133B), (0x1145E, 0x1145E),
+    (0x11839, 0x1183A), (0x11938, 0x11938), (0x1193D, 0x1193E), (0x11943, 0x11943),
+    (0x119E0, 0x119E0), (0x11A34, 0x11A34), (0x11A47, 0x11A47), (0x11A99, 0x11A99),
+    (0x11D42, 0x11D42), (0x11D44, 0x11D45), (0x11D97, 0x11D97), (0x16FF0, 0x16FF1),
+    (0x1E130, 0x1E136), (0x1E2AE, 0x1E2AE), (0x1E2EC, 0x1E2EF),
+)) + "])")
 
 # Unicode 16.0 case pairs that Rust's std knows and Python 3.11's unicodedata does not.
 _HF_EXTRA_LOWER = {

@@ -84,7 +84,6 @@ class Encoder(nnx.Module):
                  segment_ids: Array | None = None, position_ids: Array | None = None,
                  packing_ids: Array | None = None, rng: Array | None = None) -> dict[str, Array]:
         """Returns {"hidden": [batch, seq, hidden], "pooled": [batch, hidden] (with a pooler)}."""
-        c = self.config
         if packing_ids is not None:
             valid = packing_ids > 0
             # [batch, 1, q, k]: same sequence, and never a padding key.

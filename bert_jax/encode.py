@@ -1,0 +1,132 @@
+"""`bert-jax encode`: text lines in, hidden states or pooled sentence vectors out (.npy).
+
+Lines are tokenized with the checkpoint's WordPiece vocabulary ([CLS] text [SEP]),
+batched into a few fixed shapes (so XLA compiles a handful of programs, not one per
+batch), run through the encoder, and pooled on device:
+  none  -> [lines, max_length, hidden], zeros past each line's last token
+  cls   -> [lines, hidden], the [CLS] token's last hidden state
+  mean  -> [lines, hidden], the mean over the line's tokens (sentence-transformers' pooling)
+"""
+
+from __future__ import annotations
+
+import os
+import sys
+import tempfile
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+from flax import nnx
+
+from bert_jax.convert import hf
+from bert_jax.data.tokenizers import WordPieceTokenizer
+from bert_jax.errors import UserError
+
+POOLINGS = ("cls", "mean", "none")
+
+
+def read_lines(path: str) -> list[str]:
+    """The file's lines, decoded as UTF-8; a line that is not UTF-8 is an error naming it."""
+    try:
+        with open(path, "rb") as f:
+            raw = f.read()
+    except FileNotFoundError:
+        raise UserError(f"input file {path} does not exist") from None
+    except IsADirectoryError:
+        raise UserError(f"input {path} is a directory, expected a text file") from None
+    lines = raw.split(b"\n")
+    if lines and lines[-1] == b"":
+        lines.pop()  # the file's final newline ends the last line; it does not start one
+    if not lines:
+        raise UserError(f"input file {path} is empty; expected one text per line")
+    texts = []
+    for number, line in enumerate(lines, 1):
+        try:
+            texts.append(line.removesuffix(b"\r").decode("utf-8"))
+        except UnicodeDecodeError as e:
+            raise UserError(f"{path}:{number}: line is not valid UTF-8 ({e.reason} at byte "
+                            f"{e.start})") from None
+    return texts
+
+
+def load_checkpoint(path: str):
+    """(model, tokenizer) from a checkpoint directory (Hugging Face layout)."""
+    ckpt = hf.load(path)
+    if "vocab.txt" not in ckpt.tokenizer_files:
+        raise UserError(f"{path}: no vocab.txt; encode needs the checkpoint's WordPiece "
+                        f"vocabulary (found tokenizer files: "
+                        f"{', '.join(ckpt.tokenizer_files) or 'none'})")
+    return ckpt.model(), WordPieceTokenizer.from_dir(path)
+
+
+def _bucket(length: int, max_length: int) -> int:
+    """Round a batch's longest line up to a multiple of 32 to bound the compiled shapes."""
+    return min(max_length, -(-length // 32) * 32)
+
+
+def encode(checkpoint: str, input_path: str, output_path: str, pooling: str = "mean",
+           max_length: int | None = None, batch_size: int = 32, normalize: bool = False,
+           log=print) -> np.ndarray:
+    if pooling not in POOLINGS:
+        raise UserError(f"--pooling={pooling!r}; choose one of: {', '.join(POOLINGS)}")
+    if normalize and pooling == "none":
+        raise UserError("--normalize applies to pooled vectors; use --pooling cls or mean")
+    if batch_size < 1:
+        raise UserError(f"--batch-size={batch_size}; expected a positive integer")
+    out_dir = os.path.dirname(os.path.abspath(output_path))
+    if not os.path.isdir(out_dir):
+        raise UserError(f"output directory {out_dir} does not exist")
+    texts = read_lines(input_path)
+    model, tokenizer = load_checkpoint(checkpoint)
+    limit = model.config.max_length
+    max_length = max_length or min(limit, 512)
+    if not 2 <= max_length <= limit:
+        raise UserError(f"--max-length={max_length}; this checkpoint takes 2 to {limit} tokens")
+
+    ids, mask, n_truncated = tokenizer.encode_batch(texts, max_length)
+    if n_truncated:
+        print(f"warning: {n_truncated} of {len(texts)} lines were longer than {max_length} "
+              "tokens and were truncated", file=sys.stderr)
+
+    graphdef, params = nnx.split(model)
+
+    @jax.jit
+    def forward(params, ids, mask):
+        hidden = nnx.merge(graphdef, params)(ids, mask)["hidden"].astype(jnp.float32)
+        m = mask[..., None].astype(jnp.float32)
+        if pooling == "cls":
+            out = hidden[:, 0]
+        elif pooling == "mean":
+            out = (hidden * m).sum(1) / jnp.maximum(m.sum(1), 1.0)
+        else:
+            return hidden * m
+        if normalize:
+            out = out / jnp.maximum(jnp.linalg.norm(out, axis=-1, keepdims=True), 1e-12)
+        return out
+
+    hidden = model.config.hidden_size
+    result = np.zeros((len(texts), max_length, hidden) if pooling == "none"
+                      else (len(texts), hidden), np.float32)
+    lengths = mask.sum(1)
+    for start in range(0, len(texts), batch_size):
+        stop = min(start + batch_size, len(texts))
+        width = _bucket(int(lengths[start:stop].max()), max_length)
+        b_ids = np.zeros((batch_size, width), np.int32) + tokenizer.pad_id
+        b_mask = np.zeros((batch_size, width), np.int32)
+        b_ids[: stop - start] = ids[start:stop, :width]
+        b_mask[: stop - start] = mask[start:stop, :width]
+        out = np.asarray(forward(params, b_ids, b_mask))[: stop - start]
+        if pooling == "none":
+            result[start:stop, :width] = out
+        else:
+            result[start:stop] = out
+
+    # Write beside the target and rename, so a failed run never leaves half a file.
+    fd, tmp = tempfile.mkstemp(dir=out_dir, suffix=".npy")
+    with os.fdopen(fd, "wb") as f:
+        np.save(f, result)
+    os.replace(tmp, output_path)
+    log(f"encoded {len(texts)} lines with {checkpoint} -> {output_path} "
+        f"{tuple(result.shape)} ({pooling} pooling{', L2-normalized' if normalize else ''})")
+    return result
