@@ -267,3 +267,39 @@ def test_cli_prepare_data_errors_are_one_line(tmp_path, capsys):
     rc = cli.main(["prepare-data", "--config", f"{CONFIG}:bert", "--output", str(tmp_path),
                    "--config.max_seq_length=abc"])
     assert rc == 2 and "max_seq_length" in capsys.readouterr().err
+
+
+def test_cli_train_tokenizer_then_prepare_data_on_the_default_corpus(tmp_path, capsys):
+    from bert_jax.data.tokenizers import load_tokenizer
+
+    text = tmp_path / "corpus.txt"
+    docs = list(corpora.default_corpus())
+    assert len(docs) > 500 and sum(len(s) for d in docs for s in d) > 1_500_000
+    text.write_text("\n".join(s for d in docs[:150] for s in d))
+    vocab = tmp_path / "vocab"
+    assert cli.main(["train-tokenizer", "--input", str(text), "--model-type", "wordpiece",
+                     "--vocab-size", "2000", "--output", str(vocab)]) == 0
+    out = tmp_path / "data"
+    assert cli.main(["prepare-data", "--config", f"{CONFIG}:electra", "--output", str(out),
+                     f"--config.tokenizer={vocab}", "--config.pack=True", "--config.num_workers=2",
+                     "--config.max_seq_length=64"]) == 0
+    meta = json.loads((out / "metadata.json").read_text())
+    assert meta["vocab_fingerprint"] == load_tokenizer(str(vocab)).vocab_fingerprint()
+    assert meta["documents"] == len(docs) and meta["packed"] and meta["workers"] == 2
+    assert meta["num_tokens"] > 300_000
+    stream = PretrainingStream(StreamConfig(str(out), 32, masking=masking.MaskingConfig(strategy="span")))
+    batch = stream.host_batch(3)
+    assert batch["masked_weights"].sum() > 32 * 5
+    # Same config again: nothing to do, the data is kept.
+    assert cli.main(["prepare-data", "--config", f"{CONFIG}:electra", "--output", str(out),
+                     f"--config.tokenizer={vocab}", "--config.pack=True", "--config.num_workers=1",
+                     "--config.max_seq_length=64"]) == 0
+    assert "already holds this data" in capsys.readouterr().out
+
+
+def test_document_per_line_files(tmp_path):
+    f = tmp_path / "docs.txt"
+    f.write_text("First sentence here. Second one follows! A third? Yes.\n\nOther doc. Two.\n")
+    docs = list(corpora.file_corpus([str(f)], "documents", collections.Counter()))
+    assert docs == [["First sentence here.", "Second one follows!", "A third?", "Yes."],
+                    ["Other doc.", "Two."]]
