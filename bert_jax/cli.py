@@ -29,6 +29,19 @@ def _prepare_data(args: argparse.Namespace) -> None:
     prepare.prepare(config_files.to_dict(config), args.output, overwrite=args.overwrite)
 
 
+def _pretrain(args: argparse.Namespace) -> None:
+    from bert_jax import config_files
+
+    config = config_files.load(args.config, args.overrides)
+    for flag, field in (("coordinator_address", "coordinator"), ("num_processes", "num_processes"),
+                        ("process_id", "process_id")):
+        if getattr(args, flag) is not None:
+            config.distributed[field] = getattr(args, flag)
+    from bert_jax.training import pretrain
+
+    pretrain.train_and_evaluate(config, args.workdir)
+
+
 def _train_tokenizer(args: argparse.Namespace) -> None:
     from bert_jax.data.train_tokenizer import train_tokenizer
 
@@ -70,6 +83,20 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--overwrite", action="store_true",
                    help="replace data prepared from another config in --output")
     p.set_defaults(func=_prepare_data, takes_overrides=True)
+
+    p = sub.add_parser("pretrain", help="pretrain BERT / RoBERTa / ALBERT / ELECTRA",
+                       description="Pretrain on prepared data with checkpoints, evaluation and "
+                       "TensorBoard logs under --workdir; rerun to resume. Override any config "
+                       "field with --config.FIELD=VALUE.")
+    p.add_argument("--config", required=True, help="e.g. configs/pretrain/bert.py:size=tiny")
+    p.add_argument("--workdir", required=True, help="checkpoints, logs, and (by default) the data")
+    p.add_argument("--coordinator-address", default=None,
+                   help="jax.distributed coordinator HOST:PORT (or BERT_JAX_COORDINATOR)")
+    p.add_argument("--num-processes", type=int, default=None,
+                   help="processes in the run (or BERT_JAX_NUM_PROCESSES)")
+    p.add_argument("--process-id", type=int, default=None,
+                   help="this process's id (or BERT_JAX_PROCESS_ID)")
+    p.set_defaults(func=_pretrain, takes_overrides=True)
 
     p = sub.add_parser("train-tokenizer", help="train a WordPiece / SentencePiece / BPE vocabulary",
                        description="Train a vocabulary on text files and write files that "

@@ -10,6 +10,7 @@ from __future__ import annotations
 import ast
 import importlib.util
 import os
+import sys
 
 import ml_collections
 
@@ -22,10 +23,20 @@ def load(spec: str, overrides: list[str] = ()) -> ml_collections.ConfigDict:
         raise UserError(f"--config={spec!r}: file {path} does not exist")
     module_spec = importlib.util.spec_from_file_location("_bert_jax_config", path)
     module = importlib.util.module_from_spec(module_spec)
-    module_spec.loader.exec_module(module)
+    # A config may import its neighbours (configs/pretrain/*.py import pretrain_base).
+    sys.path.insert(0, os.path.dirname(os.path.abspath(path)))
+    try:
+        module_spec.loader.exec_module(module)
+    except ValueError as e:  # get_config's own argument errors
+        raise UserError(f"--config={spec!r}: {e}") from None
+    finally:
+        sys.path.pop(0)
     if not hasattr(module, "get_config"):
         raise UserError(f"--config={spec!r}: {path} defines no get_config()")
-    config = module.get_config(arg) if arg else module.get_config()
+    try:
+        config = module.get_config(arg) if arg else module.get_config()
+    except ValueError as e:
+        raise UserError(f"--config={spec!r}: {e}") from None
     config = ml_collections.ConfigDict(config)
     config.lock()
     for item in overrides:

@@ -45,7 +45,8 @@ def test_presets_cover_the_grid_and_every_family():
                 layers, hidden, hidden // 64, 4 * hidden)
     assert PRESETS["bert-tiny"] == PRESETS["bert-L2-H128"]
     assert PRESETS["bert-base"] == PRESETS["bert-L12-H768"]
-    assert set(PUBLISHED) == {n for n in PRESETS if not n.startswith("bert-L")}
+    unpublished = {"roberta-tiny", "albert-tiny", "electra-tiny"}  # CPU demo / test sizes
+    assert set(PUBLISHED) == {n for n in PRESETS if not n.startswith("bert-L")} - unpublished
     assert all(PRESETS[n].share_layers for n in PRESETS if n.startswith("albert"))
 
 

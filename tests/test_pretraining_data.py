@@ -188,6 +188,7 @@ def test_resume_at_any_step_equals_the_uninterrupted_stream(stream_data):
     assert sorted(epoch_rows.tolist()) == list(range(meta["num_rows"]))
     # Masks are dynamic: the same row is masked differently in the next epoch.
     assert stream.state(12) == {"step": 12, "seed": 7, "global_batch_size": 16,
+                                "rows": [0, meta["num_rows"]],
                                 "data_fingerprint": meta["config_fingerprint"]}
 
 

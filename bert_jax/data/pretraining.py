@@ -66,6 +66,8 @@ class StreamConfig:
     global_batch_size: int
     seed: int = 0
     masking: masking_lib.MaskingConfig = masking_lib.MaskingConfig()
+    # Read only rows [start, stop) of the data (None: all); how evaluation holds rows out.
+    rows: tuple[int, int] | None = None
 
 
 class PretrainingStream:
@@ -80,7 +82,12 @@ class PretrainingStream:
             raise UserError(f"process_index={process_index} is outside [0, {process_count})")
         self.process_index, self.process_count = process_index, process_count
         self.host_batch_size = b // process_count
-        self.num_rows = self.meta["num_rows"]
+        total = self.meta["num_rows"]
+        self.first_row, stop = config.rows if config.rows is not None else (0, total)
+        if not 0 <= self.first_row < stop <= total:
+            raise UserError(f"rows {config.rows} are not a non-empty range within the {total} rows "
+                            f"of {config.data_dir}")
+        self.num_rows = stop - self.first_row
         self.seq_len = self.meta["max_seq_length"]
         self.dtype = np.dtype(self.meta["id_dtype"])
         self.offsets = np.cumsum([0] + [s["rows"] for s in self.meta["shards"]])
@@ -102,11 +109,12 @@ class PretrainingStream:
         """All a checkpoint must hold to resume this stream at `step`."""
         return {"step": int(step), "seed": self.config.seed,
                 "global_batch_size": self.config.global_batch_size,
+                "rows": [self.first_row, self.first_row + self.num_rows],
                 "data_fingerprint": self.meta["config_fingerprint"]}
 
     def check_state(self, state: dict) -> int:
         """The step to resume at; a clear error if the data or batch setup changed."""
-        for key in ("seed", "global_batch_size", "data_fingerprint"):
+        for key in ("seed", "global_batch_size", "rows", "data_fingerprint"):
             mine = self.state(0)[key]
             if state.get(key) != mine:
                 raise UserError(f"cannot resume the data stream: saved {key}={state.get(key)!r} but "
@@ -123,7 +131,7 @@ class PretrainingStream:
         for epoch in np.unique(epochs):  # a batch spans at most two epochs
             sel = epochs == epoch
             rows[sel] = permute(pos[sel], self.num_rows, _epoch_key(self.config.seed, int(epoch)))
-        return rows, epochs
+        return rows + self.first_row, epochs
 
     def _readers(self):
         readers = getattr(self._local, "readers", None)

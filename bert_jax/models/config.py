@@ -190,6 +190,10 @@ def _build_presets() -> dict[str, EncoderConfig]:
         "electra-small-generator": _electra(12, 256, 4, 128, 1024),
         "electra-base-generator": _electra(12, 256, 4, 768, 1024),
         "electra-large-generator": _electra(24, 256, 4, 1024, 1024),
+        # Not published sizes: L2 H128 versions of every family, for CPU demos and tests.
+        "roberta-tiny": _roberta(2, 128, 2),
+        "albert-tiny": _albert(2, 128, 2),
+        "electra-tiny": _electra(2, 128, 2, 128, 512),
     })
     return presets
 

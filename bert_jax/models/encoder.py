@@ -52,9 +52,12 @@ def segment_positions(ids: Array) -> Array:
 
 
 class Encoder(nnx.Module):
-    def __init__(self, config: EncoderConfig, *, rngs: nnx.Rngs):
+    """`own_embeddings=False` builds no embedding tables: the caller passes another
+    encoder's `embeddings` at call time (ELECTRA's generator shares the discriminator's)."""
+
+    def __init__(self, config: EncoderConfig, *, rngs: nnx.Rngs, own_embeddings: bool = True):
         self.config = config
-        self.embeddings = layers.Embeddings(config, rngs=rngs)
+        self.embeddings = layers.Embeddings(config, rngs=rngs) if own_embeddings else None
         self.projection = (
             layers.Dense((config.embed_dim,), (config.hidden_size,), ("embed", "embed"), config,
                          rngs=rngs)
@@ -82,7 +85,8 @@ class Encoder(nnx.Module):
 
     def __call__(self, input_ids: Array, attention_mask: Array | None = None,
                  segment_ids: Array | None = None, position_ids: Array | None = None,
-                 packing_ids: Array | None = None, rng: Array | None = None) -> dict[str, Array]:
+                 packing_ids: Array | None = None, rng: Array | None = None,
+                 embeddings: layers.Embeddings | None = None) -> dict[str, Array]:
         """Returns {"hidden": [batch, seq, hidden], "pooled": [batch, hidden] (with a pooler)}."""
         if packing_ids is not None:
             valid = packing_ids > 0
@@ -100,7 +104,7 @@ class Encoder(nnx.Module):
         r_embed = r_layers = None
         if rng is not None:
             r_embed, r_layers = jax.random.split(rng)
-        x = self.embeddings(input_ids, segment_ids, position_ids, r_embed)
+        x = (embeddings or self.embeddings)(input_ids, segment_ids, position_ids, r_embed)
         if self.projection is not None:
             x = self.projection(x)
         x = self._run_blocks(x, mask, r_layers)

@@ -28,7 +28,7 @@ _NEEDS_POOLER = ("nsp", "sop")
 
 class Model(nnx.Module):
     def __init__(self, config: EncoderConfig, heads: Sequence[str] = (), num_labels: int = 2,
-                 *, rngs: nnx.Rngs):
+                 *, rngs: nnx.Rngs, own_embeddings: bool = True):
         heads = tuple(heads)
         unknown = [h for h in heads if h not in HEADS]
         if unknown:
@@ -40,7 +40,7 @@ class Model(nnx.Module):
         self.config = config
         self.heads = heads
         self.num_labels = num_labels
-        self.encoder = Encoder(config, rngs=rngs)
+        self.encoder = Encoder(config, rngs=rngs, own_embeddings=own_embeddings)
         has = heads.__contains__
         self.mlm = H.MaskedLMHead(config, rngs=rngs) if has("mlm") else None
         self.nsp = H.SentencePairHead(config, rngs=rngs) if has("nsp") else None
@@ -55,14 +55,16 @@ class Model(nnx.Module):
     def __call__(self, input_ids: Array, attention_mask: Array | None = None,
                  segment_ids: Array | None = None, position_ids: Array | None = None,
                  packing_ids: Array | None = None, masked_positions: Array | None = None,
-                 rng: Array | None = None) -> dict[str, Array]:
-        """All outputs by name: hidden, pooled, and `<head>_logits` for each head."""
+                 rng: Array | None = None, embeddings=None) -> dict[str, Array]:
+        """All outputs by name: hidden, pooled, and `<head>_logits` for each head.
+        `embeddings`: another model's embeddings to use (and tie the MLM decoder to)."""
         keys = [None] * 5 if rng is None else list(jax.random.split(rng, 5))
+        embeddings = embeddings or self.encoder.embeddings
         out = self.encoder(input_ids, attention_mask, segment_ids, position_ids, packing_ids,
-                           rng=keys[0])
+                           rng=keys[0], embeddings=embeddings)
         hidden = out["hidden"]
         if self.mlm is not None:
-            out["mlm_logits"] = self.mlm(hidden, self.encoder.embeddings.word, masked_positions)
+            out["mlm_logits"] = self.mlm(hidden, embeddings.word, masked_positions)
         if self.nsp is not None:
             out["nsp_logits"] = self.nsp(out["pooled"], keys[1])
         if self.sop is not None:

@@ -1,0 +1,53 @@
+"""Multi-process start-up: jax.distributed from flags or environment, with a timeout.
+
+Sources, first found wins: the config (`distributed.*`, set from the CLI flags), then
+BERT_JAX_COORDINATOR / BERT_JAX_NUM_PROCESSES / BERT_JAX_PROCESS_ID. With none and on a
+Cloud TPU VM, `jax.distributed.initialize()` auto-detects the slice. Otherwise one process.
+On CPU, BERT_JAX_LOCAL_DEVICES=K gives each process K devices and gloo collectives (how
+tests and launch/local.sh run N processes on one machine).
+"""
+
+from __future__ import annotations
+
+import os
+
+import jax
+
+from bert_jax.errors import UserError
+
+
+def _on_cloud_tpu() -> bool:
+    return bool(os.environ.get("TPU_WORKER_HOSTNAMES") or os.environ.get("CLOUD_TPU_TASK_ID")
+                or os.environ.get("MEGASCALE_COORDINATOR_ADDRESS"))
+
+
+def initialize(cfg) -> None:
+    """Call once, before anything touches a JAX device."""
+    local_devices = int(os.environ.get("BERT_JAX_LOCAL_DEVICES", "0") or 0)
+    if local_devices:
+        jax.config.update("jax_num_cpu_devices", local_devices)
+    coordinator = cfg.coordinator or os.environ.get("BERT_JAX_COORDINATOR", "")
+    num = cfg.num_processes or int(os.environ.get("BERT_JAX_NUM_PROCESSES", "0") or 0)
+    pid = cfg.process_id if cfg.process_id >= 0 else int(os.environ.get("BERT_JAX_PROCESS_ID", "-1"))
+    if not coordinator:
+        if num > 1:
+            raise UserError(f"{num} processes requested but no coordinator: set "
+                            "--coordinator-address HOST:PORT or BERT_JAX_COORDINATOR")
+        if _on_cloud_tpu():
+            jax.distributed.initialize()
+        return
+    if num < 1 or not 0 <= pid < num:
+        raise UserError(f"distributed run with coordinator {coordinator}: need the process count "
+                        f"and this process's id in [0, count): got num_processes={num}, "
+                        f"process_id={pid}")
+    if ":" not in coordinator:
+        raise UserError(f"coordinator address {coordinator!r}: expected HOST:PORT")
+    if local_devices or jax.config.jax_platforms in (None, "", "cpu"):
+        jax.config.update("jax_cpu_collectives_implementation", "gloo")
+    try:
+        jax.distributed.initialize(coordinator, num_processes=num, process_id=pid,
+                                   initialization_timeout=int(cfg.timeout_seconds))
+    except Exception as e:  # noqa: BLE001 - jax raises XlaRuntimeError / RuntimeError here
+        raise UserError(f"jax.distributed could not start (coordinator {coordinator}, process "
+                        f"{pid} of {num}, timeout {cfg.timeout_seconds}s): "
+                        f"{str(e).splitlines()[0][:300]}") from None

@@ -1,0 +1,113 @@
+"""Metrics out of the train loop: TensorBoard events, a one-line progress bar, throughput
+and MFU. Only process 0 writes; values arrive as host floats at log steps only.
+
+Model FLOPs per sequence (training: forward + backward = 3 x forward's 2 FLOPs/MAC):
+    6 * S * N_enc  +  12 * L * S^2 * H  +  6 * P * (H^2 + H * V)
+N_enc: encoder parameters without the embedding tables (matmul weights: what each token
+multiplies through), S: sequence length, L/H: layers/hidden, P: masked positions the MLM
+head runs at (S when logits are computed everywhere), V: vocabulary. The middle term is
+attention's QK^T and AV matmuls, the last the MLM head (transform + decoder).
+"""
+
+from __future__ import annotations
+
+import os
+import sys
+import time
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+from bert_jax.models.config import EncoderConfig
+
+
+def encoder_matmul_params(config: EncoderConfig) -> int:
+    h, f, e = config.hidden_size, config.intermediate_size, config.embed_dim
+    per_layer = 4 * h * h + 2 * h * f
+    proj = e * h if e != h else 0
+    return per_layer * config.num_layers + proj
+
+
+def flops_per_sequence(config: EncoderConfig, seq_len: int, predictions: int) -> float:
+    h, v = config.hidden_size, config.vocab_size
+    return (6 * seq_len * encoder_matmul_params(config)
+            + 12 * config.num_layers * seq_len**2 * h
+            + 6 * predictions * (h * h + h * v))
+
+
+def matmul_ceiling(n: int = 1024, repeats: int = 5) -> float:
+    """FLOP/s of an fp32 n x n matmul on the default device: the MFU denominator."""
+    a = jnp.ones((n, n), jnp.float32)
+    f = jax.jit(lambda a: a @ a)
+    f(a).block_until_ready()
+    best = float("inf")
+    for _ in range(repeats):
+        start = time.perf_counter()
+        f(a).block_until_ready()
+        best = min(best, time.perf_counter() - start)
+    return 2 * n**3 / best
+
+
+class Writer:
+    """TensorBoard scalars (process 0 only) through tf.summary."""
+
+    def __init__(self, logdir: str, enabled: bool = True):
+        self.enabled = enabled
+        self._writer = None
+        if enabled:
+            import tensorflow as tf
+
+            os.makedirs(logdir, exist_ok=True)
+            self._tf = tf
+            self._writer = tf.summary.create_file_writer(logdir)
+
+    def scalars(self, step: int, values: dict[str, float], prefix: str = "") -> None:
+        if not self.enabled:
+            return
+        with self._writer.as_default(step=step):
+            for k, v in values.items():
+                self._tf.summary.scalar(prefix + k, float(v))
+        self._writer.flush()
+
+    def close(self) -> None:
+        if self._writer is not None:
+            self._writer.close()
+
+
+def summarize(sums: dict[str, np.ndarray]) -> dict[str, float]:
+    """Metric sums from the objectives -> means and accuracies."""
+    out = {}
+    for key in ("mlm", "nsp", "sop", "rtd"):
+        count = float(sums.get(f"{key}_count", 0))
+        if count:
+            out[f"{key}_loss"] = float(sums[f"{key}_loss"]) / count
+            out[f"{key}_accuracy"] = float(sums[f"{key}_correct"]) / count
+    for key in ("loss", "grad_norm", "learning_rate"):
+        if key in sums:
+            out[key] = float(sums[key])
+    return out
+
+
+class Progress:
+    """One line, rewritten in place on a terminal: step, loss, tokens/s, ETA."""
+
+    def __init__(self, total_steps: int, enabled: bool = True):
+        self.total, self.enabled = total_steps, enabled
+        self.tty = sys.stderr.isatty()
+
+    def update(self, step: int, loss: float, tokens_per_s: float, seconds_per_step: float,
+               extra: str = "") -> None:
+        if not self.enabled:
+            return
+        eta = max(0.0, (self.total - step) * seconds_per_step)
+        line = (f"step {step}/{self.total}  loss {loss:.4f}  {tokens_per_s:,.0f} tok/s  "
+                f"ETA {int(eta // 60)}m{int(eta % 60):02d}s{('  ' + extra) if extra else ''}")
+        if self.tty:
+            print("\r" + line.ljust(100), end="", file=sys.stderr, flush=True)
+        else:
+            print(line, file=sys.stderr, flush=True)
+
+    def newline(self) -> None:
+        if self.enabled and self.tty:
+            print(file=sys.stderr)

@@ -1,0 +1,58 @@
+"""Optimizers: AdamW or LAMB, warmup then linear / polynomial decay, global-norm clipping,
+and no weight decay on LayerNorm parameters or biases (as BERT's AdamWeightDecay).
+
+Gradient accumulation is not here: the train step sums the gradients of its
+microbatches itself, so that 4 x B/4 gives exactly the update of one step of B.
+"""
+
+from __future__ import annotations
+
+import jax
+import optax
+
+from bert_jax.errors import UserError
+
+OPTIMIZERS = ("adamw", "lamb")
+DECAYS = ("linear", "polynomial", "constant")
+_NO_DECAY = ("bias", "scale")  # our LayerNorm parameters are `scale` / `bias`
+
+
+def schedule(cfg, total_steps: int) -> optax.Schedule:
+    """Linear warmup 0 -> lr over warmup_steps, then decay to end_lr at total_steps."""
+    lr, warmup = cfg.learning_rate, cfg.warmup_steps
+    if cfg.decay not in DECAYS:
+        raise UserError(f"config.optim.decay={cfg.decay!r}; choose one of: {', '.join(DECAYS)}")
+    if warmup < 0 or warmup > total_steps:
+        raise UserError(f"config.optim.warmup_steps={warmup} must be in [0, train.steps={total_steps}]")
+    decay_steps = max(1, total_steps - warmup)
+    if cfg.decay == "constant":
+        after = optax.constant_schedule(lr)
+    else:
+        power = 1.0 if cfg.decay == "linear" else cfg.power
+        after = optax.polynomial_schedule(lr, cfg.end_learning_rate, power, decay_steps)
+    if warmup == 0:
+        return after
+    return optax.join_schedules([optax.linear_schedule(0.0, lr, warmup), after], [warmup])
+
+
+def decay_mask(params):
+    """True where weight decay applies: kernels and embeddings, not LayerNorm or biases."""
+    def keep(path, _):
+        last = path[-1]
+        name = getattr(last, "key", getattr(last, "name", str(last)))
+        return name not in _NO_DECAY
+    return jax.tree_util.tree_map_with_path(keep, params)
+
+
+def make(cfg, total_steps: int) -> tuple[optax.GradientTransformation, optax.Schedule]:
+    if cfg.name not in OPTIMIZERS:
+        raise UserError(f"config.optim.name={cfg.name!r}; choose one of: {', '.join(OPTIMIZERS)}")
+    lr = schedule(cfg, total_steps)
+    if cfg.name == "adamw":
+        opt = optax.adamw(lr, b1=cfg.b1, b2=cfg.b2, eps=cfg.eps, weight_decay=cfg.weight_decay,
+                          mask=decay_mask)
+    else:
+        opt = optax.lamb(lr, b1=cfg.b1, b2=cfg.b2, eps=cfg.eps, weight_decay=cfg.weight_decay,
+                         mask=decay_mask)
+    chain = [optax.clip_by_global_norm(cfg.clip_norm)] if cfg.clip_norm > 0 else []
+    return optax.chain(*chain, opt), lr

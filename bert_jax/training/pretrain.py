@@ -1,0 +1,354 @@
+"""train_and_evaluate(config, workdir): the pretraining job, read top to bottom.
+
+  distributed start-up -> mesh -> data (prepared on first use) -> model and optimizer
+  shapes -> shardings -> state created sharded -> restore the latest checkpoint -> loop:
+  step, log, evaluate, checkpoint; SIGTERM saves at the next step boundary -> summary.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import os
+import signal
+import time
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import optax
+from flax import nnx
+from jax.experimental import multihost_utils
+
+from bert_jax.data import masking as masking_lib
+from bert_jax.data import prepare
+from bert_jax.data.pretraining import PretrainingStream, StreamConfig
+from bert_jax.errors import UserError
+from bert_jax.models.config import get_preset
+from bert_jax.objectives import OBJECTIVES
+from bert_jax.training import checkpointing, distributed, metrics, optim, sharding
+
+
+@dataclasses.dataclass(frozen=True)
+class Settings:
+    """What an objective's `build` may read beyond the encoder config."""
+
+    generator_fraction: float = 0.25
+
+
+def encoder_config(config, vocab_size: int):
+    m = config.model
+    overrides = {"dtype": m.dtype, "remat_policy": m.remat_policy, "scan_layers": m.scan_layers,
+                 "vocab_size": m.vocab_size or vocab_size}
+    if m.hidden_dropout >= 0:
+        overrides["hidden_dropout"] = m.hidden_dropout
+    if m.attention_dropout >= 0:
+        overrides["attention_dropout"] = m.attention_dropout
+    enc = get_preset(m.preset, **overrides)
+    if enc.vocab_size < vocab_size:
+        raise UserError(f"config.model.vocab_size={enc.vocab_size} is smaller than the data's "
+                        f"vocabulary ({vocab_size})")
+    return enc
+
+
+def model_identity(config, enc) -> dict:
+    """What a checkpoint must match to be resumed: objective and architecture."""
+    return {"objective": config.objective, "encoder": enc.to_dict(),
+            "generator_fraction": config.electra.generator_fraction}
+
+
+def _data(config, workdir: str) -> str:
+    data_dir = config.data.dir or os.path.join(workdir, "data")
+    if not config.data.dir and not os.path.isfile(os.path.join(data_dir, prepare.METADATA)):
+        if jax.process_index() == 0:
+            prepare.prepare(config.data.prepare.to_dict(), data_dir)
+        multihost_utils.sync_global_devices("prepare-data")
+    return data_dir
+
+
+def _check(config, meta, mesh) -> None:
+    objective = OBJECTIVES.get(config.objective)
+    if objective is None:
+        raise UserError(f"config.objective={config.objective!r}; choose one of: {', '.join(OBJECTIVES)}")
+    if meta["objective"] not in objective.DATA:
+        raise UserError(f"config.objective={config.objective!r} cannot train on {meta['objective']!r} "
+                        f"data (it needs {' or '.join(objective.DATA)}); prepare the data with a "
+                        f"matching data config")
+    b, m = config.train.global_batch_size, config.train.microbatches
+    if m < 1 or b % m:
+        raise UserError(f"config.train.global_batch_size={b} does not split into "
+                        f"config.train.microbatches={m}")
+    if (b // m) % sharding.batch_divisor(mesh):
+        raise UserError(f"config.train.global_batch_size={b} (microbatches of {b // m}) does not divide "
+                        f"over the {sharding.batch_divisor(mesh)} data x fsdp shards of the mesh "
+                        f"{dict(mesh.shape)}")
+    if config.data.eval_rows >= meta["num_rows"]:
+        raise UserError(f"config.data.eval_rows={config.data.eval_rows} leaves no training rows "
+                        f"(the data has {meta['num_rows']})")
+
+
+def make_train_step(graphdef, objective, tx, lr, microbatches: int, mesh, state_shardings):
+    batch_spec = sharding.batch_sharding(mesh)
+
+    def loss(params, batch, rng, denom):
+        return objective.loss_fn(nnx.merge(graphdef, params), batch, rng, denom)
+
+    grad_fn = jax.value_and_grad(loss, has_aux=True)
+
+    def step(state, batch):
+        denom = objective.denominators(batch)  # whole-batch normalizers: accumulation is exact
+        rng = jax.random.fold_in(jax.random.wrap_key_data(state["rng"]), state["step"])
+        params = state["params"]
+        if microbatches == 1:
+            (loss_value, sums), grads = grad_fn(params, batch, rng, denom)
+        else:
+            # Strided split: microbatch m takes rows m, m+M, ..., so every device keeps
+            # working on its own rows.
+            def split(x):
+                x = x.reshape(x.shape[0] // microbatches, microbatches, *x.shape[1:]).swapaxes(0, 1)
+                return jax.lax.with_sharding_constraint(
+                    x, jax.sharding.NamedSharding(mesh, jax.sharding.PartitionSpec(None, *batch_spec.spec)))
+
+            def accumulate(carry, xs):
+                i, micro = xs
+                (l, s), g = grad_fn(params, micro, jax.random.fold_in(rng, i), denom)
+                return jax.tree.map(jnp.add, carry, (l, s, g)), None
+
+            micro = jax.tree.map(split, batch)
+            zeros = jax.tree.map(jnp.zeros_like, jax.eval_shape(grad_fn, params, batch, rng, denom))
+            zeros = (zeros[0][0], zeros[0][1], zeros[1])
+            (loss_value, sums, grads), _ = jax.lax.scan(
+                accumulate, zeros, (jnp.arange(microbatches), micro))
+        grad_norm = optax.global_norm(grads)
+        finite = jnp.isfinite(loss_value) & jnp.isfinite(grad_norm)
+        updates, opt_state = tx.update(grads, state["opt_state"], params)
+        new_params = optax.apply_updates(params, updates)
+        keep = lambda new, old: jax.tree.map(lambda a, b: jnp.where(finite, a, b), new, old)  # noqa: E731
+        new_state = {
+            "params": keep(new_params, params),
+            "opt_state": keep(opt_state, state["opt_state"]),
+            "step": state["step"] + 1,
+            "rng": state["rng"],
+            "nonfinite_run": jnp.where(finite, 0, state["nonfinite_run"] + 1),
+            "nonfinite_total": state["nonfinite_total"] + (~finite).astype(jnp.int32),
+        }
+        out = dict(sums, loss=loss_value, grad_norm=grad_norm, learning_rate=lr(state["step"]),
+                   nonfinite_run=new_state["nonfinite_run"])
+        return new_state, out
+
+    return jax.jit(step, in_shardings=(state_shardings, batch_spec),
+                   out_shardings=(state_shardings, sharding.replicated(mesh)), donate_argnums=0)
+
+
+def make_eval_step(graphdef, objective, mesh, param_shardings):
+    def step(params, batch):
+        denom = objective.denominators(batch)
+        _, sums = objective.loss_fn(nnx.merge(graphdef, params), batch, None, denom)
+        return sums
+    return jax.jit(step, in_shardings=(param_shardings, sharding.batch_sharding(mesh)),
+                   out_shardings=sharding.replicated(mesh))
+
+
+class _Preemption:
+    """SIGTERM sets a flag; the loop saves at the next step boundary and exits 0."""
+
+    def __init__(self):
+        self.requested = False
+        self._previous = signal.signal(signal.SIGTERM, self._handle)
+
+    def _handle(self, signum, frame):
+        self.requested = True
+
+    def agreed(self, step: int) -> bool:
+        """Every process must stop at the same step: agree through a tiny all-gather."""
+        if jax.process_count() == 1:
+            return self.requested
+        flags = multihost_utils.process_allgather(np.asarray(self.requested, np.int32))
+        return bool(np.any(flags))
+
+    def restore(self):
+        signal.signal(signal.SIGTERM, self._previous)
+
+
+def train_and_evaluate(config, workdir: str, log=print) -> dict:
+    # --- distributed start-up and mesh ---------------------------------------------------
+    distributed.initialize(config.distributed)
+    mesh = sharding.make_mesh(dict(config.mesh))
+    lead = jax.process_index() == 0
+    say = log if lead else (lambda *a, **k: None)
+    os.makedirs(workdir, exist_ok=True)
+
+    # --- data ------------------------------------------------------------------------------
+    data_dir = _data(config, workdir)
+    meta = prepare.read_metadata(data_dir)
+    _check(config, meta, mesh)
+    objective = OBJECTIVES[config.objective]
+    masking = masking_lib.MaskingConfig(**config.masking.to_dict())
+    n_train = meta["num_rows"] - config.data.eval_rows
+    train_stream = PretrainingStream(
+        StreamConfig(data_dir, config.train.global_batch_size, config.train.seed, masking, (0, n_train)),
+        jax.process_index(), jax.process_count())
+    eval_batch = min(config.train.global_batch_size,
+                     config.data.eval_rows // sharding.batch_divisor(mesh) * sharding.batch_divisor(mesh))
+    eval_stream = (PretrainingStream(
+        StreamConfig(data_dir, eval_batch, 0, masking, (n_train, meta["num_rows"])),
+        jax.process_index(), jax.process_count()) if eval_batch and config.data.eval_rows else None)
+
+    # --- model and optimizer: shapes, then shardings, then arrays -----------------------------
+    enc = encoder_config(config, meta["vocab_size"])
+    settings = Settings(config.electra.generator_fraction)
+    build = lambda: objective.build(enc, settings, nnx.Rngs(config.train.seed))  # noqa: E731
+    graphdef, abstract_params = nnx.split(nnx.eval_shape(build))
+    tx, lr = optim.make(config.optim, config.train.steps)
+
+    def init():
+        params = nnx.to_pure_dict(nnx.state(build()))
+        return {"params": params, "opt_state": tx.init(params), "step": jnp.zeros((), jnp.int32),
+                "rng": jax.random.key_data(jax.random.key(config.train.seed)),
+                "nonfinite_run": jnp.zeros((), jnp.int32), "nonfinite_total": jnp.zeros((), jnp.int32)}
+
+    abstract_state = jax.eval_shape(init)
+    param_shardings = sharding.param_shardings(abstract_params, mesh)
+    rep = sharding.replicated(mesh)
+    state_shardings = {k: rep for k in abstract_state}
+    state_shardings["params"] = param_shardings
+    state_shardings["opt_state"] = optax.tree_map_params(
+        tx, lambda _, s: s, abstract_state["opt_state"], param_shardings,
+        transform_non_params=lambda _: rep)
+    identity = model_identity(config, enc)
+
+    # --- restore, or start fresh (created sharded: never whole on one device) ---------------
+    ckpt = checkpointing.Checkpointer(workdir, save_every=config.train.checkpoint_every,
+                                      keep=config.train.keep_checkpoints)
+    latest = ckpt.latest_step()
+    if latest is not None:
+        extra = ckpt.read_extra(latest)
+        if extra.get("model") != identity:
+            raise UserError(f"{workdir} holds a checkpoint (step {latest}) of another model: saved "
+                            f"{_describe(extra.get('model'))}, configured {_describe(identity)}; "
+                            "use another --workdir")
+        target = jax.tree.map(lambda a, s: jax.ShapeDtypeStruct(a.shape, a.dtype, sharding=s),
+                              abstract_state, state_shardings)
+        state, extra = ckpt.restore(latest, target)
+        start = train_stream.check_state(extra["data_state"])
+        say(f"resumed from {workdir} at step {start}")
+    else:
+        state = jax.jit(init, out_shardings=state_shardings)()
+        start = 0
+    n_params = sum(int(np.prod(x.shape)) for x in jax.tree.leaves(abstract_state["params"]))
+    say(f"pretraining {config.model.preset} ({config.objective}, {n_params:,} parameters) on "
+        f"{jax.device_count()} device(s), mesh {dict(mesh.shape)}, {jax.process_count()} process(es)")
+
+    # --- steps ----------------------------------------------------------------------------
+    train_step = make_train_step(graphdef, objective, tx, lr, config.train.microbatches, mesh,
+                                 state_shardings)
+    eval_step = make_eval_step(graphdef, objective, mesh, param_shardings)
+    writer = metrics.Writer(os.path.join(workdir, "tensorboard"), enabled=lead)
+    progress = metrics.Progress(config.train.steps, enabled=lead)
+    peak = config.train.peak_flops or metrics.matmul_ceiling() * jax.device_count()
+    seq = meta["max_seq_length"]
+    flops = metrics.flops_per_sequence(enc, seq, masking.max_predictions)
+    if config.objective == "electra":  # the generator runs too
+        from bert_jax.objectives.electra import generator_config
+        flops += metrics.flops_per_sequence(generator_config(enc, settings.generator_fraction), seq,
+                                            masking.max_predictions)
+    flops *= config.train.global_batch_size
+
+    def evaluate(step: int) -> dict[str, float]:
+        if eval_stream is None:
+            return {}
+        total: dict[str, float] = {}
+        batches = min(config.train.eval_batches, max(1, eval_stream.num_rows // eval_batch))
+        for k in range(batches):
+            sums = jax.device_get(eval_step(state["params"], sharding.global_batch(
+                eval_stream.host_batch(k), mesh)))
+            for key, v in sums.items():
+                total[key] = total.get(key, 0.0) + float(v)
+        result = metrics.summarize(total)
+        writer.scalars(step, result, "eval/")
+        return result
+
+    def save(step: int, force: bool = False) -> None:
+        ckpt.save(step, state, {"data_state": train_stream.state(step), "model": identity,
+                                "config": config.to_dict()}, force=force)
+
+    # --- loop -------------------------------------------------------------------------------
+    history = {"first_eval": None, "last_eval": None}
+    if start == 0:
+        history["first_eval"] = evaluate(0)
+        say(f"eval at step 0: {_fmt(history['first_eval'])}")
+    preemption = _Preemption()
+    batches = train_stream.dataset(start_step=start).as_numpy_iterator()
+    last_time, last_step, step = time.perf_counter(), start, start
+    try:
+        for step in range(start + 1, config.train.steps + 1):
+            state, out = train_step(state, sharding.global_batch(next(batches), mesh))
+            if step % config.train.log_every == 0 or step == config.train.steps:
+                out = jax.device_get(out)  # the loop's only host sync
+                now = time.perf_counter()
+                sec = (now - last_time) / (step - last_step)
+                last_time, last_step = now, step
+                values = metrics.summarize(out)
+                values.update(step_time=sec, tokens_per_second=config.train.global_batch_size * seq / sec,
+                              mfu=flops / sec / peak)
+                writer.scalars(step, values, "train/")
+                progress.update(step, values["loss"], values["tokens_per_second"], sec,
+                                f"mlm acc {values.get('mlm_accuracy', 0):.3f}")
+                if int(out["nonfinite_run"]) >= config.train.max_nonfinite_steps:
+                    progress.newline()
+                    raise UserError(f"{int(out['nonfinite_run'])} consecutive steps had non-finite loss "
+                                    f"or gradients (each skipped) up to step {step}; lower "
+                                    "config.optim.learning_rate or check the data")
+            if step % config.train.eval_every == 0 and step != config.train.steps:
+                progress.newline()
+                say(f"eval at step {step}: {_fmt(evaluate(step))}")
+            if ckpt.should_save(step):
+                save(step)
+            if preemption.agreed(step):
+                progress.newline()
+                save(step, force=True)
+                ckpt.wait()
+                say(f"SIGTERM: saved step {step} to {workdir}; rerun the same command to resume")
+                return {"preempted_at": step}
+        progress.newline()
+        history["last_eval"] = evaluate(step)
+        if not ckpt.latest_step() == step:
+            save(step, force=True)
+        ckpt.wait()
+    finally:
+        preemption.restore()
+        writer.close()
+        ckpt.close()
+    summary = {"steps": step, "workdir": workdir, "first_eval": history["first_eval"],
+               "final_eval": history["last_eval"]}
+    if lead:
+        with open(os.path.join(workdir, "summary.json"), "w") as f:
+            json.dump(summary, f, indent=1)
+    say(_closing(summary, config))
+    return summary
+
+
+def _fmt(values: dict[str, float]) -> str:
+    return "  ".join(f"{k} {v:.4f}" for k, v in sorted(values.items()))
+
+
+def _describe(identity) -> str:
+    if not identity:
+        return "an unknown model"
+    e = identity["encoder"]
+    return (f"{identity['objective']} {e['family']} L{e['num_layers']} H{e['hidden_size']} "
+            f"V{e['vocab_size']}")
+
+
+def _closing(summary: dict, config) -> str:
+    lines = ["", f"done: {summary['steps']} steps."]
+    first, last = summary["first_eval"] or {}, summary["final_eval"] or {}
+    for key in ("mlm_accuracy", "nsp_accuracy", "sop_accuracy", "rtd_accuracy"):
+        if key in last:
+            before = f"{first[key]:.3f} at the first evaluation -> " if key in first else ""
+            lines.append(f"  {key}: {before}{last[key]:.3f} now")
+    w = summary["workdir"]
+    lines += [f"  checkpoints: {w}/checkpoints   TensorBoard: tensorboard --logdir {w}/tensorboard",
+              "  resume or extend: rerun the same command (add --config.train.steps=N to go further)",
+              f"  embed text with it: bert-jax encode --checkpoint {w} --input FILE --output out.npy"]
+    return "\n".join(lines)

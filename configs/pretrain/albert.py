@@ -1,0 +1,21 @@
+"""ALBERT: masked LM (n-gram spans) + sentence-order prediction, shared layers.
+
+Run (offline demo size on the embedded corpus; data prepared into WORKDIR/data first):
+    bert-jax pretrain --config configs/pretrain/albert.py:size=tiny --workdir workdir/albert
+Any field can be overridden, e.g. --config.train.steps=200 --config.mesh.fsdp=2.
+Sizes: the presets of bert_jax/models/config.py named albert-<size> (tiny: L2 H128, for CPU demos
+and tests; base, large, ... for real runs).
+"""
+
+import pretrain_base
+
+
+def get_config(arg: str = "") -> "pretrain_base.ml_collections.ConfigDict":
+    args = pretrain_base.parse_arg(arg, {"size": "tiny"})
+    c = pretrain_base.base_config("albert", args["size"])
+    # ALBERT: n-gram masking (n <= 3, p(n) ~ 1/n) and LAMB.
+    c.masking.strategy = "span"
+    c.masking.span_distribution = "ngram"
+    c.optim.name = "lamb"
+    c.optim.learning_rate = 1.76e-3
+    return c

@@ -1,0 +1,16 @@
+"""BERT: masked LM + next-sentence prediction.
+
+Run (offline demo size on the embedded corpus; data prepared into WORKDIR/data first):
+    bert-jax pretrain --config configs/pretrain/bert.py:size=tiny --workdir workdir/bert
+Any field can be overridden, e.g. --config.train.steps=200 --config.mesh.fsdp=2.
+Sizes: the presets of bert_jax/models/config.py named bert-<size> (tiny: L2 H128, for CPU demos
+and tests; base, large, ... for real runs).
+"""
+
+import pretrain_base
+
+
+def get_config(arg: str = "") -> "pretrain_base.ml_collections.ConfigDict":
+    args = pretrain_base.parse_arg(arg, {"size": "tiny"})
+    c = pretrain_base.base_config("bert", args["size"])
+    return c
