@@ -51,13 +51,30 @@ def read_lines(path: str) -> list[str]:
 
 
 def load_checkpoint(path: str):
-    """(model, tokenizer) from a checkpoint directory (Hugging Face layout)."""
+    """(model, tokenizer) from a checkpoint directory: a Hugging Face checkpoint, or one of
+    our pretraining workdirs (its latest checkpoint; ELECTRA: the discriminator)."""
+    if os.path.isdir(os.path.join(path, "checkpoints")):
+        return _load_workdir(path)
     ckpt = hf.load(path)
     if "vocab.txt" not in ckpt.tokenizer_files:
         raise UserError(f"{path}: no vocab.txt; encode needs the checkpoint's WordPiece "
                         f"vocabulary (found tokenizer files: "
                         f"{', '.join(ckpt.tokenizer_files) or 'none'})")
     return ckpt.model(), WordPieceTokenizer.from_dir(path)
+
+
+def _load_workdir(workdir: str):
+    from bert_jax.data.prepare import read_metadata
+    from bert_jax.data.tokenizers import load_tokenizer
+    from bert_jax.models import model as model_lib
+    from bert_jax.training.pretrain import load_params
+
+    enc, objective, params, extra = load_params(workdir)
+    encoder = params["discriminator"]["encoder"] if objective == "electra" else params["encoder"]
+    model = nnx.merge(nnx.graphdef(model_lib.abstract(enc)), {"encoder": encoder})
+    data_dir = extra["config"]["data"]["dir"] or os.path.join(workdir, "data")
+    tokenizer = load_tokenizer(read_metadata(data_dir)["tokenizer"])
+    return model, tokenizer
 
 
 def _bucket(length: int, max_length: int) -> int:

@@ -131,7 +131,8 @@ bert_jax_args=("$@")
 [[ $name =~ ^[a-z]([-a-z0-9]*[a-z0-9])?$ ]] \
   || die_usage "--name must be lower-case letters, digits and dashes, got '$name'"
 [[ -n $zone ]] || die_usage "--zone is required"
-[[ $poll =~ ^[1-9][0-9]*$ ]] || die_usage "--poll must be a positive number of seconds, got '$poll'"
+[[ $poll =~ ^[0-9]*\.?[0-9]+$ && ! $poll =~ ^[0.]+$ ]] \
+  || die_usage "--poll must be a positive number of seconds, got '$poll'"
 [[ -z $ref || -n $repo ]] || die_usage "--ref needs --repo"
 if [[ $action == create || $action == all ]]; then
   [[ -n $accelerator ]] || die_usage "$action needs --accelerator-type (e.g. v4-32)"
@@ -248,7 +249,8 @@ start() {
   if [[ -z $repo ]]; then
     files+=("$staging/$remote_tarball")
     local list=(git -C "$repo_root" ls-files -z --cached --others --exclude-standard)
-    local pack=(tar -C "$repo_root" --null -T - -czf "$staging/$remote_tarball")
+    local pack=(tar -C "$repo_root" --exclude=launch-logs --exclude=tpu-logs --null -T - -czf
+      "$staging/$remote_tarball")
     printf '+ %s | %s\n' "$(join_quoted "${list[@]}")" "$(join_quoted "${pack[@]}")" >&"$((dry_run ? 1 : 2))"
     if ((!dry_run)); then
       "${list[@]}" | "${pack[@]}" || return 1

@@ -9,6 +9,7 @@ tests and launch/local.sh run N processes on one machine).
 
 from __future__ import annotations
 
+import glob
 import os
 
 import jax
@@ -17,8 +18,10 @@ from bert_jax.errors import UserError
 
 
 def _on_cloud_tpu() -> bool:
-    return bool(os.environ.get("TPU_WORKER_HOSTNAMES") or os.environ.get("CLOUD_TPU_TASK_ID")
-                or os.environ.get("MEGASCALE_COORDINATOR_ADDRESS"))
+    """A TPU host (VM or GKE node): JAX reads the slice from the metadata server or the env.
+    The device files are what JAX itself checks; GKE also sets TPU_WORKER_HOSTNAMES."""
+    return bool(os.environ.get("TPU_WORKER_HOSTNAMES") or glob.glob("/dev/accel*")
+                or glob.glob("/dev/vfio/[0-9]*"))
 
 
 def initialize(cfg) -> None:

@@ -24,7 +24,7 @@ from bert_jax.data import masking as masking_lib
 from bert_jax.data import prepare
 from bert_jax.data.pretraining import PretrainingStream, StreamConfig
 from bert_jax.errors import UserError
-from bert_jax.models.config import get_preset
+from bert_jax.models.config import EncoderConfig, get_preset
 from bert_jax.objectives import OBJECTIVES
 from bert_jax.training import checkpointing, distributed, metrics, optim, sharding
 
@@ -87,6 +87,55 @@ def _check(config, meta, mesh) -> None:
                         f"(the data has {meta['num_rows']})")
 
 
+class StateSetup:
+    """Shapes, shardings and the initializer of the train state, without allocating it."""
+
+    def __init__(self, config, enc, mesh):
+        objective = OBJECTIVES[config.objective]
+        settings = Settings(config.electra.generator_fraction)
+        self.build = lambda: objective.build(enc, settings, nnx.Rngs(config.train.seed))
+        self.graphdef, abstract_params = nnx.split(nnx.eval_shape(self.build))
+        self.tx, self.lr = optim.make(config.optim, config.train.steps)
+        self.seed = config.train.seed
+        self.abstract_state = jax.eval_shape(self.init)
+        param_shardings = sharding.param_shardings(abstract_params, mesh)
+        rep = sharding.replicated(mesh)
+        self.shardings = {k: rep for k in self.abstract_state}
+        self.shardings["params"] = param_shardings
+        self.shardings["opt_state"] = optax.tree_map_params(
+            self.tx, lambda _, s: s, self.abstract_state["opt_state"], param_shardings,
+            transform_non_params=lambda _: rep)
+
+    def init(self):
+        params = nnx.to_pure_dict(nnx.state(self.build()))
+        return {"params": params, "opt_state": self.tx.init(params), "step": jnp.zeros((), jnp.int32),
+                "rng": jax.random.key_data(jax.random.key(self.seed)),
+                "nonfinite_run": jnp.zeros((), jnp.int32), "nonfinite_total": jnp.zeros((), jnp.int32)}
+
+    def target(self):
+        """The abstract state with target shardings: what a restore fills in."""
+        return jax.tree.map(lambda a, s: jax.ShapeDtypeStruct(a.shape, a.dtype, sharding=s),
+                            self.abstract_state, self.shardings)
+
+
+def load_params(workdir: str, step: int | None = None):
+    """(encoder config, objective, params as a pure dict, extra) of one of our checkpoints,
+    restored onto this process's first device (for encode / export)."""
+    import ml_collections
+
+    ckpt = checkpointing.Checkpointer(workdir, save_every=1, async_save=False)
+    try:
+        extra = ckpt.read_extra(step)
+        config = ml_collections.ConfigDict(extra["config"])
+        enc = EncoderConfig.from_dict(extra["model"]["encoder"])
+        mesh = sharding.make_mesh({"data": 1, "fsdp": 1, "tensor": 1}, jax.devices()[:1])
+        setup = StateSetup(config, enc, mesh)
+        state, extra = ckpt.restore(step, setup.target())
+    finally:
+        ckpt.close()
+    return enc, config.objective, state["params"], extra
+
+
 def make_train_step(graphdef, objective, tx, lr, microbatches: int, mesh, state_shardings):
     batch_spec = sharding.batch_sharding(mesh)
 
@@ -111,8 +160,8 @@ def make_train_step(graphdef, objective, tx, lr, microbatches: int, mesh, state_
 
             def accumulate(carry, xs):
                 i, micro = xs
-                (l, s), g = grad_fn(params, micro, jax.random.fold_in(rng, i), denom)
-                return jax.tree.map(jnp.add, carry, (l, s, g)), None
+                (li, si), gi = grad_fn(params, micro, jax.random.fold_in(rng, i), denom)
+                return jax.tree.map(jnp.add, carry, (li, si, gi)), None
 
             micro = jax.tree.map(split, batch)
             zeros = jax.tree.map(jnp.zeros_like, jax.eval_shape(grad_fn, params, batch, rng, denom))
@@ -196,25 +245,10 @@ def train_and_evaluate(config, workdir: str, log=print) -> dict:
 
     # --- model and optimizer: shapes, then shardings, then arrays -----------------------------
     enc = encoder_config(config, meta["vocab_size"])
-    settings = Settings(config.electra.generator_fraction)
-    build = lambda: objective.build(enc, settings, nnx.Rngs(config.train.seed))  # noqa: E731
-    graphdef, abstract_params = nnx.split(nnx.eval_shape(build))
-    tx, lr = optim.make(config.optim, config.train.steps)
-
-    def init():
-        params = nnx.to_pure_dict(nnx.state(build()))
-        return {"params": params, "opt_state": tx.init(params), "step": jnp.zeros((), jnp.int32),
-                "rng": jax.random.key_data(jax.random.key(config.train.seed)),
-                "nonfinite_run": jnp.zeros((), jnp.int32), "nonfinite_total": jnp.zeros((), jnp.int32)}
-
-    abstract_state = jax.eval_shape(init)
-    param_shardings = sharding.param_shardings(abstract_params, mesh)
-    rep = sharding.replicated(mesh)
-    state_shardings = {k: rep for k in abstract_state}
-    state_shardings["params"] = param_shardings
-    state_shardings["opt_state"] = optax.tree_map_params(
-        tx, lambda _, s: s, abstract_state["opt_state"], param_shardings,
-        transform_non_params=lambda _: rep)
+    setup = StateSetup(config, enc, mesh)
+    graphdef, tx, lr = setup.graphdef, setup.tx, setup.lr
+    abstract_state, state_shardings = setup.abstract_state, setup.shardings
+    param_shardings = state_shardings["params"]
     identity = model_identity(config, enc)
 
     # --- restore, or start fresh (created sharded: never whole on one device) ---------------
@@ -227,13 +261,11 @@ def train_and_evaluate(config, workdir: str, log=print) -> dict:
             raise UserError(f"{workdir} holds a checkpoint (step {latest}) of another model: saved "
                             f"{_describe(extra.get('model'))}, configured {_describe(identity)}; "
                             "use another --workdir")
-        target = jax.tree.map(lambda a, s: jax.ShapeDtypeStruct(a.shape, a.dtype, sharding=s),
-                              abstract_state, state_shardings)
-        state, extra = ckpt.restore(latest, target)
+        state, extra = ckpt.restore(latest, setup.target())
         start = train_stream.check_state(extra["data_state"])
         say(f"resumed from {workdir} at step {start}")
     else:
-        state = jax.jit(init, out_shardings=state_shardings)()
+        state = jax.jit(setup.init, out_shardings=state_shardings)()
         start = 0
     n_params = sum(int(np.prod(x.shape)) for x in jax.tree.leaves(abstract_state["params"]))
     say(f"pretraining {config.model.preset} ({config.objective}, {n_params:,} parameters) on "
@@ -250,8 +282,8 @@ def train_and_evaluate(config, workdir: str, log=print) -> dict:
     flops = metrics.flops_per_sequence(enc, seq, masking.max_predictions)
     if config.objective == "electra":  # the generator runs too
         from bert_jax.objectives.electra import generator_config
-        flops += metrics.flops_per_sequence(generator_config(enc, settings.generator_fraction), seq,
-                                            masking.max_predictions)
+        flops += metrics.flops_per_sequence(generator_config(enc, config.electra.generator_fraction),
+                                            seq, masking.max_predictions)
     flops *= config.train.global_batch_size
 
     def evaluate(step: int) -> dict[str, float]:
@@ -268,12 +300,15 @@ def train_and_evaluate(config, workdir: str, log=print) -> dict:
         writer.scalars(step, result, "eval/")
         return result
 
+    saved = {"step": latest}
+
     def save(step: int, force: bool = False) -> None:
-        ckpt.save(step, state, {"data_state": train_stream.state(step), "model": identity,
-                                "config": config.to_dict()}, force=force)
+        if ckpt.save(step, state, {"data_state": train_stream.state(step), "model": identity,
+                                   "config": config.to_dict()}, force=force):
+            saved["step"] = step
 
     # --- loop -------------------------------------------------------------------------------
-    history = {"first_eval": None, "last_eval": None}
+    history = {"first_eval": None, "last_eval": None, "train": []}
     if start == 0:
         history["first_eval"] = evaluate(0)
         say(f"eval at step 0: {_fmt(history['first_eval'])}")
@@ -292,6 +327,7 @@ def train_and_evaluate(config, workdir: str, log=print) -> dict:
                 values.update(step_time=sec, tokens_per_second=config.train.global_batch_size * seq / sec,
                               mfu=flops / sec / peak)
                 writer.scalars(step, values, "train/")
+                history["train"].append({"step": step, **values})
                 progress.update(step, values["loss"], values["tokens_per_second"], sec,
                                 f"mlm acc {values.get('mlm_accuracy', 0):.3f}")
                 if int(out["nonfinite_run"]) >= config.train.max_nonfinite_steps:
@@ -306,13 +342,14 @@ def train_and_evaluate(config, workdir: str, log=print) -> dict:
                 save(step)
             if preemption.agreed(step):
                 progress.newline()
-                save(step, force=True)
+                if saved["step"] != step:
+                    save(step, force=True)
                 ckpt.wait()
                 say(f"SIGTERM: saved step {step} to {workdir}; rerun the same command to resume")
-                return {"preempted_at": step}
+                return {"preempted_at": step, "train": history["train"]}
         progress.newline()
         history["last_eval"] = evaluate(step)
-        if not ckpt.latest_step() == step:
+        if saved["step"] != step:
             save(step, force=True)
         ckpt.wait()
     finally:
@@ -320,7 +357,7 @@ def train_and_evaluate(config, workdir: str, log=print) -> dict:
         writer.close()
         ckpt.close()
     summary = {"steps": step, "workdir": workdir, "first_eval": history["first_eval"],
-               "final_eval": history["last_eval"]}
+               "final_eval": history["last_eval"], "train": history["train"]}
     if lead:
         with open(os.path.join(workdir, "summary.json"), "w") as f:
             json.dump(summary, f, indent=1)

@@ -53,7 +53,12 @@ def mesh_shape(sizes: dict[str, int], num_devices: int) -> tuple[int, ...]:
 
 
 def make_mesh(sizes: dict[str, int], devices=None) -> Mesh:
+    """A mesh over all devices; in a single process, fully given sizes may use fewer
+    (the first ones), so that one machine can compare meshes of different sizes."""
     devices = jax.devices() if devices is None else devices
+    fixed = [int(sizes.get(a, 1)) for a in MESH_AXES]
+    if -1 not in fixed and 0 < math.prod(fixed) < len(devices) and jax.process_count() == 1:
+        devices = devices[: math.prod(fixed)]
     shape = mesh_shape(sizes, len(devices))
     # Auto axes: XLA's sharding propagation places intermediates (the model code stays
     # free of sharding annotations); explicit mode would ask every gather for one.
