@@ -14,6 +14,7 @@ leaf in `extra`; every restore recomputes them on device and refuses a mismatch.
 from __future__ import annotations
 
 import json
+import os
 from typing import Any
 
 import jax
@@ -126,7 +127,10 @@ class Checkpointer:
     def __init__(self, workdir: str, *, save_every: int, keep: int = 3, async_save: bool = True):
         if save_every < 1 or keep < 1:
             raise UserError(f"checkpointing needs save_every >= 1 and keep >= 1; got {save_every=}, {keep=}")
-        self.directory = f"{str(workdir).rstrip('/')}/checkpoints"
+        workdir = str(workdir)
+        if "://" not in workdir:  # gs:// and other URLs stay as given; Orbax wants local paths absolute
+            workdir = os.path.abspath(workdir)
+        self.directory = f"{workdir.rstrip('/')}/checkpoints"
         registry = ocp.handlers.DefaultCheckpointHandlerRegistry()
         for args, handler in ((ocp.args.StandardSave, ocp.StandardCheckpointHandler),
                               (ocp.args.StandardRestore, ocp.StandardCheckpointHandler)):
