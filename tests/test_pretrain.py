@@ -216,3 +216,20 @@ def test_encode_reads_our_checkpoint(data, tmp_path):
     assert cli.main(["encode", "--checkpoint", str(tmp_path / "w"), "--input",
                      f"{ROOT}/bert_jax/data/samples/sentences.txt", "--output", str(out)]) == 0
     assert np.load(out).shape == (36, 128)
+
+
+def test_bf16_compute_trains_with_fp32_params(data, tmp_path):
+    cfg = config_for("bert", data["bert"], **{"model.dtype": "bfloat16", "train.steps": 8,
+                                              "train.checkpoint_every": 8})
+    loss = losses(pretrain.train_and_evaluate(cfg, str(tmp_path), log=lambda *a: None))
+    assert np.all(np.isfinite(loss))
+    params = pretrain.load_params(str(tmp_path))[2]
+    assert {np.asarray(p).dtype for p in jax.tree.leaves(params)} == {np.dtype(np.float32)}
+
+
+def test_unreachable_coordinator_is_a_clear_error(data, tmp_path):
+    proc = _cli(tmp_path, data["bert"], "--coordinator-address", "127.0.0.1:1", "--num-processes", "2",
+                "--process-id", "1", **{"distributed.timeout_seconds": 5})
+    out = proc.communicate(timeout=300)[0]
+    assert proc.returncode == 2, out
+    assert "bert-jax: error: jax.distributed could not start (coordinator 127.0.0.1:1, process 1 of 2" in out

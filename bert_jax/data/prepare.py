@@ -58,6 +58,7 @@ class Settings:
     short_seq_prob: float
     seed: int
     tokenizer_path: str
+    vocab_fingerprint: str  # keys the per-process tokenizer cache: a changed file reloads
 
 
 # --- example builders (one chunk of documents, one RNG) ------------------------------------
@@ -150,23 +151,24 @@ def _full_sentence_examples(docs, s: Settings, tok, rng: random.Random,
         yield *tok.build_pair(row), -1
 
 
-_TOKENIZER = None
+_TOKENIZERS: dict[tuple[str, str], object] = {}  # per process: (path, fingerprint) -> tokenizer
 
 
-def _init_worker(tokenizer_path: str) -> None:
-    global _TOKENIZER
-    os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
-    from bert_jax.data.tokenizers import load_tokenizer
+def _tokenizer(s: Settings):
+    key = (s.tokenizer_path, s.vocab_fingerprint)
+    if key not in _TOKENIZERS:
+        os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+        from bert_jax.data.tokenizers import load_tokenizer
 
-    _TOKENIZER = load_tokenizer(tokenizer_path)
+        _TOKENIZERS.clear()
+        _TOKENIZERS[key] = load_tokenizer(s.tokenizer_path)
+    return _TOKENIZERS[key]
 
 
 def process_chunk(job: tuple[int, list[corpora.Document], Settings]):
     """Tokenize one chunk of documents and build its examples: (examples, stats, tokens)."""
     index, docs, s = job
-    if _TOKENIZER is None:
-        _init_worker(s.tokenizer_path)
-    tok = _TOKENIZER
+    tok = _tokenizer(s)
     stats: collections.Counter = collections.Counter()
     flat = [sentence for doc in docs for sentence in doc]
     ids = tok.encode_batch_ids(flat)
@@ -329,7 +331,7 @@ def prepare(config: dict, output: str, overwrite: bool = False, progress: bool =
         tok = load_tokenizer(tok_path)
 
     settings = Settings(config["objective"], config["max_seq_length"], config["short_seq_prob"],
-                        config["seed"], tok_path)
+                        config["seed"], tok_path, tok.vocab_fingerprint())
     workers = config.get("num_workers") or os.cpu_count() or 1
     stats: collections.Counter = collections.Counter()
     docs = corpora.documents(config["corpus"], stats)

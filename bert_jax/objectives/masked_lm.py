@@ -11,6 +11,8 @@ import jax
 import jax.numpy as jnp
 import optax
 
+from bert_jax.models import model as model_lib
+
 Array = jax.Array
 
 
@@ -51,3 +53,18 @@ def pretraining_loss(model, batch, rng, denom, pair_head: str | None):
         loss = loss + pair_loss
         sums.update(pair_sums)
     return loss, sums
+
+
+def builder(heads: tuple[str, ...]):
+    """`build` for an objective whose network is one Model with these heads."""
+    def build(config, settings, rngs):
+        return model_lib.Model(config, heads, rngs=rngs)
+    return build
+
+
+def mlm_denominators(batch):
+    return {"mlm": mlm_denominator(batch)}
+
+
+def pair_denominators(batch):
+    return {"mlm": mlm_denominator(batch), "rows": jnp.asarray(batch["input_ids"].shape[0], jnp.float32)}

@@ -1,18 +1,11 @@
 """RoBERTa: masked LM only, on full-sentence rows (no sentence-pair task)."""
 
-from bert_jax.models import model as model_lib
 from bert_jax.objectives import masked_lm
 
 HEADS = ("mlm",)
-DATA = ("full_sentences", "electra")
-
-
-def build(config, settings, rngs):
-    return model_lib.Model(config, HEADS, rngs=rngs)
-
-
-def denominators(batch):
-    return {"mlm": masked_lm.mlm_denominator(batch)}
+DATA = ("full_sentences", "electra")  # prepared-data objectives this objective can train on
+build = masked_lm.builder(HEADS)
+denominators = masked_lm.mlm_denominators
 
 
 def loss_fn(model, batch, rng, denom):

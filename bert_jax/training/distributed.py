@@ -11,6 +11,8 @@ from __future__ import annotations
 
 import glob
 import os
+import socket
+import time
 
 import jax
 
@@ -47,6 +49,13 @@ def initialize(cfg) -> None:
         raise UserError(f"coordinator address {coordinator!r}: expected HOST:PORT")
     if local_devices or jax.config.jax_platforms in (None, "", "cpu"):
         jax.config.update("jax_cpu_collectives_implementation", "gloo")
+    if pid != 0:
+        # JAX aborts the whole process (a C++ fatal error) when it cannot reach the
+        # coordinator; check first, so the user gets a sentence instead of a stack dump.
+        _wait_for(coordinator, float(cfg.timeout_seconds), pid, num)
+    else:
+        print(f"jax.distributed: coordinating {num} processes at {coordinator}; waiting up to "
+              f"{cfg.timeout_seconds}s for them to join", flush=True)
     try:
         jax.distributed.initialize(coordinator, num_processes=num, process_id=pid,
                                    initialization_timeout=int(cfg.timeout_seconds))
@@ -54,3 +63,18 @@ def initialize(cfg) -> None:
         raise UserError(f"jax.distributed could not start (coordinator {coordinator}, process "
                         f"{pid} of {num}, timeout {cfg.timeout_seconds}s): "
                         f"{str(e).splitlines()[0][:300]}") from None
+
+
+def _wait_for(coordinator: str, timeout: float, pid: int, num: int) -> None:
+    host, _, port = coordinator.rpartition(":")
+    deadline = time.monotonic() + timeout
+    while True:
+        try:
+            with socket.create_connection((host, int(port)), timeout=2):
+                return
+        except (OSError, ValueError) as e:
+            if time.monotonic() >= deadline:
+                raise UserError(f"jax.distributed could not start (coordinator {coordinator}, process "
+                                f"{pid} of {num}, timeout {timeout:g}s): no coordinator answered there "
+                                f"({e}); start process 0 first, or check the address") from None
+            time.sleep(0.5)
