@@ -14,6 +14,8 @@ shopt -u patsub_replacement 2>/dev/null || true
 prog=${0##*/}
 here=${BASH_SOURCE[0]%/*}
 [[ $here != "${BASH_SOURCE[0]}" ]] || here=.
+# shellcheck source=lib.sh
+source "$here/lib.sh"
 template=$here/gke/jobset.yaml
 
 usage() {
@@ -49,30 +51,6 @@ example:
 EOF
 }
 
-die_usage() { echo "$prog: error: $* (see $prog --help)" >&2; exit 2; }
-die() { echo "$prog: error: $*" >&2; exit 1; }
-
-# Print one argument as a shell word, quoted only when it needs to be.
-quote() {
-  if [[ $1 =~ ^[A-Za-z0-9_@%+=:,./-]+$ ]]; then
-    printf '%s' "$1"
-  else
-    printf "'%s'" "${1//\'/\'\\\'\'}"
-  fi
-}
-
-# Run a command, or print it under --dry-run; real runs echo it to stderr first.
-run() {
-  local line='+' word
-  for word in "$@"; do line+=" $(quote "$word")"; done
-  if ((dry_run)); then
-    printf '%s\n' "$line"
-  else
-    printf '%s\n' "$line" >&2
-    "$@"
-  fi
-}
-
 # One argument as a double-quoted string, valid both as JSON and as YAML.
 json_string() {
   local s=$1
@@ -95,31 +73,25 @@ esac
 
 name='' image='' accelerator='' topology='' chips_per_host='' namespace=default max_restarts=3
 grace=300 follow=0 dry_run=0
-while (($#)); do
+value_options=(--name --image --tpu-accelerator --tpu-topology --chips-per-host --namespace
+  --max-restarts --grace)
+set_option() {
   case $1 in
-    --*=*) set -- "${1%%=*}" "${1#*=}" "${@:2}"; continue ;;
-    --name | --image | --tpu-accelerator | --tpu-topology | --chips-per-host | --namespace | \
-      --max-restarts | --grace)
-      (($# >= 2)) || die_usage "$1 needs a value"
-      case $1 in
-        --name) name=$2 ;;
-        --image) image=$2 ;;
-        --tpu-accelerator) accelerator=$2 ;;
-        --tpu-topology) topology=$2 ;;
-        --chips-per-host) chips_per_host=$2 ;;
-        --namespace) namespace=$2 ;;
-        --max-restarts) max_restarts=$2 ;;
-        --grace) grace=$2 ;;
-      esac
-      shift 2 ;;
-    --follow) follow=1; shift ;;
-    --dry-run) dry_run=1; shift ;;
-    -h | --help) usage; exit 0 ;;
-    --) shift; break ;;
-    *) die_usage "unexpected argument '$1' (bert-jax arguments go after --)" ;;
+    --name) name=$2 ;;
+    --image) image=$2 ;;
+    --tpu-accelerator) accelerator=$2 ;;
+    --tpu-topology) topology=$2 ;;
+    --chips-per-host) chips_per_host=$2 ;;
+    --namespace) namespace=$2 ;;
+    --max-restarts) max_restarts=$2 ;;
+    --grace) grace=$2 ;;
+    --follow) follow=1 ;;
+    --dry-run) dry_run=1 ;;
+    *) return 1 ;;
   esac
-done
-bert_jax_args=("$@")
+}
+parse_options "$@"
+bert_jax_args=("${rest[@]}")
 
 dns_label='^[a-z0-9]([-a-z0-9]*[a-z0-9])?$'
 [[ -n $name ]] || die_usage "--name is required"

@@ -13,6 +13,10 @@
 set -euo pipefail
 
 prog=${0##*/}
+here=${BASH_SOURCE[0]%/*}
+[[ $here != "${BASH_SOURCE[0]}" ]] || here=.
+# shellcheck source=lib.sh
+source "$here/lib.sh"
 
 usage() {
   cat <<EOF
@@ -41,52 +45,24 @@ example:
 EOF
 }
 
-die_usage() { echo "$prog: error: $* (see $prog --help)" >&2; exit 2; }
-die() { echo "$prog: error: $*" >&2; exit 1; }
-
-# Print one argument as a shell word, quoted only when it needs to be.
-quote() {
-  if [[ $1 =~ ^[A-Za-z0-9_@%+=:,./-]+$ ]]; then
-    printf '%s' "$1"
-  else
-    printf "'%s'" "${1//\'/\'\\\'\'}"
-  fi
-}
-
-# Print a command the way a shell would read it back, prefixed with "+ ".
-print_cmd() {
-  local sep='+ ' word
-  for word in "$@"; do
-    printf '%s' "$sep"
-    quote "$word"
-    sep=' '
-  done
-  printf '\n'
-}
-
 is_int() { [[ $1 =~ ^(0|[1-9][0-9]*)$ ]]; }
 
 # ---- arguments ---------------------------------------------------------------------------
 n='' devices='' port='' log_dir='' grace=30 dry_run=0
-while (($#)); do
+value_options=(-n --num-processes --devices-per-process --port --log-dir --grace)
+set_option() {
   case $1 in
-    --*=*) set -- "${1%%=*}" "${1#*=}" "${@:2}"; continue ;;
-    -n | --num-processes | --devices-per-process | --port | --log-dir | --grace)
-      (($# >= 2)) || die_usage "$1 needs a value"
-      case $1 in
-        -n | --num-processes) n=$2 ;;
-        --devices-per-process) devices=$2 ;;
-        --port) port=$2 ;;
-        --log-dir) log_dir=$2 ;;
-        --grace) grace=$2 ;;
-      esac
-      shift 2 ;;
-    --dry-run) dry_run=1; shift ;;
-    -h | --help) usage; exit 0 ;;
-    --) shift; break ;;
-    *) die_usage "unexpected argument '$1' (bert-jax arguments go after --)" ;;
+    -n | --num-processes) n=$2 ;;
+    --devices-per-process) devices=$2 ;;
+    --port) port=$2 ;;
+    --log-dir) log_dir=$2 ;;
+    --grace) grace=$2 ;;
+    --dry-run) dry_run=1 ;;
+    *) return 1 ;;
   esac
-done
+}
+parse_options "$@"
+set -- "${rest[@]}"
 [[ -n $n ]] || die_usage "-n N (number of processes) is required"
 if ! { is_int "$n" && ((n >= 1)); }; then die_usage "-n must be a positive integer, got '$n'"; fi
 if [[ -n $devices ]] && ! { is_int "$devices" && ((devices >= 1)); }; then
@@ -105,12 +81,7 @@ bert_jax=${BERT_JAX:-bert-jax}
 
 # Logs go next to the checkpoints when the workdir is local (a gs:// workdir is not a directory).
 if [[ -z $log_dir ]]; then
-  workdir='' prev=''
-  for arg in "$@"; do
-    [[ $prev == --workdir ]] && workdir=$arg
-    [[ $arg == --workdir=* ]] && workdir=${arg#--workdir=}
-    prev=$arg
-  done
+  find_workdir "$@"
   if [[ -n $workdir && $workdir != *://* ]]; then log_dir=$workdir/logs; else log_dir=./launch-logs; fi
 fi
 

@@ -9,6 +9,8 @@ set -euo pipefail
 prog=${0##*/}
 here=${BASH_SOURCE[0]%/*}
 [[ $here != "${BASH_SOURCE[0]}" ]] || here=.
+# shellcheck source=lib.sh
+source "$here/lib.sh"
 script=$(cd "$here" && pwd)/slurm.sbatch
 
 usage() {
@@ -39,40 +41,24 @@ example:
 EOF
 }
 
-die_usage() { echo "$prog: error: $* (see $prog --help)" >&2; exit 2; }
-
-# Print one argument as a shell word, quoted only when it needs to be.
-quote() {
-  if [[ $1 =~ ^[A-Za-z0-9_@%+=:,./-]+$ ]]; then
-    printf '%s' "$1"
-  else
-    printf "'%s'" "${1//\'/\'\\\'\'}"
-  fi
-}
-
 # ---- arguments ---------------------------------------------------------------------------
 nodes=1 gpus='' partition='' time_limit='' account='' job_name='' extra=() dry_run=0
-while (($#)); do
+value_options=(--nodes --gpus-per-node --partition --time --account --job-name --sbatch-arg)
+set_option() {
   case $1 in
-    --*=*) set -- "${1%%=*}" "${1#*=}" "${@:2}"; continue ;;
-    --nodes | --gpus-per-node | --partition | --time | --account | --job-name | --sbatch-arg)
-      (($# >= 2)) || die_usage "$1 needs a value"
-      case $1 in
-        --nodes) nodes=$2 ;;
-        --gpus-per-node) gpus=$2 ;;
-        --partition) partition=$2 ;;
-        --time) time_limit=$2 ;;
-        --account) account=$2 ;;
-        --job-name) job_name=$2 ;;
-        --sbatch-arg) extra+=("$2") ;;
-      esac
-      shift 2 ;;
-    --dry-run) dry_run=1; shift ;;
-    -h | --help) usage; exit 0 ;;
-    --) shift; break ;;
-    *) die_usage "unexpected argument '$1' (bert-jax arguments go after --)" ;;
+    --nodes) nodes=$2 ;;
+    --gpus-per-node) gpus=$2 ;;
+    --partition) partition=$2 ;;
+    --time) time_limit=$2 ;;
+    --account) account=$2 ;;
+    --job-name) job_name=$2 ;;
+    --sbatch-arg) extra+=("$2") ;;
+    --dry-run) dry_run=1 ;;
+    *) return 1 ;;
   esac
-done
+}
+parse_options "$@"
+set -- "${rest[@]}"
 [[ $nodes =~ ^[1-9][0-9]*$ ]] || die_usage "--nodes must be a positive integer, got '$nodes'"
 [[ -z $gpus || $gpus =~ ^[1-9][0-9]*$ ]] || die_usage "--gpus-per-node must be a positive integer, got '$gpus'"
 (($#)) || die_usage "no bert-jax arguments after -- (e.g. -- pretrain --config ...)"
@@ -86,19 +72,16 @@ cmd=(sbatch "--nodes=$nodes" --ntasks-per-node=1)
 [[ -z $job_name ]] || cmd+=("--job-name=$job_name")
 cmd+=("${extra[@]}" "$script" "$@")
 
-line='+'
-for word in "${cmd[@]}"; do line+=" $(quote "$word")"; done
-
 if ((dry_run)); then
-  printf '%s\n' "$line"
+  print_cmd "${cmd[@]}"
   printf '# each of the %s processes (one per node) then runs:\n' "$nodes"
   printf '#   BERT_JAX_COORDINATOR=<first node>:<port> BERT_JAX_NUM_PROCESSES=%s' "$nodes"
   printf ' BERT_JAX_PROCESS_ID=<0..%s> %s' "$((nodes - 1))" "$(quote "${BERT_JAX:-bert-jax}")"
-  for word in "$@"; do printf ' %s' "$(quote "$word")"; done
+  printf ' %s' "$(join_quoted "$@")"
   printf '\n# ---- the submitted script, %s ----\n' "$script"
   printf '%s\n' "$(<"$script")"
   exit 0
 fi
 
-printf '%s\n' "$line" >&2
+print_cmd "${cmd[@]}" >&2
 exec "${cmd[@]}"

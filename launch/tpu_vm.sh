@@ -13,6 +13,8 @@ set -euo pipefail
 prog=${0##*/}
 here=${BASH_SOURCE[0]%/*}
 [[ $here != "${BASH_SOURCE[0]}" ]] || here=.
+# shellcheck source=lib.sh
+source "$here/lib.sh"
 repo_root=$(cd "$here/.." && pwd)
 # On each host, under the login user's home: src/ venv/ log pid exit-code.
 remote_dir=bert-jax
@@ -57,38 +59,6 @@ example:
 EOF
 }
 
-die_usage() { echo "$prog: error: $* (see $prog --help)" >&2; exit 2; }
-die() { echo "$prog: error: $*" >&2; exit 1; }
-
-# Print one argument as a (POSIX) shell word, quoted only when it needs to be.
-quote() {
-  if [[ $1 =~ ^[A-Za-z0-9_@%+=:,./-]+$ ]]; then
-    printf '%s' "$1"
-  else
-    printf "'%s'" "${1//\'/\'\\\'\'}"
-  fi
-}
-
-# Print a list of arguments as one shell command line.
-join_quoted() {
-  local sep='' word
-  for word in "$@"; do
-    printf '%s' "$sep"
-    quote "$word"
-    sep=' '
-  done
-}
-
-# Run a command, or print it under --dry-run; real runs echo it to stderr first.
-run() {
-  if ((dry_run)); then
-    printf '+ %s\n' "$(join_quoted "$@")"
-  else
-    printf '+ %s\n' "$(join_quoted "$@")" >&2
-    "$@"
-  fi
-}
-
 # ---- arguments ---------------------------------------------------------------------------
 (($#)) || die_usage "missing the action: create, run, wait, logs, delete or all"
 case $1 in
@@ -99,33 +69,27 @@ esac
 
 name='' zone='' accelerator='' runtime='' project='' spot=0 repo='' ref='' python=3.11
 log_dir='' poll=60 dry_run=0
-while (($#)); do
+value_options=(--name --zone --accelerator-type --runtime-version --project --repo --ref --python
+  --log-dir --poll)
+set_option() {
   case $1 in
-    --*=*) set -- "${1%%=*}" "${1#*=}" "${@:2}"; continue ;;
-    --name | --zone | --accelerator-type | --runtime-version | --project | --repo | --ref | \
-      --python | --log-dir | --poll)
-      (($# >= 2)) || die_usage "$1 needs a value"
-      case $1 in
-        --name) name=$2 ;;
-        --zone) zone=$2 ;;
-        --accelerator-type) accelerator=$2 ;;
-        --runtime-version) runtime=$2 ;;
-        --project) project=$2 ;;
-        --repo) repo=$2 ;;
-        --ref) ref=$2 ;;
-        --python) python=$2 ;;
-        --log-dir) log_dir=$2 ;;
-        --poll) poll=$2 ;;
-      esac
-      shift 2 ;;
-    --spot) spot=1; shift ;;
-    --dry-run) dry_run=1; shift ;;
-    -h | --help) usage; exit 0 ;;
-    --) shift; break ;;
-    *) die_usage "unexpected argument '$1' (bert-jax arguments go after --)" ;;
+    --name) name=$2 ;;
+    --zone) zone=$2 ;;
+    --accelerator-type) accelerator=$2 ;;
+    --runtime-version) runtime=$2 ;;
+    --project) project=$2 ;;
+    --repo) repo=$2 ;;
+    --ref) ref=$2 ;;
+    --python) python=$2 ;;
+    --log-dir) log_dir=$2 ;;
+    --poll) poll=$2 ;;
+    --spot) spot=1 ;;
+    --dry-run) dry_run=1 ;;
+    *) return 1 ;;
   esac
-done
-bert_jax_args=("$@")
+}
+parse_options "$@"
+bert_jax_args=("${rest[@]}")
 
 [[ -n $name ]] || die_usage "--name is required"
 [[ $name =~ ^[a-z]([-a-z0-9]*[a-z0-9])?$ ]] \
@@ -223,12 +187,8 @@ EOF
 }
 
 start() {
-  local workdir='' prev='' arg
-  for arg in "${bert_jax_args[@]}"; do
-    [[ $prev == --workdir ]] && workdir=$arg
-    [[ $arg == --workdir=* ]] && workdir=${arg#--workdir=}
-    prev=$arg
-  done
+  local workdir
+  find_workdir "${bert_jax_args[@]}"
   if [[ -n $workdir && $workdir != gs://* ]]; then
     echo "$prog: warning: --workdir $workdir is not a gs:// path: every host would write its own" \
       "local copy, and a multi-host checkpoint needs one shared directory" >&2

@@ -20,7 +20,7 @@ import yaml
 
 ROOT = Path(__file__).resolve().parents[1]
 LAUNCH = ROOT / "launch"
-SCRIPTS = ["local.sh", "tpu_vm.sh", "gke.sh", "slurm.sh", "slurm.sbatch"]
+SCRIPTS = ["local.sh", "tpu_vm.sh", "gke.sh", "slurm.sh", "slurm.sbatch", "lib.sh"]
 # Bert-jax arguments with the characters that break naive quoting.
 ARGS = ["pretrain", "--config", "configs/pretrain/bert.py:size=base", "--workdir",
         "gs://bucket/bert base", "--config.train.note=it's a \"test\" & more", "back\\slash"]
