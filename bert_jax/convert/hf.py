@@ -169,12 +169,14 @@ def config_from_hf(hf: dict, source: str = "config.json") -> EncoderConfig:
 Entry = tuple[tuple[str, ...], "str | list[str]", str]
 
 
-def _linear(our: tuple[str, ...], hf: str | list[str]) -> Iterator[Entry]:
+def _linear(our: tuple[str, ...], hf: str | list[str], n_in: int = 1) -> Iterator[Entry]:
+    """A torch Linear: weight [out, in]; our kernel has n_in input axes ([heads, kv] -> 2)."""
+    kind = "linear" if n_in == 1 else f"linear{n_in}"
     if isinstance(hf, list):
-        yield our + ("kernel",), [h + ".weight" for h in hf], "linear"
+        yield our + ("kernel",), [h + ".weight" for h in hf], kind
         yield our + ("bias",), [h + ".bias" for h in hf], "copy"
     else:
-        yield our + ("kernel",), hf + ".weight", "linear"
+        yield our + ("kernel",), hf + ".weight", kind
         yield our + ("bias",), hf + ".bias", "copy"
 
 
@@ -216,7 +218,7 @@ def _name_table(config: EncoderConfig, heads: tuple[str, ...], prefix: str) -> l
     t += _linear(lay + ("attention", "query"), names["q"])
     t += _linear(lay + ("attention", "key"), names["k"])
     t += _linear(lay + ("attention", "value"), names["v"])
-    t += _linear(lay + ("attention", "output"), names["o"])
+    t += _linear(lay + ("attention", "output"), names["o"], n_in=2)
     t += _norm(lay + ("attention_norm",), names["ln1"])
     t += _linear(lay + ("intermediate",), names["i"])
     t += _linear(lay + ("output",), names["out"])
@@ -321,8 +323,17 @@ def load(path: str) -> HFCheckpoint:
             hf_config = json.load(f)
     except (UnicodeDecodeError, json.JSONDecodeError) as e:
         raise UserError(f"{cfg_path}: not valid JSON ({e})") from None
-    config = config_from_hf(hf_config, cfg_path)
-    tensors = _read_weights(path)
+    ckpt = from_tensors(hf_config, _read_weights(path), path, cfg_path)
+    ckpt.tokenizer_files = {n: os.path.join(path, n) for n in TOKENIZER_FILES
+                            if os.path.isfile(os.path.join(path, n))}
+    return ckpt
+
+
+def from_tensors(hf_config: dict, tensors: dict[str, np.ndarray], source: str,
+                 config_source: str = "config.json") -> HFCheckpoint:
+    """HF-named tensors (+ the HF config dict) -> our config, heads and parameters.
+    Shared by the safetensors reader and the TF1 importer (which renames to HF names)."""
+    config = config_from_hf(hf_config, config_source)
     names = set(tensors)
     prefix = _find_prefix(config.family, names)
     heads = _detect_heads(config.family, names, hf_config.get("architectures") or [])
@@ -363,7 +374,7 @@ def load(path: str) -> HFCheckpoint:
                                  f"{each}")
             else:
                 a = a.astype(np.float32)
-                arrays.append((a.T if kind == "linear" else a).reshape(each))
+                arrays.append((a.T if kind.startswith("linear") else a).reshape(each))
         if len(arrays) != len(hf_names):
             continue
         value = arrays[0] if isinstance(hf, str) else np.stack(arrays)
@@ -384,10 +395,9 @@ def load(path: str) -> HFCheckpoint:
     if misshaped:
         problems.append(f"mis-shaped tensors: {'; '.join(misshaped)}")
     if problems:
-        raise UserError(f"{path}: checkpoint does not match a {config.family} model with heads "
+        raise UserError(f"{source}: checkpoint does not match a {config.family} model with heads "
                         f"{list(heads) or 'none'}: " + " | ".join(problems))
-    tok = {n: os.path.join(path, n) for n in TOKENIZER_FILES if os.path.isfile(os.path.join(path, n))}
-    return HFCheckpoint(config, heads, num_labels, params, path, tok, label_names)
+    return HFCheckpoint(config, heads, num_labels, params, source, {}, label_names)
 
 
 def config_to_hf(config: EncoderConfig) -> dict:
