@@ -42,6 +42,12 @@ def _pretrain(args: argparse.Namespace) -> None:
     pretrain.train_and_evaluate(config, args.workdir)
 
 
+def _export(args: argparse.Namespace) -> None:
+    from bert_jax import export
+
+    export.export(args.checkpoint, args.format, args.output, overwrite=args.overwrite)
+
+
 def _train_tokenizer(args: argparse.Namespace) -> None:
     from bert_jax.data.train_tokenizer import train_tokenizer
 
@@ -97,6 +103,16 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--process-id", type=int, default=None,
                    help="this process's id (or BERT_JAX_PROCESS_ID)")
     p.set_defaults(func=_pretrain, takes_overrides=True)
+
+    p = sub.add_parser("export", help="a checkpoint out as Hugging Face files or a serving artifact",
+                       description="Export one of our checkpoints: --format hf (transformers v5 "
+                       "loads it), stablehlo (jax.export) or savedmodel (TF). Writes manifest.json "
+                       "with the SHA-256 of every file and the source step and config.")
+    p.add_argument("--checkpoint", required=True, help="WORKDIR (latest step) or WORKDIR/STEP")
+    p.add_argument("--format", required=True, choices=("hf", "stablehlo", "savedmodel"))
+    p.add_argument("--output", required=True, help="output directory")
+    p.add_argument("--overwrite", action="store_true", help="write into a non-empty --output")
+    p.set_defaults(func=_export)
 
     p = sub.add_parser("train-tokenizer", help="train a WordPiece / SentencePiece / BPE vocabulary",
                        description="Train a vocabulary on text files and write files that "

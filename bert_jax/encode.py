@@ -69,7 +69,7 @@ def _load_workdir(workdir: str):
     from bert_jax.models import model as model_lib
     from bert_jax.training.pretrain import load_params
 
-    enc, objective, params, extra = load_params(workdir)
+    enc, objective, params, extra, _ = load_params(workdir)
     encoder = params["discriminator"]["encoder"] if objective == "electra" else params["encoder"]
     model = nnx.merge(nnx.graphdef(model_lib.abstract(enc)), {"encoder": encoder})
     data_dir = extra["config"]["data"]["dir"] or os.path.join(workdir, "data")

@@ -425,3 +425,97 @@ def config_to_hf(config: EncoderConfig) -> dict:
     if config.family == "albert":
         out.update(num_hidden_groups=1, inner_group_num=1)
     return out
+
+
+# --- export --------------------------------------------------------------------------------
+_CLASS_PREFIX = {"bert": "Bert", "roberta": "Roberta", "albert": "Albert", "electra": "Electra"}
+_CLASS_SUFFIX = {(): "Model", ("mlm",): "ForMaskedLM", ("mlm", "nsp"): "ForPreTraining",
+                 ("mlm", "sop"): "ForPreTraining", ("rtd",): "ForPreTraining",
+                 ("nsp",): "ForNextSentencePrediction",
+                 ("classification",): "ForSequenceClassification",
+                 ("token_classification",): "ForTokenClassification", ("span",): "ForQuestionAnswering"}
+
+
+def architecture(family: str, heads: tuple[str, ...]) -> str:
+    """The transformers class that holds exactly this family and these heads."""
+    key = tuple(h for h in ("mlm", "nsp", "sop", "rtd", "classification", "token_classification", "span")
+                if h in heads)
+    if key not in _CLASS_SUFFIX or ("rtd" in key and family != "electra") or (
+            "nsp" in key and family != "bert") or ("sop" in key and family != "albert"):
+        raise UserError(f"no transformers class holds a {family} model with heads {list(heads)}")
+    return _CLASS_PREFIX[family] + _CLASS_SUFFIX[key]
+
+
+def _has_pooler(family: str, heads: tuple[str, ...]) -> bool:
+    """Whether the transformers class builds a pooler (add_pooling_layer)."""
+    if family == "electra":
+        return False
+    if not heads or "nsp" in heads or "sop" in heads:
+        return True
+    return "classification" in heads and family in ("bert", "albert")
+
+
+def _get(tree: dict, path: tuple[str, ...]):
+    for key in path:
+        tree = tree[key]
+    return tree
+
+
+def to_tensors(config: EncoderConfig, heads: tuple[str, ...], params: dict) -> dict[str, np.ndarray]:
+    """Our parameters -> transformers-named fp32 tensors (the inverse of from_tensors)."""
+    prefix = PREFIXES[config.family] if heads else ""
+    out: dict[str, np.ndarray] = {}
+    for our, hf, kind in _name_table(config, heads, prefix):
+        value = np.asarray(_get(params, our), np.float32)
+        pairs = zip(hf, value, strict=True) if isinstance(hf, list) else [(hf, value)]
+        for name, v in pairs:
+            if kind.startswith("linear"):
+                n_in = int(kind[6:] or 1)
+                w = v.reshape(int(np.prod(v.shape[:n_in])), -1).T  # torch Linear: [out, in]
+            elif our[-1] == "embedding":
+                w = v
+            else:
+                w = v.reshape(-1)
+            out[name] = np.ascontiguousarray(w)
+    return out
+
+
+def hf_config(config: EncoderConfig, heads: tuple[str, ...], num_labels: int = 2,
+              label_names: tuple[str, ...] | None = None) -> dict:
+    out = config_to_hf(config)
+    out.update(architectures=[architecture(config.family, heads)], tie_word_embeddings=True)
+    if config.family == "roberta":
+        out.update(bos_token_id=0, eos_token_id=2)
+    if {"classification", "token_classification"} & set(heads):
+        names = label_names or tuple(f"LABEL_{i}" for i in range(num_labels))
+        out.update(id2label={str(i): n for i, n in enumerate(names)},
+                   label2id={n: i for i, n in enumerate(names)})
+        if "classification" in heads and num_labels == 1:
+            out["problem_type"] = "regression"
+    return out
+
+
+def save(config: EncoderConfig, heads: tuple[str, ...], params: dict, output: str, *,
+         num_labels: int = 2, label_names: tuple[str, ...] | None = None,
+         tokenizer_files: dict[str, str] | None = None) -> list[str]:
+    """Write config.json, model.safetensors and the tokenizer files transformers loads."""
+    from safetensors.numpy import save_file
+
+    heads = tuple(heads)
+    pooled = _has_pooler(config.family, heads)
+    if pooled and not config.use_pooler:
+        raise UserError(f"{architecture(config.family, heads)} needs a pooler, but this model has none")
+    if config.use_pooler and not pooled:
+        params = {**params, "encoder": {k: v for k, v in params["encoder"].items() if k != "pooler"}}
+    config = config.replace(use_pooler=pooled)
+    os.makedirs(output, exist_ok=True)
+    save_file(to_tensors(config, heads, params), os.path.join(output, "model.safetensors"),
+              metadata={"format": "pt"})
+    with open(os.path.join(output, "config.json"), "w") as f:
+        json.dump(hf_config(config, heads, num_labels, label_names), f, indent=2)
+    written = ["config.json", "model.safetensors"]
+    for name, path in sorted((tokenizer_files or {}).items()):
+        with open(path, "rb") as src, open(os.path.join(output, name), "wb") as dst:
+            dst.write(src.read())
+        written.append(name)
+    return written

@@ -119,12 +119,15 @@ class StateSetup:
 
 
 def load_params(workdir: str, step: int | None = None):
-    """(encoder config, objective, params as a pure dict, extra) of one of our checkpoints,
-    restored onto this process's first device (for encode / export)."""
+    """(encoder config, objective, params as a pure dict, extra, step) of one of our
+    checkpoints, restored onto this process's first device (for encode / export)."""
     import ml_collections
 
     ckpt = checkpointing.Checkpointer(workdir, save_every=1, async_save=False)
     try:
+        step = ckpt.latest_step() if step is None else step
+        if step is None:
+            raise UserError(f"{workdir} holds no checkpoint")
         extra = ckpt.read_extra(step)
         config = ml_collections.ConfigDict(extra["config"])
         enc = EncoderConfig.from_dict(extra["model"]["encoder"])
@@ -133,7 +136,7 @@ def load_params(workdir: str, step: int | None = None):
         state, extra = ckpt.restore(step, setup.target())
     finally:
         ckpt.close()
-    return enc, config.objective, state["params"], extra
+    return enc, config.objective, state["params"], extra, step
 
 
 def make_train_step(graphdef, objective, tx, lr, microbatches: int, mesh, state_shardings):

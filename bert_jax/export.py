@@ -1,0 +1,119 @@
+"""`bert-jax export`: one of our checkpoints out as Hugging Face files or a serving artifact.
+
+  --format hf          config.json + model.safetensors + tokenizer files, loadable by
+                       transformers v5 with no missing or unexpected weights. Pretraining
+                       heads go out as the family's *ForPreTraining / *ForMaskedLM class;
+                       ELECTRA as discriminator/ (ElectraForPreTraining) and generator/
+                       (ElectraForMaskedLM, holding the shared embeddings) side by side.
+  --format stablehlo   jax.export'd StableHLO of the encoder (and its heads), see serving.py
+  --format savedmodel  a TF SavedModel with a serving signature, see serving.py
+Every export writes manifest.json: the SHA-256 of each file, the source step and config.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import re
+
+from bert_jax.convert import hf
+from bert_jax.errors import UserError
+
+FORMATS = ("hf", "stablehlo", "savedmodel")
+
+
+def parse_checkpoint(path: str) -> tuple[str, int | None]:
+    """WORKDIR, WORKDIR/STEP or WORKDIR/checkpoints/STEP -> (workdir, step or None)."""
+    path = path.rstrip("/")
+    head, tail = os.path.split(path)
+    if re.fullmatch(r"\d+", tail):
+        workdir = os.path.dirname(head) if os.path.basename(head) == "checkpoints" else head
+        return workdir, int(tail)
+    return path, None
+
+
+def _tokenizer_files(workdir: str, extra: dict) -> dict[str, str]:
+    from bert_jax.data.prepare import METADATA
+
+    candidates = [os.path.join(workdir, "tokenizer")]
+    data_dir = (extra.get("config") or {}).get("data", {}).get("dir") or os.path.join(workdir, "data")
+    meta_path = os.path.join(data_dir, METADATA)
+    if os.path.isfile(meta_path):
+        with open(meta_path) as f:
+            candidates.insert(0, json.load(f)["tokenizer"])
+    for directory in candidates:
+        if os.path.isdir(directory):
+            return {n: os.path.join(directory, n) for n in hf.TOKENIZER_FILES
+                    if os.path.isfile(os.path.join(directory, n))}
+    return {}
+
+
+def sha256(path: str) -> str:
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        for block in iter(lambda: f.read(1 << 20), b""):
+            h.update(block)
+    return h.hexdigest()
+
+
+def write_manifest(output: str, source: dict) -> dict:
+    files = {}
+    for root, _, names in os.walk(output):
+        for name in sorted(names):
+            full = os.path.join(root, name)
+            rel = os.path.relpath(full, output)
+            if rel != "manifest.json":
+                files[rel] = sha256(full)
+    manifest = {"files": dict(sorted(files.items())), "source": source}
+    with open(os.path.join(output, "manifest.json"), "w") as f:
+        json.dump(manifest, f, indent=1)
+    return manifest
+
+
+def export(checkpoint: str, fmt: str, output: str, overwrite: bool = False, log=print) -> dict:
+    from bert_jax.objectives import OBJECTIVES
+    from bert_jax.training.pretrain import load_params
+
+    if fmt not in FORMATS:
+        raise UserError(f"--format={fmt!r}; choose one of: {', '.join(FORMATS)}")
+    if os.path.isdir(output) and os.listdir(output) and not overwrite:
+        raise UserError(f"output directory {output} is not empty; use --overwrite or another --output")
+    workdir, step = parse_checkpoint(checkpoint)
+    enc, objective, params, extra, step = load_params(workdir, step)
+    tokenizer_files = _tokenizer_files(workdir, extra)
+    os.makedirs(output, exist_ok=True)
+    if fmt == "hf":
+        if objective == "electra":
+            from bert_jax.objectives.electra import generator_config
+
+            fraction = extra["model"]["generator_fraction"]
+            gen = dict(params["generator"])
+            shared = params["discriminator"]["encoder"]["embeddings"]
+            gen["encoder"] = {**gen["encoder"], "embeddings": shared}
+            hf.save(enc, ("rtd",), params["discriminator"], os.path.join(output, "discriminator"),
+                    tokenizer_files=tokenizer_files)
+            hf.save(generator_config(enc, fraction), ("mlm",), gen, os.path.join(output, "generator"),
+                    tokenizer_files=tokenizer_files)
+        else:
+            hf.save(enc, OBJECTIVES[objective].HEADS, params, output, tokenizer_files=tokenizer_files)
+    else:
+        from flax import nnx
+
+        from bert_jax.convert import serving
+        from bert_jax.models import model as model_lib
+
+        if objective == "electra":
+            enc_params, heads = params["discriminator"], ("rtd",)
+        else:
+            enc_params, heads = params, OBJECTIVES[objective].HEADS
+        model = nnx.merge(nnx.graphdef(model_lib.abstract(enc, heads)), enc_params)
+        if fmt == "stablehlo":
+            serving.export_stablehlo(model, output)
+        else:
+            serving.export_savedmodel(model, output)
+    manifest = write_manifest(output, {"workdir": os.path.abspath(workdir), "step": step,
+                                       "objective": objective, "format": fmt,
+                                       "config": extra.get("config")})
+    log(f"exported step {step} of {workdir} as {fmt} -> {output} ({len(manifest['files'])} files)")
+    return manifest
