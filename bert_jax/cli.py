@@ -48,6 +48,12 @@ def _export(args: argparse.Namespace) -> None:
     export.export(args.checkpoint, args.format, args.output, overwrite=args.overwrite)
 
 
+def _import(args: argparse.Namespace) -> None:
+    from bert_jax.convert import workdir
+
+    workdir.import_checkpoint(args.source_kind, args.source, args.output, overwrite=args.overwrite)
+
+
 def _train_tokenizer(args: argparse.Namespace) -> None:
     from bert_jax.data.train_tokenizer import train_tokenizer
 
@@ -113,6 +119,16 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--output", required=True, help="output directory")
     p.add_argument("--overwrite", action="store_true", help="write into a non-empty --output")
     p.set_defaults(func=_export)
+
+    p = sub.add_parser("import", help="a Hugging Face or original TF1 checkpoint into a workdir",
+                       description="Import a Hugging Face checkpoint directory (safetensors) or an "
+                       "original google-research bert/albert/electra TF1 checkpoint into a workdir "
+                       "that pretrain, encode, export and fine-tuning read.")
+    p.add_argument("--from", dest="source_kind", required=True, choices=("hf", "tf1"))
+    p.add_argument("--source", required=True, help="checkpoint directory (or TF1 checkpoint prefix)")
+    p.add_argument("--output", required=True, help="the workdir to create")
+    p.add_argument("--overwrite", action="store_true", help="replace checkpoints already in --output")
+    p.set_defaults(func=_import)
 
     p = sub.add_parser("train-tokenizer", help="train a WordPiece / SentencePiece / BPE vocabulary",
                        description="Train a vocabulary on text files and write files that "

@@ -72,6 +72,8 @@ def _load_workdir(workdir: str):
     enc, objective, params, extra, _ = load_params(workdir)
     encoder = params["discriminator"]["encoder"] if objective == "electra" else params["encoder"]
     model = nnx.merge(nnx.graphdef(model_lib.abstract(enc)), {"encoder": encoder})
+    if objective == "imported":  # bert-jax import keeps the tokenizer beside the checkpoint
+        return model, load_tokenizer(os.path.join(workdir, "tokenizer"))
     data_dir = extra["config"]["data"]["dir"] or os.path.join(workdir, "data")
     tokenizer = load_tokenizer(read_metadata(data_dir)["tokenizer"])
     return model, tokenizer

@@ -82,6 +82,10 @@ def export(checkpoint: str, fmt: str, output: str, overwrite: bool = False, log=
     workdir, step = parse_checkpoint(checkpoint)
     enc, objective, params, extra, step = load_params(workdir, step)
     tokenizer_files = _tokenizer_files(workdir, extra)
+    if objective == "imported":
+        heads = tuple(extra["model"]["heads"])
+    elif objective != "electra":
+        heads = OBJECTIVES[objective].HEADS
     os.makedirs(output, exist_ok=True)
     if fmt == "hf":
         if objective == "electra":
@@ -96,7 +100,9 @@ def export(checkpoint: str, fmt: str, output: str, overwrite: bool = False, log=
             hf.save(generator_config(enc, fraction), ("mlm",), gen, os.path.join(output, "generator"),
                     tokenizer_files=tokenizer_files)
         else:
-            hf.save(enc, OBJECTIVES[objective].HEADS, params, output, tokenizer_files=tokenizer_files)
+            labels = tuple(extra["model"].get("label_names") or ()) or None
+            hf.save(enc, heads, params, output, tokenizer_files=tokenizer_files,
+                    num_labels=extra["model"].get("num_labels", 2), label_names=labels)
     else:
         from flax import nnx
 
@@ -106,8 +112,9 @@ def export(checkpoint: str, fmt: str, output: str, overwrite: bool = False, log=
         if objective == "electra":
             enc_params, heads = params["discriminator"], ("rtd",)
         else:
-            enc_params, heads = params, OBJECTIVES[objective].HEADS
-        model = nnx.merge(nnx.graphdef(model_lib.abstract(enc, heads)), enc_params)
+            enc_params = params
+        model = nnx.merge(nnx.graphdef(model_lib.abstract(
+            enc, heads, extra["model"].get("num_labels", 2))), enc_params)
         if fmt == "stablehlo":
             serving.export_stablehlo(model, output)
         else:

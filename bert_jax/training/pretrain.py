@@ -51,10 +51,13 @@ def encoder_config(config, vocab_size: int):
     return enc
 
 
-def model_identity(config, enc) -> dict:
+def model_identity(config, enc, imported: bool = False) -> dict:
     """What a checkpoint must match to be resumed: objective and architecture."""
-    return {"objective": config.objective, "encoder": enc.to_dict(),
-            "generator_fraction": config.electra.generator_fraction}
+    out = {"objective": config.objective, "encoder": enc.to_dict(),
+           "generator_fraction": config.electra.generator_fraction}
+    if imported:  # the architecture came from bert-jax import, not from model.preset
+        out["imported"] = True
+    return out
 
 
 def _data(config, workdir: str) -> str:
@@ -129,14 +132,41 @@ def load_params(workdir: str, step: int | None = None):
         if step is None:
             raise UserError(f"{workdir} holds no checkpoint")
         extra = ckpt.read_extra(step)
-        config = ml_collections.ConfigDict(extra["config"])
         enc = EncoderConfig.from_dict(extra["model"]["encoder"])
         mesh = sharding.make_mesh({"data": 1, "fsdp": 1, "tensor": 1}, jax.devices()[:1])
+        if extra.get("kind") == "imported":  # bert-jax import: parameters only
+            state, extra = ckpt.restore(step, _imported_target(extra, mesh))
+            return enc, "imported", state["params"], extra, step
+        config = ml_collections.ConfigDict(extra["config"])
         setup = StateSetup(config, enc, mesh)
         state, extra = ckpt.restore(step, setup.target())
     finally:
         ckpt.close()
     return enc, config.objective, state["params"], extra, step
+
+
+def _imported_target(extra: dict, mesh) -> dict:
+    """The abstract {"params": ...} of an imported checkpoint, placed on `mesh`."""
+    from bert_jax.models import model as model_lib
+
+    m = extra["model"]
+    abstract = model_lib.abstract(EncoderConfig.from_dict(m["encoder"]), tuple(m["heads"]), m["num_labels"])
+    shardings = sharding.param_shardings(nnx.state(abstract), mesh)
+    pure = nnx.to_pure_dict(nnx.state(abstract))
+    return {"params": jax.tree.map(lambda a, s: jax.ShapeDtypeStruct(a.shape, a.dtype, sharding=s),
+                                   pure, shardings)}
+
+
+def _graft(fresh: dict, imported: dict, objective: str) -> dict:
+    """Imported parameters over a fresh init: what the import has, the rest (new heads,
+    the ELECTRA generator) stays fresh."""
+    if objective == "electra":
+        return {**fresh, "discriminator": _graft(fresh["discriminator"], imported, "")}
+    out = dict(fresh)
+    for key, value in imported.items():
+        if key in fresh:
+            out[key] = _graft(fresh[key], value, "") if isinstance(value, dict) else value
+    return out
 
 
 def make_train_step(graphdef, objective, tx, lr, microbatches: int, mesh, state_shardings):
@@ -230,6 +260,21 @@ def train_and_evaluate(config, workdir: str, log=print) -> dict:
     say = log if lead else (lambda *a, **k: None)
     os.makedirs(workdir, exist_ok=True)
 
+    # --- an imported checkpoint (bert-jax import) fixes the architecture and tokenizer --------
+    ckpt = checkpointing.Checkpointer(workdir, save_every=config.train.checkpoint_every,
+                                      keep=config.train.keep_checkpoints)
+    latest = ckpt.latest_step()
+    latest_extra = ckpt.read_extra(latest) if latest is not None else {}
+    imported = latest_extra if latest_extra.get("kind") == "imported" else None
+    # The architecture of a run that began from an import stays the imported one.
+    arch = (imported or {}).get("model", {}).get("encoder") or (
+        latest_extra.get("model", {}).get("encoder") if latest_extra.get("model", {}).get("imported")
+        else None)
+    if imported is not None:
+        if not config.data.dir and not config.data.prepare.tokenizer:
+            with config.unlocked():
+                config.data.prepare.tokenizer = os.path.join(os.path.abspath(workdir), "tokenizer")
+
     # --- data ------------------------------------------------------------------------------
     data_dir = _data(config, workdir)
     meta = prepare.read_metadata(data_dir)
@@ -248,18 +293,27 @@ def train_and_evaluate(config, workdir: str, log=print) -> dict:
 
     # --- model and optimizer: shapes, then shardings, then arrays -----------------------------
     enc = encoder_config(config, meta["vocab_size"])
+    if arch is not None:
+        m = config.model
+        enc = EncoderConfig.from_dict(arch).replace(dtype=m.dtype, remat_policy=m.remat_policy,
+                                                    scan_layers=m.scan_layers)
     setup = StateSetup(config, enc, mesh)
     graphdef, tx, lr = setup.graphdef, setup.tx, setup.lr
     abstract_state, state_shardings = setup.abstract_state, setup.shardings
     param_shardings = state_shardings["params"]
-    identity = model_identity(config, enc)
+    identity = model_identity(config, enc, imported=arch is not None)
 
     # --- restore, or start fresh (created sharded: never whole on one device) ---------------
-    ckpt = checkpointing.Checkpointer(workdir, save_every=config.train.checkpoint_every,
-                                      keep=config.train.keep_checkpoints)
-    latest = ckpt.latest_step()
-    if latest is not None:
-        extra = ckpt.read_extra(latest)
+    if imported is not None:
+        loaded, _ = ckpt.restore(latest, _imported_target(imported, mesh))
+        fresh = jax.jit(setup.init, out_shardings=state_shardings)()
+        params = _graft(fresh["params"], loaded["params"], config.objective)
+        state = dict(fresh, params=params, opt_state=jax.jit(
+            setup.tx.init, out_shardings=state_shardings["opt_state"])(params))
+        start = 0
+        say(f"continuing pretraining from the imported checkpoint in {workdir}")
+    elif latest is not None:
+        extra = latest_extra
         if extra.get("model") != identity:
             raise UserError(f"{workdir} holds a checkpoint (step {latest}) of another model: saved "
                             f"{_describe(extra.get('model'))}, configured {_describe(identity)}; "
