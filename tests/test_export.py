@@ -169,3 +169,22 @@ def test_cli_export_of_pretraining_workdirs(workdirs, tmp_path):
                                   disc.electra.embeddings.word_embeddings.weight.detach().numpy())
     assert cli.main(["export", "--checkpoint", str(workdirs["bert"]), "--format", "hf",
                      "--output", str(tmp_path / "bert")]) == 2  # not empty: refused
+
+
+def test_cli_serving_exports_match_the_checkpoint(workdirs, tmp_path):
+    from bert_jax import cli
+    from bert_jax.convert import serving
+    from bert_jax.training.pretrain import load_params
+
+    enc, _, params, _, _ = load_params(str(workdirs["bert"]))
+    ours = nnx.merge(nnx.graphdef(M.abstract(enc, ("mlm", "nsp"))), params)
+    ids = np.random.default_rng(0).integers(5, 900, (2, 128)).astype(np.int32)
+    mask = np.ones_like(ids)
+    mask[1, 60:] = 0
+    expected = ours(jnp.asarray(ids), jnp.asarray(mask), jnp.zeros_like(jnp.asarray(ids)))
+    assert cli.main(["export", "--checkpoint", str(workdirs["bert"]), "--format", "stablehlo",
+                     "--output", str(tmp_path / "s")]) == 0
+    got = serving.load_stablehlo(str(tmp_path / "s"))(ids, mask, np.zeros_like(ids))
+    np.testing.assert_allclose(got["nsp_logits"], expected["nsp_logits"], atol=1e-5)
+    np.testing.assert_allclose(got["hidden"], expected["hidden"], atol=1e-5)
+    assert "model.stablehlo" in json.loads((tmp_path / "s" / "manifest.json").read_text())["files"]
