@@ -54,6 +54,12 @@ def _import(args: argparse.Namespace) -> None:
     workdir.import_checkpoint(args.source_kind, args.source, args.output, overwrite=args.overwrite)
 
 
+def _bench(args: argparse.Namespace) -> None:
+    from bert_jax import bench, config_files
+
+    bench.run(config_files.load(args.config, args.overrides), steps=args.steps)
+
+
 def _train_tokenizer(args: argparse.Namespace) -> None:
     from bert_jax.data.train_tokenizer import train_tokenizer
 
@@ -129,6 +135,16 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--output", required=True, help="the workdir to create")
     p.add_argument("--overwrite", action="store_true", help="replace checkpoints already in --output")
     p.set_defaults(func=_import)
+
+    p = sub.add_parser("bench", help="time the train step on synthetic batches (JSON line)",
+                       description="Compile and time the pretraining step of a config on synthetic "
+                       "data; prints one JSON line: ms/step, tokens/s, model FLOPs, MFU against a "
+                       "matmul ceiling measured in the same run, compile time, peak host memory. "
+                       "Sequence length: --config.data.prepare.max_seq_length; batch: "
+                       "--config.train.global_batch_size.")
+    p.add_argument("--config", required=True, help="e.g. configs/pretrain/bert.py:size=mini")
+    p.add_argument("--steps", type=int, default=10, help="timed steps after 2 warm-up steps")
+    p.set_defaults(func=_bench, takes_overrides=True)
 
     p = sub.add_parser("train-tokenizer", help="train a WordPiece / SentencePiece / BPE vocabulary",
                        description="Train a vocabulary on text files and write files that "

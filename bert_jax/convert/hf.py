@@ -323,6 +323,7 @@ def load(path: str) -> HFCheckpoint:
             hf_config = json.load(f)
     except (UnicodeDecodeError, json.JSONDecodeError) as e:
         raise UserError(f"{cfg_path}: not valid JSON ({e})") from None
+    config_from_hf(hf_config, cfg_path)  # a bad config.json is reported before reading weights
     ckpt = from_tensors(hf_config, _read_weights(path), path, cfg_path)
     ckpt.tokenizer_files = {n: os.path.join(path, n) for n in TOKENIZER_FILES
                             if os.path.isfile(os.path.join(path, n))}

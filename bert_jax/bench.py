@@ -1,0 +1,93 @@
+"""`bert-jax bench`: the train step alone on synthetic batches, one JSON line per case.
+
+Builds the same state and jitted step as pretraining (same shardings, donation and
+objective), feeds random ids with `masking.max_predictions` masked positions per row, and
+reports: preset, sequence length, batch, dtype, compile seconds (lower + compile), median
+ms/step after warm-up, tokens/s, model FLOPs per step (training.metrics' formula), MFU
+against an fp32 matmul ceiling measured in the same run on the same devices, and peak
+host memory (max RSS). Compare against the peers in one run on one machine (ratios).
+"""
+
+from __future__ import annotations
+
+import json
+import resource
+import statistics
+import time
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+from bert_jax.models.config import get_preset
+from bert_jax.training import metrics, sharding
+from bert_jax.training.pretrain import StateSetup, make_train_step
+
+
+def synthetic_batch(rng: np.random.Generator, batch: int, seq: int, predictions: int, vocab: int,
+                    objective: str) -> dict[str, np.ndarray]:
+    ids = rng.integers(5, vocab, (batch, seq)).astype(np.int32)
+    positions = np.sort(np.stack([rng.choice(np.arange(1, seq), predictions, replace=False)
+                                  for _ in range(batch)]), axis=1).astype(np.int32)
+    out = {"input_ids": ids, "segment_ids": np.zeros_like(ids), "packing_ids": np.ones_like(ids),
+           "position_ids": np.broadcast_to(np.arange(seq, dtype=np.int32), ids.shape).copy(),
+           "attention_mask": np.ones_like(ids), "masked_positions": positions,
+           "masked_ids": np.take_along_axis(ids, positions, 1),
+           "masked_weights": np.ones(positions.shape, np.float32),
+           "row_index": np.arange(batch, dtype=np.int64)}
+    if objective in ("bert", "albert"):
+        out["sentence_label"] = rng.integers(0, 2, batch).astype(np.int32)
+    return out
+
+
+def matmul_ceiling() -> float:
+    """Best fp32 matmul FLOP/s over a few sizes, all devices: the MFU denominator."""
+    return max(metrics.matmul_ceiling(n) for n in (1024, 2048)) * jax.device_count()
+
+
+def run(config, steps: int = 10, warmup: int = 2, log=print) -> dict:
+    from bert_jax.objectives import OBJECTIVES
+
+    mesh = sharding.make_mesh(dict(config.mesh))
+    seq = config.data.prepare.max_seq_length
+    batch_size = config.train.global_batch_size
+    m = config.model
+    enc = get_preset(m.preset, dtype=m.dtype, remat_policy=m.remat_policy, scan_layers=m.scan_layers,
+                     **({"vocab_size": m.vocab_size} if m.vocab_size else {}))
+    setup = StateSetup(config, enc, mesh)
+    state = jax.jit(setup.init, out_shardings=setup.shardings)()
+    step_fn = make_train_step(setup.graphdef, OBJECTIVES[config.objective], setup.tx, setup.lr,
+                              config.train.microbatches, mesh, setup.shardings)
+    rng = np.random.default_rng(0)
+    predictions = config.masking.max_predictions
+    batches = [sharding.global_batch(synthetic_batch(rng, batch_size, seq, predictions, enc.vocab_size,
+                                                     config.objective), mesh) for _ in range(2)]
+    start = time.perf_counter()
+    compiled = step_fn.lower(state, batches[0]).compile()
+    compile_s = time.perf_counter() - start
+    times = []
+    for i in range(warmup + steps):
+        t = time.perf_counter()
+        state, out = compiled(state, batches[i % 2])
+        jax.block_until_ready(out["loss"])
+        if i >= warmup:
+            times.append(time.perf_counter() - t)
+    ms = statistics.median(times) * 1e3
+    flops = metrics.flops_per_sequence(enc, seq, predictions) * batch_size
+    if config.objective == "electra":
+        from bert_jax.objectives.electra import generator_config
+        flops += metrics.flops_per_sequence(generator_config(enc, config.electra.generator_fraction), seq,
+                                            predictions) * batch_size
+    ceiling = matmul_ceiling()
+    result = {
+        "preset": m.preset, "objective": config.objective, "seq_len": seq, "batch": batch_size,
+        "dtype": m.dtype, "remat": m.remat_policy, "scan": m.scan_layers, "devices": jax.device_count(),
+        "compile_s": round(compile_s, 2), "ms_per_step": round(ms, 2),
+        "tokens_per_s": round(batch_size * seq / (ms / 1e3), 1),
+        "model_flops_per_step": flops, "achieved_flops": round(flops / (ms / 1e3)),
+        "matmul_ceiling_flops": round(ceiling), "mfu": round(flops / (ms / 1e3) / ceiling, 4),
+        "peak_host_rss_mb": round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, 1),
+        "loss": float(jnp.asarray(out["loss"])),
+    }
+    log(json.dumps(result))
+    return result
