@@ -2,16 +2,14 @@
 KB), and the directory it writes loads in transformers v5 (AutoTokenizer and the family's own
 class) with exactly the ids of our load_tokenizer."""
 
-import functools
-import importlib
 import json
 import os
-import pydoc
 
 # Must be set before transformers is imported: the tests never touch the network.
 os.environ["HF_HUB_OFFLINE"] = "1"
 
 import pytest  # noqa: E402
+from test_tokenizers import stdlib_docs  # noqa: E402 - the real text the parity tests use
 
 from bert_jax.data.tokenizers import (  # noqa: E402
     ByteLevelBPETokenizer,
@@ -21,10 +19,6 @@ from bert_jax.data.tokenizers import (  # noqa: E402
 )
 from bert_jax.data.train_tokenizer import train_tokenizer  # noqa: E402
 from bert_jax.errors import UserError  # noqa: E402
-
-DOC_MODULES = ("argparse", "asyncio", "collections", "csv", "datetime", "decimal", "email", "json",
-               "logging", "os", "pathlib", "re", "shutil", "socket", "sqlite3", "string", "subprocess",
-               "tarfile", "textwrap", "threading", "typing", "unittest", "zipfile")
 
 # Beyond the corpus: accents, other scripts, numbers, literal special tokens, odd whitespace.
 EXTRA_TEXTS = [
@@ -48,19 +42,6 @@ CASES = {
 }
 OUR_CLASS = {"wordpiece": FastWordPieceTokenizer, "unigram": SentencePieceTokenizer,
              "bpe": SentencePieceTokenizer, "byte_bpe": ByteLevelBPETokenizer}
-
-
-@functools.cache
-def stdlib_docs() -> tuple[str, ...]:
-    paragraphs = []
-    for name in DOC_MODULES:
-        module = importlib.import_module(name)
-        for obj in [module, *(getattr(module, a) for a in sorted(dir(module)) if not a.startswith("_"))]:
-            for para in pydoc.getdoc(obj).split("\n\n"):
-                para = " ".join(para.split())
-                if len(para) > 20:
-                    paragraphs.append(para)
-    return tuple(dict.fromkeys(paragraphs))
 
 
 @pytest.fixture(scope="module")

@@ -241,10 +241,16 @@ class _Preemption:
     def _handle(self, signum, frame):
         self.requested = True
 
+    # Processes agree through an all-gather, a host sync: only every few steps, so the loop
+    # keeps dispatching ahead. Preemption notices give tens of seconds; this costs a few steps.
+    CHECK_EVERY = 10
+
     def agreed(self, step: int) -> bool:
         """Every process must stop at the same step: agree through a tiny all-gather."""
         if jax.process_count() == 1:
             return self.requested
+        if step % self.CHECK_EVERY:
+            return False
         flags = multihost_utils.process_allgather(np.asarray(self.requested, np.int32))
         return bool(np.any(flags))
 
