@@ -42,6 +42,27 @@ def _pretrain(args: argparse.Namespace) -> None:
     pretrain.train_and_evaluate(config, args.workdir)
 
 
+def _finetune(args: argparse.Namespace) -> None:
+    from bert_jax import config_files
+
+    config = config_files.load(args.config, args.overrides)
+    if args.init is not None:
+        config.init = args.init
+    for flag, field in (("coordinator_address", "coordinator"), ("num_processes", "num_processes"),
+                        ("process_id", "process_id")):
+        if getattr(args, flag) is not None:
+            config.distributed[field] = getattr(args, flag)
+    from bert_jax.training import finetune
+
+    finetune.train_and_evaluate(config, args.workdir)
+
+
+def _evaluate(args: argparse.Namespace) -> None:
+    from bert_jax.training import finetune
+
+    finetune.evaluate(args.checkpoint, args.config, args.overrides, args.output)
+
+
 def _export(args: argparse.Namespace) -> None:
     from bert_jax import export
 
@@ -115,6 +136,38 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--process-id", type=int, default=None,
                    help="this process's id (or BERT_JAX_PROCESS_ID)")
     p.set_defaults(func=_pretrain, takes_overrides=True)
+
+    p = sub.add_parser("finetune", help="fine-tune on GLUE, SQuAD, CoNLL-2003 or your own files",
+                       description="Fine-tune a checkpoint (ours, `bert-jax import`ed, Hugging Face "
+                       "or TF1) on a task: several seeds, the best checkpoint per seed by the task's "
+                       "main metric, predictions, and mean/std/median over seeds in "
+                       "WORKDIR/results.md. Override any config field with --config.FIELD=VALUE.")
+    p.add_argument("--config", required=True,
+                   help="e.g. configs/finetune/glue.py:task=cola or "
+                   "configs/finetune/files.py:kind=classification")
+    p.add_argument("--init", default=None,
+                   help="checkpoint to start from: our workdir, a Hugging Face directory, or a TF1 "
+                   "checkpoint (default: config.init)")
+    p.add_argument("--workdir", required=True, help="checkpoints, predictions and results")
+    p.add_argument("--coordinator-address", default=None,
+                   help="jax.distributed coordinator HOST:PORT (or BERT_JAX_COORDINATOR)")
+    p.add_argument("--num-processes", type=int, default=None,
+                   help="processes in the run (or BERT_JAX_NUM_PROCESSES)")
+    p.add_argument("--process-id", type=int, default=None,
+                   help="this process's id (or BERT_JAX_PROCESS_ID)")
+    p.set_defaults(func=_finetune, takes_overrides=True)
+
+    p = sub.add_parser("evaluate", help="score a fine-tuned checkpoint and write its predictions",
+                       description="Evaluate a fine-tuned checkpoint (a fine-tuning WORKDIR: its best "
+                       "seed; WORKDIR/seed_K; or a Hugging Face directory with a task head, given "
+                       "--config) on the task's eval splits; writes metrics.json and predictions. "
+                       "--config.task.FIELD=VALUE changes the data, e.g. "
+                       "--config.task.files.validation=other.csv.")
+    p.add_argument("--checkpoint", required=True, help="fine-tuning WORKDIR, WORKDIR/seed_K or HF dir")
+    p.add_argument("--config", default=None,
+                   help="task config file (default: the one saved with the checkpoint)")
+    p.add_argument("--output", default=None, help="predictions directory (default: CHECKPOINT/evaluation)")
+    p.set_defaults(func=_evaluate, takes_overrides=True)
 
     p = sub.add_parser("export", help="a checkpoint out as Hugging Face files or a serving artifact",
                        description="Export one of our checkpoints: --format hf (transformers v5 "

@@ -8,6 +8,7 @@ microbatches itself, so that 4 x B/4 gives exactly the update of one step of B.
 from __future__ import annotations
 
 import jax
+import numpy as np
 import optax
 
 from bert_jax.errors import UserError
@@ -44,7 +45,42 @@ def decay_mask(params):
     return jax.tree_util.tree_map_with_path(keep, params)
 
 
-def make(cfg, total_steps: int) -> tuple[optax.GradientTransformation, optax.Schedule]:
+def layerwise_scales(params: dict, num_layers: int, decay: float, shared_layers: bool = False) -> dict:
+    """Learning-rate multipliers per parameter, ELECTRA's layer-wise decay: depth 0 for the
+    embeddings (and anything else in the encoder below the blocks), i+1 for block i, L+1
+    for the pooler, L+2 for the task heads; a parameter learns at lr * decay^(L+2-depth).
+
+    The blocks' weights are stacked ([L, ...]), so their multiplier is an [L, 1, ...] array
+    that broadcasts over each block's slice. ALBERT's one shared block takes the top
+    layer's depth L.
+    """
+    top = num_layers + 2
+
+    def scale(path, leaf):
+        keys = [getattr(k, "key", getattr(k, "name", str(k))) for k in path]
+        if keys[0] != "encoder":
+            return np.float32(1.0)
+        if keys[1] == "layers":
+            if shared_layers:
+                return np.float32(decay ** (top - num_layers))
+            depths = np.arange(1, num_layers + 1)
+            return (decay ** (top - depths)).astype(np.float32).reshape((-1,) + (1,) * (leaf.ndim - 1))
+        if keys[1] == "pooler":
+            return np.float32(decay ** (top - num_layers - 1))
+        return np.float32(decay ** top)
+
+    return jax.tree_util.tree_map_with_path(scale, params)
+
+
+def scale_updates(scales) -> optax.GradientTransformation:
+    """Multiply each update by its (broadcastable) multiplier: per-parameter learning rates."""
+    def update(updates, state, params=None):
+        return jax.tree.map(lambda u, s: u * s.astype(u.dtype), updates, scales), state
+    return optax.GradientTransformation(lambda params: optax.EmptyState(), update)
+
+
+def make(cfg, total_steps: int, scales=None) -> tuple[optax.GradientTransformation, optax.Schedule]:
+    """The optimizer and its schedule; `scales`: per-parameter lr multipliers (layerwise_scales)."""
     if cfg.name not in OPTIMIZERS:
         raise UserError(f"config.optim.name={cfg.name!r}; choose one of: {', '.join(OPTIMIZERS)}")
     lr = schedule(cfg, total_steps)
@@ -55,4 +91,6 @@ def make(cfg, total_steps: int) -> tuple[optax.GradientTransformation, optax.Sch
         opt = optax.lamb(lr, b1=cfg.b1, b2=cfg.b2, eps=cfg.eps, weight_decay=cfg.weight_decay,
                          mask=decay_mask)
     chain = [optax.clip_by_global_norm(cfg.clip_norm)] if cfg.clip_norm > 0 else []
+    if scales is not None:
+        opt = optax.chain(opt, scale_updates(scales))
     return optax.chain(*chain, opt), lr

@@ -123,7 +123,8 @@ class StateSetup:
 
 def load_params(workdir: str, step: int | None = None):
     """(encoder config, objective, params as a pure dict, extra, step) of one of our
-    checkpoints, restored onto this process's first device (for encode / export)."""
+    checkpoints, restored onto this process's first device (for encode / export).
+    Parameter-only checkpoints (`bert-jax import`, fine-tuning) give objective "imported"."""
     import ml_collections
 
     ckpt = checkpointing.Checkpointer(workdir, save_every=1, async_save=False)
@@ -134,7 +135,7 @@ def load_params(workdir: str, step: int | None = None):
         extra = ckpt.read_extra(step)
         enc = EncoderConfig.from_dict(extra["model"]["encoder"])
         mesh = sharding.make_mesh({"data": 1, "fsdp": 1, "tensor": 1}, jax.devices()[:1])
-        if extra.get("kind") == "imported":  # bert-jax import: parameters only
+        if extra.get("kind") in ("imported", "finetuned"):  # import / fine-tuning: parameters only
             state, extra = ckpt.restore(step, _imported_target(extra, mesh))
             return enc, "imported", state["params"], extra, step
         config = ml_collections.ConfigDict(extra["config"])

@@ -1,0 +1,534 @@
+"""Fine-tuning and evaluation: `train_and_evaluate(config, workdir)`, `evaluate(...)`.
+
+  start-up and mesh -> the init checkpoint (encoder + tokenizer) -> task features, built
+  once -> for each seed: model (the checkpoint's encoder, a fresh head) created sharded ->
+  epochs of steps, evaluated every epoch (or eval_every steps) -> the best checkpoint by
+  the task's main metric -> its scores and predictions -> mean / std / median over seeds.
+
+WORKDIR layout:
+  tokenizer/                the init checkpoint's tokenizer files
+  seed_<k>/checkpoints/     the best checkpoint of seed k (params only; `bert-jax export`
+                            and `bert-jax evaluate` read it), seed_<k>/tokenizer/ beside it
+  seed_<k>/predictions/     GLUE TSVs, SQuAD JSON, CoNLL files of the best checkpoint
+  seed_<k>/result.json      its metrics: a rerun skips finished seeds
+  results.json, results.md  every metric over the seeds, and the best seed
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import math
+import os
+import shutil
+import time
+import types
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import optax
+from flax import nnx
+
+from bert_jax.errors import UserError
+from bert_jax.models import model as model_lib
+from bert_jax.models.config import EncoderConfig
+from bert_jax.training import checkpointing, distributed, metrics, optim, sharding
+
+RESULTS = "results.json"
+SEED_RESULT = "result.json"
+
+
+# --- the checkpoint to start from ---------------------------------------------------------
+
+@dataclasses.dataclass
+class Init:
+    config: EncoderConfig
+    encoder: dict                    # the encoder's parameters (numpy or jax leaves)
+    tokenizer_files: dict[str, str]  # file name -> path
+    source: str                      # what it was, for logs and results
+
+
+def load_init(path: str) -> Init:
+    """The encoder and tokenizer of one of our workdirs (pretraining, `bert-jax import`,
+    fine-tuning), a Hugging Face checkpoint directory, or an original TF1 checkpoint."""
+    from bert_jax.convert import hf
+
+    if not path:
+        raise UserError("no checkpoint to start from: pass --init CHECKPOINT (or set config.init)")
+    if os.path.isdir(os.path.join(path, "checkpoints")):
+        from bert_jax.training.pretrain import load_params
+
+        enc, objective, params, extra, step = load_params(path)
+        if objective == "electra":
+            encoder = params["discriminator"]["encoder"]
+        else:
+            encoder = params["encoder"]
+        if objective == "imported":  # import and fine-tuning keep the tokenizer beside the checkpoint
+            tok_dir = os.path.join(path, "tokenizer")
+        else:
+            from bert_jax.data.prepare import read_metadata
+
+            data_dir = extra["config"]["data"]["dir"] or os.path.join(path, "data")
+            tok_dir = read_metadata(data_dir)["tokenizer"]
+        files = {n: os.path.join(tok_dir, n) for n in sorted(os.listdir(tok_dir))
+                 if os.path.isfile(os.path.join(tok_dir, n))} if os.path.isdir(tok_dir) else {}
+        return Init(enc, encoder, files, f"{path} (step {step}, {objective})")
+    if os.path.isfile(os.path.join(path, "config.json")):
+        ckpt = hf.load(path)
+        source = f"{path} (Hugging Face)"
+    else:
+        from bert_jax.convert import tf1
+
+        ckpt = tf1.load_tf1(path)
+        source = f"{path} (TF1)"
+    return Init(ckpt.config, ckpt.params["encoder"], dict(ckpt.tokenizer_files), source)
+
+
+def _copy_tokenizer(files: dict[str, str], directory: str) -> str:
+    os.makedirs(directory, exist_ok=True)
+    for name, src in files.items():
+        dst = os.path.join(directory, name)
+        if os.path.abspath(src) != os.path.abspath(dst):
+            shutil.copyfile(src, dst)
+    return directory
+
+
+def encoder_config(config, enc: EncoderConfig) -> EncoderConfig:
+    m = config.model
+    enc = enc.replace(dtype=m.dtype, remat_policy=m.remat_policy, scan_layers=m.scan_layers)
+    if m.hidden_dropout >= 0:
+        enc = enc.replace(hidden_dropout=m.hidden_dropout)
+    if m.attention_dropout >= 0:
+        enc = enc.replace(attention_dropout=m.attention_dropout)
+    return enc
+
+
+# --- losses and steps ------------------------------------------------------------------------
+
+def task_loss(kind: str, out: dict, batch: dict) -> tuple[jax.Array, jax.Array]:
+    """(mean loss, weight) over the batch's real rows (weights 0 on padding rows)."""
+    w = batch["weights"]  # [batch]
+    if kind == "token_classification":
+        labels = batch["labels"]  # [batch, seq], -100 where no word starts
+        mask = (labels >= 0) * w[:, None]
+        ce = optax.softmax_cross_entropy_with_integer_labels(
+            out["token_classification_logits"], jnp.maximum(labels, 0))
+        n = mask.sum()
+        return (ce * mask).sum() / jnp.maximum(n, 1.0), n
+    if kind == "span":
+        ce = lambda logits, y: optax.softmax_cross_entropy_with_integer_labels(logits, y)  # noqa: E731
+        per_row = 0.5 * (ce(out["start_logits"], batch["start_positions"])
+                         + ce(out["end_logits"], batch["end_positions"]))
+    elif kind == "regression":
+        per_row = jnp.square(out["classification_logits"][:, 0] - jnp.nan_to_num(batch["labels"]))
+        w = w * ~jnp.isnan(batch["labels"])
+    else:
+        labels = batch["labels"]
+        per_row = optax.softmax_cross_entropy_with_integer_labels(
+            out["classification_logits"], jnp.maximum(labels, 0))
+        w = w * (labels >= 0)
+    n = w.sum()
+    return (per_row * w).sum() / jnp.maximum(n, 1.0), n
+
+
+def _forward(model, batch, rng=None):
+    return model(batch["input_ids"], batch["attention_mask"], batch["segment_ids"], rng=rng)
+
+
+OUTPUTS = {"classification": ("classification_logits",), "regression": ("classification_logits",),
+           "span": ("start_logits", "end_logits"),
+           "token_classification": ("token_classification_logits",)}
+
+
+def make_train_step(graphdef, kind: str, tx, lr, mesh, state_shardings):
+    def loss_fn(params, batch, rng):
+        loss, _ = task_loss(kind, _forward(nnx.merge(graphdef, params), batch, rng), batch)
+        return loss
+
+    def step(state, batch):
+        rng = jax.random.fold_in(jax.random.wrap_key_data(state["rng"]), state["step"])
+        loss, grads = jax.value_and_grad(loss_fn)(state["params"], batch, rng)
+        updates, opt_state = tx.update(grads, state["opt_state"], state["params"])
+        new = dict(state, params=optax.apply_updates(state["params"], updates), opt_state=opt_state,
+                   step=state["step"] + 1)
+        return new, {"loss": loss, "grad_norm": optax.global_norm(grads),
+                     "learning_rate": lr(state["step"])}
+
+    return jax.jit(step, in_shardings=(state_shardings, sharding.batch_sharding(mesh)),
+                   out_shardings=(state_shardings, sharding.replicated(mesh)), donate_argnums=0)
+
+
+def make_eval_step(graphdef, kind: str, mesh, param_shardings):
+    def step(params, batch):
+        out = _forward(nnx.merge(graphdef, params), batch)
+        return {k: out[k] for k in OUTPUTS[kind]}
+
+    return jax.jit(step, in_shardings=(param_shardings, sharding.batch_sharding(mesh)),
+                   out_shardings=sharding.replicated(mesh))
+
+
+# --- batches -----------------------------------------------------------------------------
+
+def _host_rows(rows: np.ndarray) -> np.ndarray:
+    """This process's share of a global batch's row indices (-1 = padding)."""
+    per = len(rows) // jax.process_count()
+    return rows[jax.process_index() * per:(jax.process_index() + 1) * per]
+
+
+def _batch(arrays: dict[str, np.ndarray], rows: np.ndarray, mesh) -> dict[str, jax.Array]:
+    rows = _host_rows(rows)
+    take = np.maximum(rows, 0)
+    local = {k: v[take] for k, v in arrays.items()}
+    local["weights"] = (rows >= 0).astype(np.float32)
+    return sharding.global_batch(local, mesh)
+
+
+def predict(eval_step, params, arrays: dict[str, np.ndarray], batch_size: int, mesh) -> dict:
+    """The eval outputs for every row of `arrays` (numpy, on every host)."""
+    n = len(next(iter(arrays.values())))
+    order = np.arange(math.ceil(n / batch_size) * batch_size)
+    order[n:] = -1
+    parts: dict[str, list] = {}
+    for start in range(0, len(order), batch_size):
+        out = jax.device_get(eval_step(params, _batch(arrays, order[start:start + batch_size], mesh)))
+        for k, v in out.items():
+            parts.setdefault(k, []).append(v)
+    return {k: np.concatenate(v)[:n] for k, v in parts.items()}
+
+
+# --- the job -------------------------------------------------------------------------------
+
+def _setup(config, init: Init, task, mesh, total_steps: int):
+    enc = encoder_config(config, init.config)
+    seed = config.train.seed
+
+    def build(seed=seed):
+        return model_lib.Model(enc, (task.head,), task.num_labels, rngs=nnx.Rngs(jax.random.key(seed)))
+
+    graphdef, abstract = nnx.split(nnx.eval_shape(build))
+    pure = nnx.to_pure_dict(abstract)
+    decay = config.optim.layerwise_decay
+    if not 0.0 < decay <= 1.0:
+        raise UserError(f"config.optim.layerwise_decay={decay} must be in (0, 1]")
+    scales = (optim.layerwise_scales(pure, enc.num_layers, decay, enc.share_layers)
+              if decay != 1.0 else None)
+    frac = config.train.warmup_fraction
+    if not 0.0 <= frac <= 1.0:
+        raise UserError(f"config.train.warmup_fraction={frac} must be in [0, 1]")
+    optim_cfg = types.SimpleNamespace(**config.optim.to_dict(), warmup_steps=int(round(frac * total_steps)))
+    tx, lr = optim.make(optim_cfg, total_steps, scales)
+    param_shardings = sharding.param_shardings(abstract, mesh)
+    rep = sharding.replicated(mesh)
+
+    def init_state(encoder, rng):
+        params = nnx.to_pure_dict(nnx.state(build(rng)))
+        params["encoder"] = encoder
+        return {"params": params, "opt_state": tx.init(params), "step": jnp.zeros((), jnp.int32),
+                "rng": jax.random.key_data(jax.random.key(rng))}
+
+    abstract_state = jax.eval_shape(init_state, pure["encoder"], jnp.uint32(0))
+    state_shardings = {k: rep for k in abstract_state}
+    state_shardings["params"] = param_shardings
+    state_shardings["opt_state"] = optax.tree_map_params(
+        tx, lambda _, s: s, abstract_state["opt_state"], param_shardings, transform_non_params=lambda _: rep)
+    _check_encoder(init, pure["encoder"])
+    return types.SimpleNamespace(enc=enc, graphdef=graphdef, tx=tx, lr=lr, init_state=init_state,
+                                 state_shardings=state_shardings, param_shardings=param_shardings)
+
+
+def _check_encoder(init: Init, expected: dict) -> None:
+    got = dict(jax.tree_util.tree_flatten_with_path(init.encoder)[0])
+    for path, want in jax.tree_util.tree_flatten_with_path(expected)[0]:
+        have = got.get(path)
+        if have is None or tuple(have.shape) != tuple(want.shape):
+            raise UserError(f"{init.source}: encoder parameter {jax.tree_util.keystr(path)} is "
+                            f"{None if have is None else tuple(have.shape)}, expected {tuple(want.shape)}")
+
+
+def _global(tree, shardings):
+    """Host values (the same on every process) -> global arrays with these shardings."""
+    def put(x, s):
+        x = np.asarray(x)
+        return jax.make_array_from_callback(x.shape, s, lambda idx: x[idx])
+    return jax.tree.map(put, tree, shardings)
+
+
+def _check_batch(config, mesh, n_train: int) -> tuple[int, int]:
+    b = config.train.global_batch_size
+    eb = config.train.eval_batch_size or b
+    d = sharding.batch_divisor(mesh) * jax.process_count() // math.gcd(sharding.batch_divisor(mesh),
+                                                                       jax.process_count())
+    for name, v in (("global_batch_size", b), ("eval_batch_size", eb)):
+        if v < 1 or v % d:
+            raise UserError(f"config.train.{name}={v} must be a positive multiple of {d} (the data x "
+                            f"fsdp shards of the mesh {dict(mesh.shape)} and the process count)")
+    if config.train.epochs <= 0:
+        raise UserError(f"config.train.epochs={config.train.epochs} must be > 0")
+    return b, eb
+
+
+def _flat(scores: dict[str, dict[str, float]]) -> dict[str, float]:
+    return {f"{split}/{k}": float(v) for split, m in scores.items() for k, v in m.items()
+            if isinstance(v, (int, float, np.floating, np.integer))}
+
+
+def train_and_evaluate(config, workdir: str, log=print) -> dict:
+    from bert_jax.data import finetuning
+    from bert_jax.data.tokenizers import load_tokenizer
+    from bert_jax.evaluation import metrics as eval_metrics
+
+    # --- start-up, mesh, the init checkpoint, the task's data ---------------------------------
+    distributed.initialize(config.distributed)
+    mesh = sharding.make_mesh(dict(config.mesh))
+    lead = jax.process_index() == 0
+    say = log if lead else (lambda *a, **k: None)
+    if config.seeds < 1:
+        raise UserError(f"config.seeds={config.seeds} must be >= 1")
+    init = load_init(config.init)
+    os.makedirs(workdir, exist_ok=True)
+    tok_dir = os.path.join(workdir, "tokenizer")
+    if lead:
+        _copy_tokenizer(init.tokenizer_files, tok_dir)
+    _sync("tokenizer")
+    tokenizer = load_tokenizer(tok_dir)
+    if tokenizer.vocab_size > init.config.vocab_size:
+        raise UserError(f"{init.source}: the tokenizer has {tokenizer.vocab_size} tokens but the model's "
+                        f"vocabulary only {init.config.vocab_size}")
+    task = finetuning.load_task(config.task, tokenizer)
+    t0 = time.perf_counter()
+    train = task.features(task.train_split, training=True)
+    evals = {s: task.features(s, training=False) for s in task.eval_splits}
+    predicts = {s: task.features(s, training=False) for s in task.predict_splits}
+    n_train = len(train.arrays["input_ids"])
+    described = ", ".join(f"{s} ({len(f.arrays['input_ids'])} rows{_skips(f)})" for s, f in evals.items())
+    say(f"{task.name}: {n_train} training rows from {train.num_examples} examples{_skips(train)}; "
+        f"eval {described or 'none'}; features in {time.perf_counter() - t0:.1f}s")
+    if not task.eval_splits:
+        raise UserError(f"{task.name}: no labelled split to evaluate on; set config.task.eval_splits "
+                        "(or config.task.files.validation)")
+    batch, eval_batch = _check_batch(config, mesh, n_train)
+    steps_per_epoch = math.ceil(n_train / batch)
+    total = max(1, math.ceil(config.train.epochs * steps_per_epoch))
+    eval_every = config.train.eval_every or steps_per_epoch
+    setup = _setup(config, init, task, mesh, total)
+    train_step = make_train_step(setup.graphdef, task.kind, setup.tx, setup.lr, mesh, setup.state_shardings)
+    eval_step = make_eval_step(setup.graphdef, task.kind, mesh, setup.param_shardings)
+    encoder = _global(init.encoder, setup.param_shardings["encoder"])
+    init_fn = jax.jit(setup.init_state, out_shardings=setup.state_shardings)
+    say(f"fine-tuning {init.source} on {task.name} ({task.kind}, {len(task.label_names) or 1} "
+        f"output(s)): {total} steps of {batch} ({config.train.epochs:g} epochs), {config.seeds} seed(s), "
+        f"{jax.device_count()} device(s), mesh {dict(mesh.shape)}")
+
+    # --- one run per seed --------------------------------------------------------------------
+    main = f"{task.eval_splits[0]}/{task.main_metric}"
+    runs = []
+    for k in range(config.seeds):
+        seed = config.train.seed + k
+        seed_dir = os.path.join(workdir, f"seed_{seed}")
+        done = os.path.join(seed_dir, SEED_RESULT)
+        if os.path.isfile(done):
+            with open(done) as f:
+                runs.append(json.load(f))
+            say(f"seed {seed}: finished earlier ({main} {runs[-1]['flat'][main]:.4f}); skipped")
+            continue
+        if lead and os.path.isdir(seed_dir):  # an interrupted seed starts over
+            shutil.rmtree(seed_dir)
+        _sync(f"clean-{seed}")
+        if lead:
+            _copy_tokenizer(init.tokenizer_files, os.path.join(seed_dir, "tokenizer"))
+        t_seed = time.perf_counter()
+        state = init_fn(encoder, jnp.uint32(seed))
+        writer = metrics.Writer(os.path.join(seed_dir, "tensorboard"), enabled=lead)
+        ckpt = checkpointing.Checkpointer(seed_dir, save_every=1, keep=1, async_save=False)
+        best, best_step, history = -math.inf, None, []
+        identity = {"encoder": setup.enc.to_dict(), "heads": [task.head], "num_labels": task.num_labels,
+                    "label_names": list(task.label_names)}
+        for step in range(total):
+            epoch, within = divmod(step, steps_per_epoch)
+            if within == 0:
+                order = np.random.default_rng([seed, epoch]).permutation(n_train)
+                order = np.concatenate([order, -np.ones(steps_per_epoch * batch - n_train, np.int64)])
+            state, out = train_step(state, _batch(train.arrays, order[within * batch:(within + 1) * batch],
+                                                  mesh))
+            if (step + 1) % config.train.log_every == 0 or step + 1 == total:
+                out = {k: float(v) for k, v in jax.device_get(out).items()}
+                if not math.isfinite(out["loss"]):
+                    raise UserError(f"seed {seed}: the loss became {out['loss']} at step {step + 1}; "
+                                    "lower config.optim.learning_rate")
+                writer.scalars(step + 1, out, "train/")
+                say(f"seed {seed} step {step + 1}/{total}: loss {out['loss']:.4f} "
+                    f"lr {out['learning_rate']:.2e}")
+            if (step + 1) % eval_every == 0 or step + 1 == total:
+                scores = {s: task.evaluate(s, f, predict(eval_step, state["params"], f.arrays, eval_batch,
+                                                         mesh))[0] for s, f in evals.items()}
+                flat = _flat(scores)
+                writer.scalars(step + 1, flat, "eval/")
+                history.append({"step": step + 1, **flat})
+                better = flat[main] > best or best_step is None
+                say(f"seed {seed} step {step + 1} eval: " + ", ".join(f"{k} {v:.4f}" for k, v in flat.items())
+                    + (" (best)" if better else ""))
+                if better:
+                    best, best_step = flat[main], step + 1
+                    ckpt.save(step + 1, {"params": state["params"]}, {
+                        "kind": "finetuned", "model": identity, "task": config.task.to_dict(),
+                        "config": config.to_dict(), "seed": seed, "metrics": flat, "init": init.source},
+                        force=True)
+        writer.close()
+        # The best checkpoint's scores and predictions (GLUE test TSVs, SQuAD JSON, ...).
+        target = {"params": jax.tree.map(lambda a, s: jax.ShapeDtypeStruct(a.shape, a.dtype, sharding=s),
+                                         state["params"], setup.state_shardings["params"])}
+        del state
+        restored, _ = ckpt.restore(best_step, target)
+        ckpt.close()
+        result = _final(task, eval_step, restored["params"], evals, predicts, eval_batch, mesh,
+                        os.path.join(seed_dir, "predictions"), lead)
+        result.update(seed=seed, best_step=best_step, history=history,
+                      seconds=round(time.perf_counter() - t_seed, 1))
+        if lead:
+            _write_json(done, result)
+        runs.append(result)
+        say(f"seed {seed}: best {main} {result['flat'][main]:.4f} at step {best_step} "
+            f"({result['seconds']:.0f}s)")
+
+    # --- over the seeds -------------------------------------------------------------------------
+    summary = eval_metrics.summarize([r["flat"] for r in runs])
+    best_run = max(runs, key=lambda r: r["flat"][main])
+    results = {"task": task.name, "kind": task.kind, "init": init.source, "main_metric": main,
+               "seeds": [r["seed"] for r in runs], "summary": summary,
+               "per_seed": {str(r["seed"]): r["flat"] for r in runs}, "best_seed": best_run["seed"],
+               "best_checkpoint": os.path.join(os.path.abspath(workdir), f"seed_{best_run['seed']}"),
+               "skipped": {"train": train.skipped, **{s: f.skipped for s, f in evals.items()}}}
+    table = format_table(results)
+    if lead:
+        _write_json(os.path.join(workdir, RESULTS), results)
+        with open(os.path.join(workdir, "results.md"), "w") as f:
+            f.write(table + "\n")
+    say(table)
+    return results
+
+
+def _final(task, eval_step, params, evals, predicts, eval_batch, mesh, out_dir, lead) -> dict:
+    scores, files = {}, []
+    for split, feats in {**evals, **predicts}.items():
+        s, preds = task.evaluate(split, feats, predict(eval_step, params, feats.arrays, eval_batch, mesh))
+        if split in evals:
+            scores[split] = s
+        if lead:
+            os.makedirs(out_dir, exist_ok=True)
+            files += task.write_predictions(split, preds, out_dir)
+    return {"scores": scores, "flat": _flat(scores), "predictions": files}
+
+
+def _skips(features) -> str:
+    return "".join(f", {n} {reason}" for reason, n in features.skipped.items() if n)
+
+
+def _sync(name: str) -> None:
+    if jax.process_count() > 1:
+        from jax.experimental import multihost_utils
+
+        multihost_utils.sync_global_devices(name)
+
+
+def _write_json(path: str, value) -> None:
+    tmp = path + ".tmp"
+    with open(tmp, "w") as f:
+        json.dump(value, f, indent=1, default=float)
+    os.replace(tmp, path)
+
+
+def format_table(results: dict) -> str:
+    """The results over seeds as a Markdown table: one row per metric."""
+    seeds = results["seeds"]
+    head = (f"{results['task']} from {results['init']}: {len(seeds)} seed(s); best checkpoint by "
+            f"{results['main_metric']}: seed {results['best_seed']}")
+    columns = ["metric", "mean", "std", "median", "min", "max", *(f"seed {s}" for s in seeds)]
+    lines = [head, "", "| " + " | ".join(columns) + " |", "|---" * len(columns) + "|"]
+    for name, s in results["summary"].items():
+        per = [results["per_seed"][str(seed)].get(name) for seed in seeds]
+        lines.append(f"| {name} | {s['mean']:.4f} | {s['std']:.4f} | {s['median']:.4f} | {s['min']:.4f} | "
+                     f"{s['max']:.4f} | " + " | ".join("-" if v is None else f"{v:.4f}" for v in per) + " |")
+    return "\n".join(lines)
+
+
+# --- bert-jax evaluate ---------------------------------------------------------------------------
+
+def evaluate(checkpoint: str, config=None, overrides=(), output: str | None = None, log=print) -> dict:
+    """Score a checkpoint with a task head on its task's eval splits and write predictions.
+
+    checkpoint: a fine-tuning WORKDIR (its best seed), WORKDIR/seed_<k>, or a Hugging Face
+    directory with a task head (then `config`, a config file spec, names the task). Overrides
+    (`task.files.validation=...`, `task.eval_splits=...`) apply to the saved config.
+    """
+    import ml_collections
+
+    from bert_jax import config_files
+    from bert_jax.convert import hf
+    from bert_jax.data import finetuning
+    from bert_jax.data.tokenizers import load_tokenizer
+
+    results_path = os.path.join(checkpoint, RESULTS)
+    if os.path.isfile(results_path):
+        with open(results_path) as f:
+            checkpoint = json.load(f)["best_checkpoint"]
+    if os.path.isdir(os.path.join(checkpoint, "checkpoints")):
+        from bert_jax.training.pretrain import load_params
+
+        enc, _, params, extra, step = load_params(checkpoint)
+        if extra.get("kind") != "finetuned" and config is None:
+            raise UserError(f"{checkpoint} is not a fine-tuned checkpoint; pass --config to name the task")
+        model_info = extra["model"]
+        heads, num_labels, label_names = tuple(model_info["heads"]), model_info["num_labels"], \
+            tuple(model_info.get("label_names") or ())
+        tok_dir = os.path.join(checkpoint, "tokenizer")
+        source = f"{checkpoint} (step {step})"
+        saved = extra.get("config")
+    elif os.path.isfile(os.path.join(checkpoint, "config.json")):
+        ckpt = hf.load(checkpoint)
+        enc, params, heads, num_labels = ckpt.config, ckpt.params, ckpt.heads, ckpt.num_labels
+        label_names, tok_dir, source, saved = tuple(ckpt.label_names or ()), checkpoint, checkpoint, None
+    else:
+        raise UserError(f"{checkpoint}: neither a fine-tuning workdir nor a Hugging Face checkpoint")
+    if config is not None:
+        config = config_files.load(config, overrides)
+    elif saved is not None:
+        config = ml_collections.ConfigDict(saved)
+        for item in overrides:
+            key, _, raw = item.partition("=")
+            config_files.set_field(config, key.removeprefix("--").removeprefix("config."), raw)
+    else:
+        raise UserError(f"{checkpoint}: a Hugging Face checkpoint needs --config to name the task")
+    distributed.initialize(config.distributed)
+    mesh = sharding.make_mesh(dict(config.mesh))
+    task = finetuning.load_task(config.task, load_tokenizer(tok_dir))
+    if task.head not in heads:
+        raise UserError(f"{checkpoint} has heads {list(heads) or 'none'}; {task.name} needs a "
+                        f"{task.head} head")
+    if task.head != "span" and num_labels != task.num_labels:
+        raise UserError(f"{checkpoint} has {num_labels} outputs; {task.name} has {task.num_labels} "
+                        f"labels ({', '.join(task.label_names)})")
+    if label_names and not all(n.startswith("LABEL_") for n in label_names) and \
+            tuple(label_names) != tuple(task.label_names):
+        raise UserError(f"{checkpoint} was trained on labels {list(label_names)}; the task's are "
+                        f"{list(task.label_names)} (set config.task.labels)")
+    enc = encoder_config(config, enc) if "model" in config else enc
+    model = model_lib.abstract(enc, heads, num_labels)
+    graphdef, abstract = nnx.split(model)
+    param_shardings = sharding.param_shardings(abstract, mesh)
+    params = _global(params, param_shardings)
+    eb = config.train.eval_batch_size or config.train.global_batch_size
+    eval_step = make_eval_step(graphdef, task.kind, mesh, param_shardings)
+    output = output or os.path.join(checkpoint, "evaluation")
+    lead = jax.process_index() == 0
+    splits = {s: task.features(s, training=False) for s in (*task.eval_splits, *task.predict_splits)}
+    evals = {s: f for s, f in splits.items() if s in task.eval_splits}
+    predicts = {s: f for s, f in splits.items() if s not in task.eval_splits}
+    result = _final(task, eval_step, params, evals, predicts, eb, mesh, output, lead)
+    result["checkpoint"] = source
+    if lead:
+        _write_json(os.path.join(output, "metrics.json"), result)
+    for k, v in result["flat"].items():
+        log(f"{task.name} {k}: {v:.4f}")
+    log(f"predictions: {', '.join(result['predictions']) or 'none'}")
+    return result

@@ -1,0 +1,128 @@
+"""The fine-tuning config every task file starts from; each field is commented.
+
+Not run directly: use configs/finetune/{glue,squad,conll2003,files}.py.
+"""
+
+import ml_collections
+
+
+def parse_arg(arg: str, allowed: dict) -> dict:
+    """'task=cola,seeds=5' -> {'task': 'cola', 'seeds': '5'} over the allowed keys."""
+    values = dict(allowed)
+    for item in filter(None, (arg or "").split(",")):
+        key, _, value = item.partition("=")
+        if key not in allowed:
+            raise ValueError(f"config argument {key!r} is unknown; use one of: {', '.join(allowed)}")
+        values[key] = value
+    return values
+
+
+def task_config(source: str, name: str, kind: str = "") -> ml_collections.ConfigDict:
+    t = ml_collections.ConfigDict()
+    # tfds (GLUE, SQuAD, CoNLL-2003 through tensorflow-datasets) or files (your own).
+    t.source = source
+    # tfds: glue/<cola|sst2|mrpc|qqp|stsb|mnli|qnli|rte|wnli|ax>, squad/v1.1, squad/v2.0,
+    # conll2003. files: a name of your choosing (shown in results).
+    t.name = name
+    # classification, regression, span (extractive QA) or token_classification;
+    # implied by the TFDS name, required for files.
+    t.kind = kind
+    # TFDS data_dir ("" = TFDS's default, ~/tensorflow_datasets).
+    t.tfds_data_dir = ""
+    # Splits: "" = the task's defaults (train; GLUE validation / test, MNLI matched and
+    # mismatched; SQuAD validation; CoNLL validation,test). Comma-separated lists.
+    t.train_split = ""
+    t.eval_splits = ""
+    # Unlabelled splits that only get predictions (GLUE test -> leaderboard TSVs).
+    t.predict_splits = ""
+    # source=files: one path per split ("" = none). .csv/.tsv/.jsonl (classification,
+    # regression), SQuAD .json/.jsonl (span), CoNLL .conll/.txt (token_classification).
+    t.files = ml_collections.ConfigDict({"train": "", "validation": "", "test": ""})
+    # Input columns: "" = "text" if present, else "sentence1,sentence2".
+    t.text_columns = ""
+    t.label_column = "label"
+    # Row id for prediction files: "" = "id" / "idx" if present, else the row number.
+    t.id_column = ""
+    # The label set in order, comma-separated; "" = from the data (TFDS label names; files:
+    # sorted labels of the train split; CoNLL tags with "O" first).
+    t.labels = ""
+    # Tokens per row, [CLS]/[SEP] included.
+    t.max_seq_length = 128
+    # SQuAD: window stride over long contexts, question tokens kept, spans searched.
+    t.doc_stride = 128
+    t.max_query_length = 64
+    t.n_best_size = 20
+    t.max_answer_length = 30
+    # Keep only the first N examples of each split (0 = all): smoke runs.
+    t.max_examples = 0
+    return t
+
+
+def base_config(task: ml_collections.ConfigDict) -> ml_collections.ConfigDict:
+    c = ml_collections.ConfigDict()
+    # The checkpoint to start from (--init on the command line wins): one of our pretraining
+    # workdirs, a `bert-jax import` workdir, a Hugging Face checkpoint directory, or an
+    # original TF1 checkpoint (prefix or directory). Its encoder is kept; the head is new.
+    c.init = ""
+    c.task = task
+    # Fine-tune this many times with seeds train.seed, train.seed+1, ...; results report the
+    # mean, std and median of every metric over them.
+    c.seeds = 1
+
+    c.model = ml_collections.ConfigDict()
+    # Compute dtype (parameters stay fp32): float32 or bfloat16.
+    c.model.dtype = "float32"
+    # Rematerialization of each block: none, full, dots, dots_no_batch, offload_dots.
+    c.model.remat_policy = "none"
+    c.model.scan_layers = True
+    # Dropout (-1 = the checkpoint's, 0.1 for every published BERT).
+    c.model.hidden_dropout = -1.0
+    c.model.attention_dropout = -1.0
+
+    c.train = ml_collections.ConfigDict()
+    # Passes over the training split; the last batch of an epoch is padded, not dropped.
+    c.train.epochs = 3.0
+    # Rows per step over all hosts; must divide by the data x fsdp mesh size.
+    c.train.global_batch_size = 32
+    # Rows per evaluation step (0 = global_batch_size).
+    c.train.eval_batch_size = 0
+    c.train.seed = 0
+    c.train.log_every = 50
+    # Evaluate every N steps (0 = at the end of each epoch); the best checkpoint by the
+    # task's main metric (on the first eval split) is kept.
+    c.train.eval_every = 0
+    # Fraction of the steps spent warming the learning rate up (BERT: 0.1).
+    c.train.warmup_fraction = 0.1
+
+    c.optim = ml_collections.ConfigDict()
+    # adamw or lamb; no weight decay on LayerNorm parameters and biases.
+    c.optim.name = "adamw"
+    c.optim.learning_rate = 2e-5
+    # After warmup: linear, polynomial or constant, down to end_learning_rate.
+    c.optim.decay = "linear"
+    c.optim.power = 1.0
+    c.optim.end_learning_rate = 0.0
+    c.optim.weight_decay = 0.01
+    c.optim.b1 = 0.9
+    c.optim.b2 = 0.999
+    c.optim.eps = 1e-6
+    c.optim.clip_norm = 1.0
+    # Layer-wise learning-rate decay, as ELECTRA's: with depth 0 for the embeddings, i+1 for
+    # layer i, L+1 for the pooler and L+2 for the task head, a parameter learns at
+    # lr * decay^(L+2-depth). 1.0 = off; ELECTRA used 0.8 (base) and 0.9 (large).
+    c.optim.layerwise_decay = 1.0
+
+    c.mesh = ml_collections.ConfigDict()
+    # Mesh axis sizes; one -1 fills the devices (see configs/pretrain/pretrain_base.py).
+    c.mesh.data = -1
+    c.mesh.fsdp = 1
+    c.mesh.tensor = 1
+
+    c.distributed = ml_collections.ConfigDict()
+    # jax.distributed (see configs/pretrain/pretrain_base.py); "" / 0 / -1 = from the
+    # BERT_JAX_* environment, or a single process.
+    c.distributed.coordinator = ""
+    c.distributed.num_processes = 0
+    c.distributed.process_id = -1
+    c.distributed.timeout_seconds = 300
+    return c
