@@ -307,6 +307,9 @@ def train_and_evaluate(config, workdir: str, log=print) -> dict:
     if not task.eval_splits:
         raise UserError(f"{task.name}: no labelled split to evaluate on; set config.task.eval_splits "
                         "(or config.task.files.validation)")
+    if n_train == 0:
+        raise UserError(f"{task.name}: no training rows in split {task.train_split!r} "
+                        f"({train.num_examples} examples{_skips(train)})")
     batch, eval_batch = _check_batch(config, mesh, n_train)
     steps_per_epoch = math.ceil(n_train / batch)
     total = max(1, math.ceil(config.train.epochs * steps_per_epoch))
