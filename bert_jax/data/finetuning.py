@@ -41,7 +41,7 @@ from typing import Any
 
 import numpy as np
 
-from bert_jax.data.tokenizers import _BYTE_DECODER, Tokenizer
+from bert_jax.data.tokenizers import BYTE_DECODER, Tokenizer
 from bert_jax.errors import UserError
 
 KINDS = ("classification", "regression", "span", "token_classification")
@@ -1254,7 +1254,7 @@ def _piece_spans(tok: Tokenizer, word: str, ids: list[int], spaced: bool) -> lis
     lengths: list[int | None] = []
     if tok.kind == "byte_bpe":
         for k, i in enumerate(ids):
-            piece = bytes(_BYTE_DECODER.get(c, 0) for c in tok.id_to_token(i))
+            piece = bytes(BYTE_DECODER.get(c, 0) for c in tok.id_to_token(i))
             lengths.append(len(piece) - (k == 0 and spaced and piece.startswith(b" ")))
         units = [len(c.encode("utf-8")) for c in word]  # bytes of each character
     else:

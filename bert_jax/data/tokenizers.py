@@ -819,7 +819,7 @@ class ByteLevelBPETokenizer(Tokenizer):
         if token.startswith(_BYTE_SPACE):
             return True
         try:
-            text = bytes(_BYTE_DECODER[c] for c in token).decode("utf-8")
+            text = bytes(BYTE_DECODER[c] for c in token).decode("utf-8")
         except (KeyError, UnicodeDecodeError):  # not byte-level text, or part of a character
             return False
         return _is_punctuation_only(text) or (text != "" and text.isspace())
@@ -847,7 +847,7 @@ def _bytes_to_unicode() -> dict[int, str]:
     return mapping
 
 
-_BYTE_DECODER = {c: b for b, c in _bytes_to_unicode().items()}
+BYTE_DECODER = {c: b for b, c in _bytes_to_unicode().items()}
 
 
 # ---------------------------------------------------------------------------------------------
