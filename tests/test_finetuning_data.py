@@ -13,6 +13,8 @@ import tensorflow as tf
 import tensorflow_datasets as tfds
 
 from bert_jax.data import finetuning as ft
+from bert_jax.data.finetuning.classification import _truncate_pair
+from bert_jax.data.finetuning.tfds_source import _tfds_label_names
 from bert_jax.data.tokenizers import load_tokenizer
 from bert_jax.data.train_tokenizer import train_tokenizer
 from bert_jax.errors import UserError
@@ -226,7 +228,7 @@ def test_squad_under_mock_data(wp, version, tmp_path):
 
 
 def conll_as_dataset(self, split, **kwargs):
-    names = ft._tfds_label_names("conll2003", "ner", None, "token_classification")
+    names = _tfds_label_names("conll2003", "ner", None, "token_classification")
     sentences = [
         (["EU", "rejects", "German", "call"], ["B-ORG", "O", "B-MISC", "O"]),
         (["Peter", "Blackburn", "in", "Brussels"], ["B-PER", "I-PER", "O", "B-LOC"]),
@@ -355,7 +357,7 @@ def test_pair_truncation_matches_bert_loop():
         return la, lb
 
     cases = [(a, b, n) for a in range(12) for b in range(12) for n in range(24)]
-    assert [ft._truncate_pair(*c) for c in cases] == [bert(*c) for c in cases]
+    assert [_truncate_pair(*c) for c in cases] == [bert(*c) for c in cases]
 
 
 def test_regression_files(wp, tmp_path):
