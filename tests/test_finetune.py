@@ -229,6 +229,28 @@ def test_seeds_summary_rerun_skips_finished_seeds_and_init_sources(tiny, topics,
     assert "vocab.txt" in init.tokenizer_files
 
 
+def test_init_from_our_pretraining_workdir(tiny, topics, tmp_path):
+    """import -> 2 pretraining steps (MLM + NSP) -> fine-tune from that workdir: the encoder of
+    its latest step, the tokenizer its data was prepared with, fresh classification head."""
+    work = str(tmp_path / "pre")
+    assert cli.main(["import", "--from", "hf", "--source", tiny, "--output", work]) == 0
+    assert cli.main(["pretrain", "--config", f"{ROOT}/configs/pretrain/bert.py:size=tiny", "--workdir", work,
+                     "--config.optim.warmup_steps=0", "--config.train.global_batch_size=8",
+                     "--config.data.prepare.max_seq_length=32", "--config.data.eval_rows=16",
+                     "--config.train.peak_flops=1e11", "--config.train.steps=2"]) == 0
+    init = finetune.load_init(work)
+    assert "step 2, bert" in init.source and "vocab.txt" in init.tokenizer_files
+    pretrained = load_params(work)[2]["encoder"]
+    jax.tree.map(np.testing.assert_array_equal, jax.tree.map(np.asarray, init.encoder),
+                 jax.tree.map(np.asarray, pretrained))
+    train = small_csv(tmp_path / "train.csv", read_rows(topics[0], 16))
+    out = str(tmp_path / "ft")
+    assert cli.main(["finetune", "--config", f"{FILES}:kind=classification", "--init", work, "--workdir", out,
+                     f"--config.task.files.train={train}", f"--config.task.files.validation={train}",
+                     "--config.task.max_seq_length=32", "--config.train.global_batch_size=8", *QUIET]) == 0
+    assert results(out)["init"].startswith(work)
+
+
 def test_layerwise_decay_scales_each_layers_update():
     enc = get_preset("bert-tiny", vocab_size=128)
     model = model_lib.create(enc, ("classification",), 3)

@@ -78,7 +78,16 @@ def test_trained_directory_matches_transformers(trained, corpus, model_type):
     expected = ours.encode_batch_ids(held_out)
     for hf in (transformers.AutoTokenizer.from_pretrained(str(output_dir)),
                getattr(transformers, CASES[model_type][1]).from_pretrained(str(output_dir))):
-        assert hf(held_out, add_special_tokens=False)["input_ids"] == expected, type(hf).__name__
+        got = hf(held_out, add_special_tokens=False)["input_ids"]
+        for text, theirs, mine in zip(held_out, got, expected, strict=True):
+            if theirs != mine and model_type == "unigram":
+                # A Viterbi tie: the same pieces in another order ("a"+"aa" = "aa"+"a"), equal
+                # scores; sentencepiece and HF's Unigram break ties differently. The training
+                # (multithreaded) decides whether a corpus has one.
+                assert sorted(theirs) == sorted(mine) and "".join(hf.convert_ids_to_tokens(theirs)) \
+                    == "".join(hf.convert_ids_to_tokens(mine)), (type(hf).__name__, text)
+            else:
+                assert theirs == mine, (type(hf).__name__, text)
         assert hf.convert_ids_to_tokens(expected[0]) == ours.tokenize(held_out[0])
         assert frozenset(hf.all_special_ids) == ours.special_ids
         a, b = held_out[0], held_out[1]
