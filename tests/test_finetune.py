@@ -114,6 +114,8 @@ TFDS_CASES = {
     "glue/mnli": ("glue.py:task=mnli", None,
                   ["validation_matched/accuracy", "validation_mismatched/accuracy"],
                   ["MNLI-m.tsv", "MNLI-mm.tsv"]),
+    "squad/v1.1": ("squad.py:version=1.1", "squad", ["validation/exact", "validation/f1"],
+                   ["validation_predictions.json", "validation_nbest.json"]),
     "squad/v2.0": ("squad.py:version=2.0", "squad", ["validation/best_f1", "validation/exact"],
                    ["validation_predictions.json", "validation_null_odds.json", "validation_nbest.json"]),
     "conll2003": ("conll2003.py", "conll", ["validation/f1", "test/f1"],
@@ -193,6 +195,41 @@ def test_sharded_fine_tuning_matches_one_device(tiny, topics, tmp_path):
     assert max(jax.tree.leaves(moved)) < 1e-5
 
 
+def test_two_processes_match_one(tiny, topics, tmp_path):
+    """2 processes x 4 devices (real jax.distributed over gloo) == 1 process x 8 devices: same
+    metrics, same best checkpoint; each process feeds its half of every batch."""
+    import subprocess
+    import sys
+
+    train = small_csv(tmp_path / "train.csv", read_rows(topics[0], 40))
+    dev = small_csv(tmp_path / "dev.csv", read_rows(topics[1], 12))
+
+    def start(workdir, env=None):
+        cmd = [sys.executable, "-m", "bert_jax.cli", "finetune", "--config", f"{FILES}:kind=classification",
+               "--init", tiny, "--workdir", str(workdir), f"--config.task.files.train={train}",
+               f"--config.task.files.validation={dev}", "--config.task.max_seq_length=32",
+               "--config.train.global_batch_size=8", "--config.train.epochs=1",
+               "--config.optim.learning_rate=1e-3", *QUIET]
+        return subprocess.Popen(cmd, cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
+                                env={**os.environ, **(env or {})})
+
+    one = start(tmp_path / "one")
+    assert one.wait(timeout=600) == 0, one.stdout.read()
+    port = 21000 + os.getpid() % 10000
+    procs = [start(tmp_path / "two", {
+        "BERT_JAX_COORDINATOR": f"127.0.0.1:{port}", "BERT_JAX_NUM_PROCESSES": "2",
+        "BERT_JAX_PROCESS_ID": str(i), "BERT_JAX_LOCAL_DEVICES": "4",
+        "XLA_FLAGS": "--xla_force_host_platform_device_count=4"}) for i in range(2)]
+    for p in procs:
+        assert p.wait(timeout=600) == 0, p.stdout.read()
+    a, b = results(tmp_path / "one"), results(tmp_path / "two")
+    for key, value in a["per_seed"]["0"].items():
+        assert b["per_seed"]["0"][key] == pytest.approx(value, abs=1e-6), key
+    pa = jax.tree.map(np.asarray, load_params(str(tmp_path / "one" / "seed_0"))[2])
+    pb = jax.tree.map(np.asarray, load_params(str(tmp_path / "two" / "seed_0"))[2])
+    jax.tree.map(lambda x, y: np.testing.assert_allclose(x, y, rtol=1e-5, atol=1e-6), pa, pb)
+
+
 def test_seeds_summary_rerun_skips_finished_seeds_and_init_sources(tiny, topics, tmp_path, capsys):
     train = small_csv(tmp_path / "train.csv", read_rows(topics[0], 32))
     dev = small_csv(tmp_path / "dev.csv", read_rows(topics[1], 16))
@@ -226,6 +263,7 @@ def test_seeds_summary_rerun_skips_finished_seeds_and_init_sources(tiny, topics,
     # A fine-tuned workdir is a starting point too (its encoder; a fresh head).
     init = finetune.load_init(os.path.join(work, "seed_0"))
     assert init.encoder["layers"]["intermediate"]["kernel"].shape == (2, 128, 512)
+    assert finetune.load_init(work).source.startswith(res["best_checkpoint"])  # the best seed
     assert "vocab.txt" in init.tokenizer_files
 
 

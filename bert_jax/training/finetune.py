@@ -56,6 +56,9 @@ def load_init(path: str) -> Init:
 
     if not path:
         raise UserError("no checkpoint to start from: pass --init CHECKPOINT (or set config.init)")
+    if os.path.isfile(os.path.join(path, RESULTS)):  # a fine-tuning workdir: its best seed
+        with open(os.path.join(path, RESULTS)) as f:
+            path = json.load(f)["best_checkpoint"]
     if os.path.isdir(os.path.join(path, "checkpoints")):
         from bert_jax.training.pretrain import load_params
 
