@@ -1,4 +1,5 @@
-"""`bert-jax bench`: the train step alone on synthetic batches, one JSON line per case.
+"""`bert-jax bench`: the train step alone on synthetic batches (`run`), and the whole
+pretraining loop against it (`run_loop`); one JSON line per case.
 
 Builds the same state and jitted step as pretraining (same shardings, donation and
 objective), feeds random ids with `masking.max_predictions` masked positions per row, and
@@ -6,19 +7,29 @@ reports: preset, sequence length, batch, dtype, compile seconds (lower + compile
 ms/step after warm-up, tokens/s, model FLOPs per step (training.metrics' formula), MFU
 against an fp32 matmul ceiling measured in the same run on the same devices, and peak
 host memory (max RSS). Compare against the peers in one run on one machine (ratios).
+
+`run_loop` (`--mode loop`) then runs the real pretraining job on the same config: prepared
+data through the tf.data stream and host-side masking, metrics fetched at log steps, async
+Orbax checkpoints every `train.checkpoint_every` steps, and reports the loop's tokens/s from
+the end of the first log interval (compilation) to the last step, checkpoint stalls included,
+as a ratio to the synthetic step's.
 """
 
 from __future__ import annotations
 
+import itertools
 import json
+import os
 import resource
 import statistics
+import tempfile
 import time
 
 import jax
 import jax.numpy as jnp
 import numpy as np
 
+from bert_jax.errors import UserError
 from bert_jax.models.config import get_preset
 from bert_jax.training import metrics, sharding
 from bert_jax.training.pretrain import StateSetup, make_train_step
@@ -89,5 +100,42 @@ def run(config, steps: int = 10, warmup: int = 2, log=print) -> dict:
         "peak_host_rss_mb": round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, 1),
         "loss": float(jnp.asarray(out["loss"])),
     }
+    log(json.dumps(result))
+    return result
+
+
+def run_loop(config, steps: int = 300, workdir: str | None = None, log=print) -> dict:
+    """The synthetic step, then the whole loop for `steps` steps; their tokens/s and ratio."""
+    from bert_jax.data.prepare import read_metadata
+    from bert_jax.training import pretrain
+
+    if steps <= config.train.log_every:
+        raise UserError(f"--steps={steps} must exceed config.train.log_every={config.train.log_every}")
+    with tempfile.TemporaryDirectory() as tmp:
+        workdir = workdir or tmp
+        data_dir = pretrain._data(config, workdir)  # prepared first, outside the timing
+        with config.unlocked():
+            config.data.dir = data_dir
+            # The same model in both modes: the data's vocabulary unless one is configured.
+            config.model.vocab_size = config.model.vocab_size or read_metadata(data_dir)["vocab_size"]
+            config.train.steps = steps
+            config.optim.warmup_steps = min(config.optim.warmup_steps, steps)
+            config.train.eval_every = steps + 1  # no evaluation inside the timed loop
+        synthetic = run(config, steps=10, log=log)
+        t = time.perf_counter()
+        summary = pretrain.train_and_evaluate(config, workdir, log=lambda *a, **k: None)
+        wall = time.perf_counter() - t
+    logged = summary["train"]
+    timed_steps = logged[-1]["step"] - logged[0]["step"]
+    seconds = sum(e["step_time"] * (e["step"] - p["step"]) for p, e in itertools.pairwise(logged))
+    tokens = config.train.global_batch_size * config.data.prepare.max_seq_length
+    result = {"mode": "loop", "preset": config.model.preset, "steps": steps, "timed_steps": timed_steps,
+              "checkpoint_every": config.train.checkpoint_every, "log_every": config.train.log_every,
+              "ms_per_step": round(seconds / timed_steps * 1e3, 2),
+              "tokens_per_s": round(tokens * timed_steps / seconds, 1),
+              "synthetic_tokens_per_s": synthetic["tokens_per_s"],
+              "loop_vs_synthetic": round(tokens * timed_steps / seconds / synthetic["tokens_per_s"], 4),
+              "wall_s": round(wall, 1), "pid": os.getpid(),
+              "peak_host_rss_mb": round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, 1)}
     log(json.dumps(result))
     return result

@@ -78,7 +78,11 @@ def _import(args: argparse.Namespace) -> None:
 def _bench(args: argparse.Namespace) -> None:
     from bert_jax import bench, config_files
 
-    bench.run(config_files.load(args.config, args.overrides), steps=args.steps)
+    config = config_files.load(args.config, args.overrides)
+    if args.mode == "loop":
+        bench.run_loop(config, steps=args.steps or 300, workdir=args.workdir)
+    else:
+        bench.run(config, steps=args.steps or 10)
 
 
 def _train_tokenizer(args: argparse.Namespace) -> None:
@@ -196,7 +200,15 @@ def build_parser() -> argparse.ArgumentParser:
                        "Sequence length: --config.data.prepare.max_seq_length; batch: "
                        "--config.train.global_batch_size.")
     p.add_argument("--config", required=True, help="e.g. configs/pretrain/bert.py:size=mini")
-    p.add_argument("--steps", type=int, default=10, help="timed steps after 2 warm-up steps")
+    p.add_argument("--steps", type=int, default=None,
+                   help="step mode: timed steps after 2 warm-up steps (default 10); loop mode: "
+                   "steps of the whole loop (default 300)")
+    p.add_argument("--mode", choices=("step", "loop"), default="step",
+                   help="step: the train step alone on synthetic batches; loop: then the whole "
+                   "pretraining loop (real data pipeline, async checkpoints every "
+                   "train.checkpoint_every steps) and its ratio to the step alone")
+    p.add_argument("--workdir", default=None,
+                   help="loop mode: where the data and checkpoints go (default: a temporary dir)")
     p.set_defaults(func=_bench, takes_overrides=True)
 
     p = sub.add_parser("train-tokenizer", help="train a WordPiece / SentencePiece / BPE vocabulary",

@@ -56,9 +56,7 @@ def load_init(path: str) -> Init:
 
     if not path:
         raise UserError("no checkpoint to start from: pass --init CHECKPOINT (or set config.init)")
-    if os.path.isfile(os.path.join(path, RESULTS)):  # a fine-tuning workdir: its best seed
-        with open(os.path.join(path, RESULTS)) as f:
-            path = json.load(f)["best_checkpoint"]
+    path = best_seed_dir(path)
     if os.path.isdir(os.path.join(path, "checkpoints")):
         from bert_jax.training.pretrain import load_params
 
@@ -86,6 +84,15 @@ def load_init(path: str) -> Init:
         ckpt = tf1.load_tf1(path)
         source = f"{path} (TF1)"
     return Init(ckpt.config, ckpt.params["encoder"], dict(ckpt.tokenizer_files), source)
+
+
+def best_seed_dir(path: str) -> str:
+    """A fine-tuning WORKDIR -> WORKDIR/seed_<best>; any other path as it is."""
+    results = os.path.join(path, RESULTS)
+    if not os.path.isfile(results):
+        return path
+    with open(results) as f:
+        return os.path.join(path, json.load(f)["best_checkpoint"])
 
 
 def _copy_tokenizer(files: dict[str, str], directory: str) -> str:
@@ -173,18 +180,15 @@ def make_eval_step(graphdef, kind: str, mesh, param_shardings):
 
 # --- batches -----------------------------------------------------------------------------
 
-def _host_rows(rows: np.ndarray) -> np.ndarray:
-    """This process's share of a global batch's row indices (-1 = padding)."""
-    per = len(rows) // jax.process_count()
-    return rows[jax.process_index() * per:(jax.process_index() + 1) * per]
-
-
 def _batch(arrays: dict[str, np.ndarray], rows: np.ndarray, mesh) -> dict[str, jax.Array]:
-    rows = _host_rows(rows)
+    """The global batch of `rows` (-1 = padding, weight 0). Every process holds all of the
+    task's rows, so each device takes its own slice of the global batch, wherever the mesh
+    puts it (a batch replicated over a tensor axis that spans processes included)."""
     take = np.maximum(rows, 0)
-    local = {k: v[take] for k, v in arrays.items()}
-    local["weights"] = (rows >= 0).astype(np.float32)
-    return sharding.global_batch(local, mesh)
+    full = {k: v[take] for k, v in arrays.items()}
+    full["weights"] = (rows >= 0).astype(np.float32)
+    spec = sharding.batch_sharding(mesh)
+    return {k: jax.make_array_from_callback(v.shape, spec, lambda idx, v=v: v[idx]) for k, v in full.items()}
 
 
 def predict(eval_step, params, arrays: dict[str, np.ndarray], batch_size: int, mesh) -> dict:
@@ -220,7 +224,7 @@ def _setup(config, init: Init, task, mesh, total_steps: int):
     if not 0.0 <= frac <= 1.0:
         raise UserError(f"config.train.warmup_fraction={frac} must be in [0, 1]")
     optim_cfg = types.SimpleNamespace(**config.optim.to_dict(), warmup_steps=int(round(frac * total_steps)))
-    tx, lr = optim.make(optim_cfg, total_steps, scales)
+    tx, lr = optim.make(optim_cfg, total_steps, scales, stacked_layers=not enc.share_layers)
     param_shardings = sharding.param_shardings(abstract, mesh)
     rep = sharding.replicated(mesh)
 
@@ -257,18 +261,32 @@ def _global(tree, shardings):
     return jax.tree.map(put, tree, shardings)
 
 
-def _check_batch(config, mesh, n_train: int) -> tuple[int, int]:
+def _check_batch(config, mesh) -> tuple[int, int]:
     b = config.train.global_batch_size
     eb = config.train.eval_batch_size or b
-    d = sharding.batch_divisor(mesh) * jax.process_count() // math.gcd(sharding.batch_divisor(mesh),
-                                                                       jax.process_count())
+    d = sharding.batch_divisor(mesh)
     for name, v in (("global_batch_size", b), ("eval_batch_size", eb)):
         if v < 1 or v % d:
             raise UserError(f"config.train.{name}={v} must be a positive multiple of {d} (the data x "
-                            f"fsdp shards of the mesh {dict(mesh.shape)} and the process count)")
+                            f"fsdp shards of the mesh {dict(mesh.shape)})")
     if config.train.epochs <= 0:
         raise UserError(f"config.train.epochs={config.train.epochs} must be > 0")
     return b, eb
+
+
+def _fingerprint(config) -> str:
+    """What makes a seed's result: everything but the seed count, mesh, processes, logging."""
+    import hashlib
+
+    c = config.to_dict()
+    for key in ("seeds", "mesh", "distributed"):
+        c.pop(key, None)
+    c["train"] = {k: v for k, v in c["train"].items() if k != "log_every"}
+    return hashlib.sha256(json.dumps(c, sort_keys=True, default=str).encode()).hexdigest()[:16]
+
+
+def _better(value: float, best: float) -> bool:
+    return not math.isnan(value) and value > best  # a NaN metric (e.g. constant predictions) never wins
 
 
 def _flat(scores: dict[str, dict[str, float]]) -> dict[str, float]:
@@ -300,9 +318,13 @@ def train_and_evaluate(config, workdir: str, log=print) -> dict:
                         f"vocabulary only {init.config.vocab_size}")
     task = finetuning.load_task(config.task, tokenizer)
     t0 = time.perf_counter()
+    if not lead:  # process 0 reads first: a TFDS download and prepare happens once
+        _sync("task-data")
     train = task.features(task.train_split, training=True)
     evals = {s: task.features(s, training=False) for s in task.eval_splits}
     predicts = {s: task.features(s, training=False) for s in task.predict_splits}
+    if lead:
+        _sync("task-data")
     n_train = len(train.arrays["input_ids"])
     described = ", ".join(f"{s} ({len(f.arrays['input_ids'])} rows{_skips(f)})" for s, f in evals.items())
     say(f"{task.name}: {n_train} training rows from {train.num_examples} examples{_skips(train)}; "
@@ -313,7 +335,7 @@ def train_and_evaluate(config, workdir: str, log=print) -> dict:
     if n_train == 0:
         raise UserError(f"{task.name}: no training rows in split {task.train_split!r} "
                         f"({train.num_examples} examples{_skips(train)})")
-    batch, eval_batch = _check_batch(config, mesh, n_train)
+    batch, eval_batch = _check_batch(config, mesh)
     steps_per_epoch = math.ceil(n_train / batch)
     total = max(1, math.ceil(config.train.epochs * steps_per_epoch))
     eval_every = config.train.eval_every or steps_per_epoch
@@ -328,6 +350,7 @@ def train_and_evaluate(config, workdir: str, log=print) -> dict:
 
     # --- one run per seed --------------------------------------------------------------------
     main = f"{task.eval_splits[0]}/{task.main_metric}"
+    fingerprint = _fingerprint(config)
     runs = []
     for k in range(config.seeds):
         seed = config.train.seed + k
@@ -335,8 +358,12 @@ def train_and_evaluate(config, workdir: str, log=print) -> dict:
         done = os.path.join(seed_dir, SEED_RESULT)
         if os.path.isfile(done):
             with open(done) as f:
-                runs.append(json.load(f))
-            say(f"seed {seed}: finished earlier ({main} {runs[-1]['flat'][main]:.4f}); skipped")
+                earlier = json.load(f)
+            if earlier.get("fingerprint") != fingerprint:
+                raise UserError(f"{seed_dir} holds a finished run of another config (task, init or "
+                                "hyperparameters differ); use another --workdir")
+            runs.append(earlier)
+            say(f"seed {seed}: finished earlier ({main} {earlier['flat'][main]:.4f}); skipped")
             continue
         if lead and os.path.isdir(seed_dir):  # an interrupted seed starts over
             shutil.rmtree(seed_dir)
@@ -371,7 +398,7 @@ def train_and_evaluate(config, workdir: str, log=print) -> dict:
                 flat = _flat(scores)
                 writer.scalars(step + 1, flat, "eval/")
                 history.append({"step": step + 1, **flat})
-                better = flat[main] > best or best_step is None
+                better = _better(flat[main], best) or best_step is None
                 say(f"seed {seed} step {step + 1} eval: " + ", ".join(f"{k} {v:.4f}" for k, v in flat.items())
                     + (" (best)" if better else ""))
                 if better:
@@ -389,7 +416,7 @@ def train_and_evaluate(config, workdir: str, log=print) -> dict:
         ckpt.close()
         result = _final(task, eval_step, restored["params"], evals, predicts, eval_batch, mesh,
                         os.path.join(seed_dir, "predictions"), lead)
-        result.update(seed=seed, best_step=best_step, history=history,
+        result.update(seed=seed, best_step=best_step, history=history, fingerprint=fingerprint,
                       seconds=round(time.perf_counter() - t_seed, 1))
         if lead:
             _write_json(done, result)
@@ -399,11 +426,11 @@ def train_and_evaluate(config, workdir: str, log=print) -> dict:
 
     # --- over the seeds -------------------------------------------------------------------------
     summary = eval_metrics.summarize([r["flat"] for r in runs])
-    best_run = max(runs, key=lambda r: r["flat"][main])
+    best_run = max(runs, key=lambda r: -math.inf if math.isnan(r["flat"][main]) else r["flat"][main])
     results = {"task": task.name, "kind": task.kind, "init": init.source, "main_metric": main,
                "seeds": [r["seed"] for r in runs], "summary": summary,
                "per_seed": {str(r["seed"]): r["flat"] for r in runs}, "best_seed": best_run["seed"],
-               "best_checkpoint": os.path.join(os.path.abspath(workdir), f"seed_{best_run['seed']}"),
+               "best_checkpoint": f"seed_{best_run['seed']}",  # relative: the workdir may move
                "skipped": {"train": train.skipped, **{s: f.skipped for s, f in evals.items()}}}
     table = format_table(results)
     if lead:
@@ -474,10 +501,7 @@ def evaluate(checkpoint: str, config=None, overrides=(), output: str | None = No
     from bert_jax.data import finetuning
     from bert_jax.data.tokenizers import load_tokenizer
 
-    results_path = os.path.join(checkpoint, RESULTS)
-    if os.path.isfile(results_path):
-        with open(results_path) as f:
-            checkpoint = json.load(f)["best_checkpoint"]
+    checkpoint = best_seed_dir(checkpoint)
     if os.path.isdir(os.path.join(checkpoint, "checkpoints")):
         from bert_jax.training.pretrain import load_params
 
@@ -505,8 +529,12 @@ def evaluate(checkpoint: str, config=None, overrides=(), output: str | None = No
             config_files.set_field(config, key.removeprefix("--").removeprefix("config."), raw)
     else:
         raise UserError(f"{checkpoint}: a Hugging Face checkpoint needs --config to name the task")
+    if label_names and config.task.source == "files" and not config.task.labels:
+        # The label set the checkpoint was trained with (the train file need not be here).
+        config.task.labels = ",".join(label_names)
     distributed.initialize(config.distributed)
     mesh = sharding.make_mesh(dict(config.mesh))
+    _, eb = _check_batch(config, mesh)
     task = finetuning.load_task(config.task, load_tokenizer(tok_dir))
     if task.head not in heads:
         raise UserError(f"{checkpoint} has heads {list(heads) or 'none'}; {task.name} needs a "
@@ -516,14 +544,14 @@ def evaluate(checkpoint: str, config=None, overrides=(), output: str | None = No
                         f"labels ({', '.join(task.label_names)})")
     if label_names and not all(n.startswith("LABEL_") for n in label_names) and \
             tuple(label_names) != tuple(task.label_names):
-        raise UserError(f"{checkpoint} was trained on labels {list(label_names)}; the task's are "
-                        f"{list(task.label_names)} (set config.task.labels)")
+        raise UserError(f"{checkpoint}'s outputs are the labels {list(label_names)} in this order; "
+                        f"{task.name}'s are {list(task.label_names)}: scoring one against the other "
+                        "would be wrong")
     enc = encoder_config(config, enc) if "model" in config else enc
     model = model_lib.abstract(enc, heads, num_labels)
     graphdef, abstract = nnx.split(model)
     param_shardings = sharding.param_shardings(abstract, mesh)
     params = _global(params, param_shardings)
-    eb = config.train.eval_batch_size or config.train.global_batch_size
     eval_step = make_eval_step(graphdef, task.kind, mesh, param_shardings)
     output = output or os.path.join(checkpoint, "evaluation")
     lead = jax.process_index() == 0

@@ -7,7 +7,10 @@ microbatches itself, so that 4 x B/4 gives exactly the update of one step of B.
 
 from __future__ import annotations
 
+import itertools
+
 import jax
+import jax.numpy as jnp
 import numpy as np
 import optax
 
@@ -79,8 +82,29 @@ def scale_updates(scales) -> optax.GradientTransformation:
     return optax.GradientTransformation(lambda params: optax.EmptyState(), update)
 
 
-def make(cfg, total_steps: int, scales=None) -> tuple[optax.GradientTransformation, optax.Schedule]:
-    """The optimizer and its schedule; `scales`: per-parameter lr multipliers (layerwise_scales)."""
+def _is_stacked(path) -> bool:
+    keys = [getattr(k, "key", getattr(k, "name", str(k))) for k in path]
+    return any(a == "encoder" and b == "layers" for a, b in itertools.pairwise(keys))
+
+
+def scale_by_layer_trust_ratio(stacked_layers: bool) -> optax.GradientTransformation:
+    """LAMB's trust ratio ||param|| / ||update||, one per layer: the encoder's blocks are
+    stacked [L, ...], so their norms are taken per slice of the leading axis (as the
+    original LAMB, which sees L separate variables), not over all L layers at once."""
+    def update(updates, state, params):
+        def scale(path, u, p):
+            axes = tuple(range(1, p.ndim)) if stacked_layers and _is_stacked(path) and p.ndim > 1 else None
+            pn = jnp.sqrt(jnp.sum(jnp.square(p), axis=axes, keepdims=axes is not None))
+            un = jnp.sqrt(jnp.sum(jnp.square(u), axis=axes, keepdims=axes is not None))
+            return u * jnp.where((pn == 0) | (un == 0), 1.0, pn / jnp.where(un == 0, 1.0, un)).astype(u.dtype)
+        return jax.tree_util.tree_map_with_path(scale, updates, params), state
+    return optax.GradientTransformation(lambda params: optax.EmptyState(), update)
+
+
+def make(cfg, total_steps: int, scales=None, stacked_layers: bool = True
+         ) -> tuple[optax.GradientTransformation, optax.Schedule]:
+    """The optimizer and its schedule; `scales`: per-parameter lr multipliers (layerwise_scales);
+    `stacked_layers`: the encoder's blocks are stacked [L, ...] (False for ALBERT's shared one)."""
     if cfg.name not in OPTIMIZERS:
         raise UserError(f"config.optim.name={cfg.name!r}; choose one of: {', '.join(OPTIMIZERS)}")
     lr = schedule(cfg, total_steps)
@@ -88,8 +112,10 @@ def make(cfg, total_steps: int, scales=None) -> tuple[optax.GradientTransformati
         opt = optax.adamw(lr, b1=cfg.b1, b2=cfg.b2, eps=cfg.eps, weight_decay=cfg.weight_decay,
                           mask=decay_mask)
     else:
-        opt = optax.lamb(lr, b1=cfg.b1, b2=cfg.b2, eps=cfg.eps, weight_decay=cfg.weight_decay,
-                         mask=decay_mask)
+        # optax.lamb's chain (same state layout) with the trust ratio taken per layer.
+        opt = optax.chain(optax.scale_by_adam(b1=cfg.b1, b2=cfg.b2, eps=cfg.eps),
+                          optax.add_decayed_weights(cfg.weight_decay, mask=decay_mask),
+                          scale_by_layer_trust_ratio(stacked_layers), optax.scale_by_learning_rate(lr))
     chain = [optax.clip_by_global_norm(cfg.clip_norm)] if cfg.clip_norm > 0 else []
     if scales is not None:
         opt = optax.chain(opt, scale_updates(scales))

@@ -98,7 +98,7 @@ class StateSetup:
         settings = Settings(config.electra.generator_fraction)
         self.build = lambda: objective.build(enc, settings, nnx.Rngs(config.train.seed))
         self.graphdef, abstract_params = nnx.split(nnx.eval_shape(self.build))
-        self.tx, self.lr = optim.make(config.optim, config.train.steps)
+        self.tx, self.lr = optim.make(config.optim, config.train.steps, stacked_layers=not enc.share_layers)
         self.seed = config.train.seed
         self.abstract_state = jax.eval_shape(self.init)
         param_shardings = sharding.param_shardings(abstract_params, mesh)
@@ -134,7 +134,7 @@ def load_params(workdir: str, step: int | None = None):
             raise UserError(f"{workdir} holds no checkpoint")
         extra = ckpt.read_extra(step)
         enc = EncoderConfig.from_dict(extra["model"]["encoder"])
-        mesh = sharding.make_mesh({"data": 1, "fsdp": 1, "tensor": 1}, jax.devices()[:1])
+        mesh = sharding.make_mesh({"data": 1, "fsdp": 1, "tensor": 1}, jax.local_devices()[:1])
         if extra.get("kind") in ("imported", "finetuned"):  # import / fine-tuning: parameters only
             state, extra = ckpt.restore(step, _imported_target(extra, mesh))
             return enc, "imported", state["params"], extra, step

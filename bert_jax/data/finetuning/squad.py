@@ -69,6 +69,8 @@ class _SpanTask(Task):
         else:
             self.metrics, self.main_metric = ("exact", "f1"), "f1"
         self._specials_pair = len(tokenizer.build_pair([], [])[0])
+        # v2: the no-answer threshold tuned on the first eval split, applied to predict splits.
+        self.null_threshold: float | None = None
 
     def _contexts(self, questions: list[_Question]) -> dict[str, _Context]:
         texts = list(dict.fromkeys(q.context for q in questions))
@@ -204,15 +206,17 @@ class _SpanTask(Task):
         result = {"predictions": texts, "null_odds": null_odds if self.version_2 else None,
                   "nbest": nbest_all, "threshold": None}
         if not self._scored(split):
-            if self.version_2:  # no labels to tune the threshold on: BERT's default, 0
-                result["predictions"] = squad.apply_threshold(texts, null_odds, 0.0)
-                result["threshold"] = 0.0
+            if self.version_2:  # the threshold tuned on dev once scored, else BERT's default, 0
+                result["threshold"] = 0.0 if self.null_threshold is None else self.null_threshold
+                result["predictions"] = squad.apply_threshold(texts, null_odds, result["threshold"])
             return {}, result
         gold = {q.id: [a for a, _ in q.answers] for q in meta.questions}
         if self.version_2:
             # "exact"/"f1" at threshold 0 (BERT's and HF's default), best_* over all thresholds.
             metrics = squad.evaluate(gold, texts, null_odds, na_prob_thresh=0.0)
             result["threshold"] = metrics["best_f1_thresh"]
+            if self.eval_splits and split == self.eval_splits[0]:
+                self.null_threshold = result["threshold"]
             result["predictions"] = squad.apply_threshold(texts, null_odds, result["threshold"])
         else:
             metrics = squad.evaluate(gold, texts)
