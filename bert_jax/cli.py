@@ -29,14 +29,27 @@ def _prepare_data(args: argparse.Namespace) -> None:
     prepare.prepare(config_files.to_dict(config), args.output, overwrite=args.overwrite)
 
 
-def _pretrain(args: argparse.Namespace) -> None:
-    from bert_jax import config_files
+def _distributed_flags(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--coordinator-address", default=None,
+                   help="jax.distributed coordinator HOST:PORT (or BERT_JAX_COORDINATOR)")
+    p.add_argument("--num-processes", type=int, default=None,
+                   help="processes in the run (or BERT_JAX_NUM_PROCESSES)")
+    p.add_argument("--process-id", type=int, default=None,
+                   help="this process's id (or BERT_JAX_PROCESS_ID)")
 
-    config = config_files.load(args.config, args.overrides)
+
+def _apply_distributed_flags(args: argparse.Namespace, config) -> None:
     for flag, field in (("coordinator_address", "coordinator"), ("num_processes", "num_processes"),
                         ("process_id", "process_id")):
         if getattr(args, flag) is not None:
             config.distributed[field] = getattr(args, flag)
+
+
+def _pretrain(args: argparse.Namespace) -> None:
+    from bert_jax import config_files
+
+    config = config_files.load(args.config, args.overrides)
+    _apply_distributed_flags(args, config)
     from bert_jax.training import pretrain
 
     pretrain.train_and_evaluate(config, args.workdir)
@@ -48,10 +61,7 @@ def _finetune(args: argparse.Namespace) -> None:
     config = config_files.load(args.config, args.overrides)
     if args.init is not None:
         config.init = args.init
-    for flag, field in (("coordinator_address", "coordinator"), ("num_processes", "num_processes"),
-                        ("process_id", "process_id")):
-        if getattr(args, flag) is not None:
-            config.distributed[field] = getattr(args, flag)
+    _apply_distributed_flags(args, config)
     from bert_jax.training import finetune
 
     finetune.train_and_evaluate(config, args.workdir)
@@ -133,12 +143,7 @@ def build_parser() -> argparse.ArgumentParser:
                        "field with --config.FIELD=VALUE.")
     p.add_argument("--config", required=True, help="e.g. configs/pretrain/bert.py:size=tiny")
     p.add_argument("--workdir", required=True, help="checkpoints, logs, and (by default) the data")
-    p.add_argument("--coordinator-address", default=None,
-                   help="jax.distributed coordinator HOST:PORT (or BERT_JAX_COORDINATOR)")
-    p.add_argument("--num-processes", type=int, default=None,
-                   help="processes in the run (or BERT_JAX_NUM_PROCESSES)")
-    p.add_argument("--process-id", type=int, default=None,
-                   help="this process's id (or BERT_JAX_PROCESS_ID)")
+    _distributed_flags(p)
     p.set_defaults(func=_pretrain, takes_overrides=True)
 
     p = sub.add_parser("finetune", help="fine-tune on GLUE, SQuAD, CoNLL-2003 or your own files",
@@ -153,12 +158,7 @@ def build_parser() -> argparse.ArgumentParser:
                    help="checkpoint to start from: our workdir, a Hugging Face directory, or a TF1 "
                    "checkpoint (default: config.init)")
     p.add_argument("--workdir", required=True, help="checkpoints, predictions and results")
-    p.add_argument("--coordinator-address", default=None,
-                   help="jax.distributed coordinator HOST:PORT (or BERT_JAX_COORDINATOR)")
-    p.add_argument("--num-processes", type=int, default=None,
-                   help="processes in the run (or BERT_JAX_NUM_PROCESSES)")
-    p.add_argument("--process-id", type=int, default=None,
-                   help="this process's id (or BERT_JAX_PROCESS_ID)")
+    _distributed_flags(p)
     p.set_defaults(func=_finetune, takes_overrides=True)
 
     p = sub.add_parser("evaluate", help="score a fine-tuned checkpoint and write its predictions",

@@ -3,18 +3,24 @@
 Not run directly: use configs/finetune/{glue,squad,conll2003,files}.py.
 """
 
+import importlib.util
+import os
+
 import ml_collections
 
 
-def parse_arg(arg: str, allowed: dict) -> dict:
-    """'task=cola,seeds=5' -> {'task': 'cola', 'seeds': '5'} over the allowed keys."""
-    values = dict(allowed)
-    for item in filter(None, (arg or "").split(",")):
-        key, _, value = item.partition("=")
-        if key not in allowed:
-            raise ValueError(f"config argument {key!r} is unknown; use one of: {', '.join(allowed)}")
-        values[key] = value
-    return values
+def _pretrain_base():
+    """configs/pretrain/pretrain_base.py: the optimizer, mesh and distributed sections."""
+    path = os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "pretrain", "pretrain_base.py")
+    spec = importlib.util.spec_from_file_location("_pretrain_base", path)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+_SHARED = _pretrain_base()
+# 'task=cola,seeds=5' -> {'task': 'cola', 'seeds': '5'} over the allowed keys.
+parse_arg = _SHARED.parse_arg
 
 
 def task_config(source: str, name: str, kind: str = "") -> ml_collections.ConfigDict:
@@ -94,35 +100,14 @@ def base_config(task: ml_collections.ConfigDict) -> ml_collections.ConfigDict:
     # Fraction of the steps spent warming the learning rate up (BERT: 0.1).
     c.train.warmup_fraction = 0.1
 
-    c.optim = ml_collections.ConfigDict()
-    # adamw or lamb; no weight decay on LayerNorm parameters and biases.
-    c.optim.name = "adamw"
-    c.optim.learning_rate = 2e-5
-    # After warmup: linear, polynomial or constant, down to end_learning_rate.
-    c.optim.decay = "linear"
-    c.optim.power = 1.0
-    c.optim.end_learning_rate = 0.0
-    c.optim.weight_decay = 0.01
-    c.optim.b1 = 0.9
-    c.optim.b2 = 0.999
-    c.optim.eps = 1e-6
-    c.optim.clip_norm = 1.0
+    # The optimizer as pretraining's (configs/pretrain/pretrain_base.py), warmup from
+    # train.warmup_fraction, plus:
+    c.optim = _SHARED.optim_config(learning_rate=2e-5)
     # Layer-wise learning-rate decay, as ELECTRA's: with depth 0 for the embeddings, i+1 for
     # layer i, L+1 for the pooler and L+2 for the task head, a parameter learns at
     # lr * decay^(L+2-depth). 1.0 = off; ELECTRA used 0.8 (base) and 0.9 (large).
     c.optim.layerwise_decay = 1.0
-
-    c.mesh = ml_collections.ConfigDict()
-    # Mesh axis sizes; one -1 fills the devices (see configs/pretrain/pretrain_base.py).
-    c.mesh.data = -1
-    c.mesh.fsdp = 1
-    c.mesh.tensor = 1
-
-    c.distributed = ml_collections.ConfigDict()
-    # jax.distributed (see configs/pretrain/pretrain_base.py); "" / 0 / -1 = from the
-    # BERT_JAX_* environment, or a single process.
-    c.distributed.coordinator = ""
-    c.distributed.num_processes = 0
-    c.distributed.process_id = -1
-    c.distributed.timeout_seconds = 300
+    # Mesh and jax.distributed as pretraining's.
+    c.mesh = _SHARED.mesh_config()
+    c.distributed = _SHARED.distributed_config()
     return c

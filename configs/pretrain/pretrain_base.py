@@ -93,34 +93,50 @@ def base_config(family: str, size: str) -> ml_collections.ConfigDict:
     # Peak FLOP/s for MFU; 0 = measure an fp32 matmul on this machine at start-up.
     c.train.peak_flops = 0.0
 
-    c.optim = ml_collections.ConfigDict()
-    # adamw or lamb; no weight decay on LayerNorm parameters and biases.
-    c.optim.name = "adamw"
-    c.optim.learning_rate = 1e-4
-    c.optim.warmup_steps = 100
-    # After warmup: linear, polynomial (with power) or constant, down to end_learning_rate.
-    c.optim.decay = "linear"
-    c.optim.power = 1.0
-    c.optim.end_learning_rate = 0.0
-    c.optim.weight_decay = 0.01
-    c.optim.b1 = 0.9
-    c.optim.b2 = 0.999
-    c.optim.eps = 1e-6
-    # Global-norm gradient clipping (0 = off).
-    c.optim.clip_norm = 1.0
+    c.optim = optim_config(learning_rate=1e-4, warmup_steps=100)
+    c.mesh = mesh_config()
+    c.distributed = distributed_config()
+    return c
 
-    c.mesh = ml_collections.ConfigDict()
+
+# Sections the fine-tuning configs share (configs/finetune/finetune_base.py loads this file).
+
+def optim_config(learning_rate: float, warmup_steps: int | None = None) -> ml_collections.ConfigDict:
+    o = ml_collections.ConfigDict()
+    # adamw or lamb; no weight decay on LayerNorm parameters and biases.
+    o.name = "adamw"
+    o.learning_rate = learning_rate
+    if warmup_steps is not None:
+        o.warmup_steps = warmup_steps
+    # After warmup: linear, polynomial (with power) or constant, down to end_learning_rate.
+    o.decay = "linear"
+    o.power = 1.0
+    o.end_learning_rate = 0.0
+    o.weight_decay = 0.01
+    o.b1 = 0.9
+    o.b2 = 0.999
+    o.eps = 1e-6
+    # Global-norm gradient clipping (0 = off).
+    o.clip_norm = 1.0
+    return o
+
+
+def mesh_config() -> ml_collections.ConfigDict:
+    m = ml_collections.ConfigDict()
     # Mesh axis sizes; one -1 fills the devices. fsdp shards parameters and optimizer
     # state (ZeRO-3); tensor splits attention heads and MLP columns.
-    c.mesh.data = -1
-    c.mesh.fsdp = 1
-    c.mesh.tensor = 1
+    m.data = -1
+    m.fsdp = 1
+    m.tensor = 1
+    return m
 
-    c.distributed = ml_collections.ConfigDict()
+
+def distributed_config() -> ml_collections.ConfigDict:
+    d = ml_collections.ConfigDict()
     # jax.distributed: coordinator host:port ("" = from BERT_JAX_COORDINATOR, or single
     # process, or auto-detected on Cloud TPU), process count and this process's id.
-    c.distributed.coordinator = ""
-    c.distributed.num_processes = 0
-    c.distributed.process_id = -1
-    c.distributed.timeout_seconds = 300
-    return c
+    d.coordinator = ""
+    d.num_processes = 0
+    d.process_id = -1
+    d.timeout_seconds = 300
+    return d
