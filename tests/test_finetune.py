@@ -106,6 +106,28 @@ def test_real_minilm_fine_tune_on_a_real_text_csv_then_evaluate_and_export(topic
     ours = hf.load(str(tmp_path / "hf")).model()(enc["input_ids"].numpy(), enc["attention_mask"].numpy(),
                                                  enc["token_type_ids"].numpy())["classification_logits"]
     np.testing.assert_allclose(np.asarray(ours), theirs, atol=1e-4)
+    # The same model with its labels in another order (as HF MNLI checkpoints differ from TFDS):
+    # evaluate maps the outputs onto the task's labels and scores the same.
+    import shutil
+
+    from safetensors.numpy import load_file, save_file
+
+    perm_dir = tmp_path / "hf_permuted"
+    shutil.copytree(tmp_path / "hf", perm_dir)
+    config = json.loads((perm_dir / "config.json").read_text())
+    names = [config["id2label"][str(i)] for i in range(4)][::-1]
+    config["id2label"] = {str(i): n for i, n in enumerate(names)}
+    config["label2id"] = {n: i for i, n in enumerate(names)}
+    (perm_dir / "config.json").write_text(json.dumps(config))
+    tensors = load_file(str(perm_dir / "model.safetensors"))
+    for k in ("classifier.weight", "classifier.bias"):
+        tensors[k] = np.ascontiguousarray(tensors[k][::-1])
+    save_file(tensors, str(perm_dir / "model.safetensors"))
+    assert cli.main(["evaluate", "--checkpoint", str(perm_dir), "--config", f"{FILES}:kind=classification",
+                     f"--config.task.files.train={train}", f"--config.task.files.validation={dev}",
+                     "--config.task.max_seq_length=48", "--output", str(tmp_path / "perm_eval")]) == 0
+    with open(tmp_path / "perm_eval" / "metrics.json") as f:
+        assert json.load(f)["flat"]["validation/accuracy"] == pytest.approx(acc, abs=1e-6)
 
 
 TFDS_CASES = {

@@ -485,6 +485,19 @@ def format_table(results: dict) -> str:
     return "\n".join(lines)
 
 
+def _label_order(have, want, checkpoint: str, task: str) -> list[int] | None:
+    """Output columns of a checkpoint labelled `have` that give the task's labels `want`
+    (case-insensitive: HF MNLI checkpoints say CONTRADICTION where TFDS says contradiction);
+    None when the order is already the task's or the checkpoint's names are generic."""
+    if not have or all(n.startswith("LABEL_") for n in have) or tuple(have) == tuple(want):
+        return None
+    lower = [n.lower() for n in have]
+    if sorted(lower) != sorted(n.lower() for n in want):
+        raise UserError(f"{checkpoint}'s outputs are the labels {list(have)}; {task}'s are {list(want)}: "
+                        "scoring one against the other would be wrong")
+    return [lower.index(n.lower()) for n in want]
+
+
 # --- bert-jax evaluate ---------------------------------------------------------------------------
 
 def evaluate(checkpoint: str, config=None, overrides=(), output: str | None = None, log=print) -> dict:
@@ -542,17 +555,16 @@ def evaluate(checkpoint: str, config=None, overrides=(), output: str | None = No
     if task.head != "span" and num_labels != task.num_labels:
         raise UserError(f"{checkpoint} has {num_labels} outputs; {task.name} has {task.num_labels} "
                         f"labels ({', '.join(task.label_names)})")
-    if label_names and not all(n.startswith("LABEL_") for n in label_names) and \
-            tuple(label_names) != tuple(task.label_names):
-        raise UserError(f"{checkpoint}'s outputs are the labels {list(label_names)} in this order; "
-                        f"{task.name}'s are {list(task.label_names)}: scoring one against the other "
-                        "would be wrong")
+    order = _label_order(label_names, task.label_names, checkpoint, task.name)
     enc = encoder_config(config, enc) if "model" in config else enc
     model = model_lib.abstract(enc, heads, num_labels)
     graphdef, abstract = nnx.split(model)
     param_shardings = sharding.param_shardings(abstract, mesh)
     params = _global(params, param_shardings)
     eval_step = make_eval_step(graphdef, task.kind, mesh, param_shardings)
+    if order is not None:  # the checkpoint's outputs in the task's label order
+        key, step = OUTPUTS[task.kind][0], eval_step
+        eval_step = lambda p, b: {key: step(p, b)[key][..., order]}  # noqa: E731
     output = output or os.path.join(checkpoint, "evaluation")
     lead = jax.process_index() == 0
     splits = {s: task.features(s, training=False) for s in (*task.eval_splits, *task.predict_splits)}
