@@ -5,8 +5,9 @@ Builds the same state and jitted step as pretraining (same shardings, donation a
 objective), feeds random ids with `masking.max_predictions` masked positions per row, and
 reports: preset, sequence length, batch, dtype, compile seconds (lower + compile), median
 ms/step after warm-up, tokens/s, model FLOPs per step (training.metrics' formula), MFU
-against an fp32 matmul ceiling measured in the same run on the same devices, and peak
-host memory (max RSS). Compare against the peers in one run on one machine (ratios).
+against a matmul ceiling in the compute dtype measured in the same run on the same devices,
+peak host memory (max RSS) and, on accelerators, peak device memory. Compare against the
+peers in one run on one machine (ratios).
 
 `run_loop` (`--mode loop`) then runs the real pretraining job on the same config: prepared
 data through the tf.data stream and host-side masking, metrics fetched at log steps, async
@@ -32,7 +33,7 @@ import numpy as np
 from bert_jax.errors import UserError
 from bert_jax.models.config import get_preset
 from bert_jax.training import metrics, sharding
-from bert_jax.training.pretrain import StateSetup, make_train_step
+from bert_jax.training.pretrain import StateSetup, encoder_config, make_train_step
 
 
 def synthetic_batch(rng: np.random.Generator, batch: int, seq: int, predictions: int, vocab: int,
@@ -51,9 +52,10 @@ def synthetic_batch(rng: np.random.Generator, batch: int, seq: int, predictions:
     return out
 
 
-def matmul_ceiling() -> float:
-    """Best fp32 matmul FLOP/s over a few sizes, all devices: the MFU denominator."""
-    return max(metrics.matmul_ceiling(n) for n in (1024, 2048)) * jax.device_count()
+def peak_device_mb() -> float | None:
+    """Peak bytes in use on the first local accelerator since start (None on CPU)."""
+    stats = jax.local_devices()[0].memory_stats() if jax.default_backend() != "cpu" else None
+    return round(stats["peak_bytes_in_use"] / 2**20, 1) if stats and "peak_bytes_in_use" in stats else None
 
 
 def run(config, steps: int = 10, warmup: int = 2, log=print) -> dict:
@@ -63,8 +65,9 @@ def run(config, steps: int = 10, warmup: int = 2, log=print) -> dict:
     seq = config.data.prepare.max_seq_length
     batch_size = config.train.global_batch_size
     m = config.model
-    enc = get_preset(m.preset, dtype=m.dtype, remat_policy=m.remat_policy, scan_layers=m.scan_layers,
-                     **({"vocab_size": m.vocab_size} if m.vocab_size else {}))
+    # The model pretraining builds (dropout, dtype, attention kernel), at the preset's
+    # vocabulary unless config.model.vocab_size names one.
+    enc = encoder_config(config, m.vocab_size or get_preset(m.preset).vocab_size)
     setup = StateSetup(config, enc, mesh)
     state = jax.jit(setup.init, out_shardings=setup.shardings)()
     step_fn = make_train_step(setup.graphdef, OBJECTIVES[config.objective], setup.tx, setup.lr,
@@ -89,15 +92,18 @@ def run(config, steps: int = 10, warmup: int = 2, log=print) -> dict:
         from bert_jax.objectives.electra import generator_config
         flops += metrics.flops_per_sequence(generator_config(enc, config.electra.generator_fraction), seq,
                                             predictions) * batch_size
-    ceiling = matmul_ceiling()
+    ceiling = metrics.peak_matmul_flops(m.dtype)
     result = {
         "preset": m.preset, "objective": config.objective, "seq_len": seq, "batch": batch_size,
-        "dtype": m.dtype, "remat": m.remat_policy, "scan": m.scan_layers, "devices": jax.device_count(),
+        "dtype": m.dtype, "remat": m.remat_policy, "scan": m.scan_layers, "attention": enc.attention_impl,
+        "attention_dropout": enc.attention_dropout, "device": jax.devices()[0].device_kind,
+        "devices": jax.device_count(),
         "compile_s": round(compile_s, 2), "ms_per_step": round(ms, 2),
         "tokens_per_s": round(batch_size * seq / (ms / 1e3), 1),
         "model_flops_per_step": flops, "achieved_flops": round(flops / (ms / 1e3)),
         "matmul_ceiling_flops": round(ceiling), "mfu": round(flops / (ms / 1e3) / ceiling, 4),
         "peak_host_rss_mb": round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, 1),
+        "peak_device_mb": peak_device_mb(),
         "loss": float(jnp.asarray(out["loss"])),
     }
     log(json.dumps(result))

@@ -189,3 +189,21 @@ def test_config_errors_name_the_field():
         PRESETS["bert-base"].replace(colour="red")
     with pytest.raises(UserError, match="unknown head"):
         M.abstract(tiny(), heads=("mlm", "translation"))
+    with pytest.raises(UserError, match="attention_impl='flash'.*auto, xla, cudnn"):
+        EncoderConfig(attention_impl="flash")
+    with pytest.raises(UserError, match="attention_impl='cudnn' needs attention_dropout=0"):
+        EncoderConfig(attention_impl="cudnn", dtype="bfloat16")
+    with pytest.raises(UserError, match="bfloat16/float16 dtype .got float32"):
+        EncoderConfig(attention_impl="cudnn", attention_dropout=0.0)
+
+
+def test_attention_impl_is_a_runtime_choice():
+    """xla computes what auto does; the choice is not part of a checkpoint's identity."""
+    config = tiny(attention_dropout=0.0)
+    ids = jnp.asarray(np.random.default_rng(0).integers(5, 100, (2, 16)))
+    auto = M.create(config, seed=3)(ids)["hidden"]
+    xla = M.create(config.replace(attention_impl="xla"), seed=3)(ids)["hidden"]
+    np.testing.assert_array_equal(np.asarray(auto), np.asarray(xla))
+    assert "attention_impl" not in config.architecture()
+    assert config.architecture() == config.replace(attention_impl="xla").architecture()
+    assert EncoderConfig.from_dict(config.architecture()) == config

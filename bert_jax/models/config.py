@@ -20,6 +20,12 @@ ACTIVATIONS: tuple[str, ...] = ("gelu", "gelu_tanh", "relu")
 DTYPES: tuple[str, ...] = ("float32", "bfloat16", "float16")
 # Names of jax.checkpoint policies (see encoder.REMAT_POLICIES); "none" disables remat.
 REMAT_POLICIES: tuple[str, ...] = ("none", "full", "dots", "dots_no_batch", "offload_dots")
+# jax.nn.dot_product_attention's implementation: "auto" lets JAX choose (XLA today), "cudnn"
+# is cuDNN flash attention (GPU, bf16/fp16, no attention dropout).
+ATTENTION_IMPLS: tuple[str, ...] = ("auto", "xla", "cudnn")
+# Fields that choose how the same model is computed, not what it is: a checkpoint written
+# under one value resumes under another (training.pretrain.model_identity leaves them out).
+RUNTIME_FIELDS: tuple[str, ...] = ("attention_impl",)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -54,6 +60,7 @@ class EncoderConfig:
     # Compile one block and loop over the stacked weights (lax.scan) rather than unroll L.
     scan_layers: bool = True
     remat_policy: str = "none"
+    attention_impl: str = "auto"
 
     def __post_init__(self):
         def bad(field: str, value, expected: str):
@@ -85,6 +92,13 @@ class EncoderConfig:
         for field in ("hidden_dropout", "attention_dropout"):
             if not 0.0 <= getattr(self, field) < 1.0:
                 bad(field, getattr(self, field), "a probability in [0, 1)")
+        if self.attention_impl not in ATTENTION_IMPLS:
+            bad("attention_impl", self.attention_impl, "one of " + ", ".join(ATTENTION_IMPLS))
+        if self.attention_impl == "cudnn" and (self.attention_dropout > 0 or self.dtype == "float32"):
+            raise UserError(
+                f"EncoderConfig.attention_impl='cudnn' needs attention_dropout=0 (got "
+                f"{self.attention_dropout}) and a bfloat16/float16 dtype (got {self.dtype}): cuDNN "
+                "flash attention through jax.nn.dot_product_attention has no dropout and no fp32")
         if not 0 <= self.pad_token_id < self.vocab_size:
             bad("pad_token_id", self.pad_token_id, f"an id in [0, vocab_size={self.vocab_size})")
         if self.position_offset + 1 > self.max_position_embeddings:
@@ -119,6 +133,10 @@ class EncoderConfig:
 
     def to_dict(self) -> dict:
         return dataclasses.asdict(self)
+
+    def architecture(self) -> dict:
+        """to_dict without RUNTIME_FIELDS: what a checkpoint records as the model's identity."""
+        return {k: v for k, v in self.to_dict().items() if k not in RUNTIME_FIELDS}
 
     @classmethod
     def from_dict(cls, values: dict) -> EncoderConfig:

@@ -131,7 +131,8 @@ class SelfAttention(nnx.Module):
         q, k, v = self.query(x), self.key(x), self.value(x)  # [batch, seq, heads, head_dim]
         rate = self.config.attention_dropout
         if rng is None or rate == 0.0:
-            ctx = jax.nn.dot_product_attention(q, k, v, mask=mask)
+            impl = None if self.config.attention_impl == "auto" else self.config.attention_impl
+            ctx = jax.nn.dot_product_attention(q, k, v, mask=mask, implementation=impl)
         else:
             # jax.nn.dot_product_attention has no dropout on the probabilities; training
             # with attention dropout takes the explicit path (same math, no fused kernel).

@@ -106,7 +106,8 @@ def _copy_tokenizer(files: dict[str, str], directory: str) -> str:
 
 def encoder_config(config, enc: EncoderConfig) -> EncoderConfig:
     m = config.model
-    enc = enc.replace(dtype=m.dtype, remat_policy=m.remat_policy, scan_layers=m.scan_layers)
+    enc = enc.replace(dtype=m.dtype, remat_policy=m.remat_policy, scan_layers=m.scan_layers,
+                      attention_impl=m.attention_impl)
     if m.hidden_dropout >= 0:
         enc = enc.replace(hidden_dropout=m.hidden_dropout)
     if m.attention_dropout >= 0:
@@ -375,7 +376,7 @@ def train_and_evaluate(config, workdir: str, log=print) -> dict:
         writer = metrics.Writer(os.path.join(seed_dir, "tensorboard"), enabled=lead)
         ckpt = checkpointing.Checkpointer(seed_dir, save_every=1, keep=1, async_save=False)
         best, best_step, history = -math.inf, None, []
-        identity = {"encoder": setup.enc.to_dict(), "heads": [task.head], "num_labels": task.num_labels,
+        identity = {"encoder": setup.enc.architecture(), "heads": [task.head], "num_labels": task.num_labels,
                     "label_names": list(task.label_names)}
         for step in range(total):
             epoch, within = divmod(step, steps_per_epoch)

@@ -39,7 +39,7 @@ class Settings:
 def encoder_config(config, vocab_size: int):
     m = config.model
     overrides = {"dtype": m.dtype, "remat_policy": m.remat_policy, "scan_layers": m.scan_layers,
-                 "vocab_size": m.vocab_size or vocab_size}
+                 "attention_impl": m.attention_impl, "vocab_size": m.vocab_size or vocab_size}
     if m.hidden_dropout >= 0:
         overrides["hidden_dropout"] = m.hidden_dropout
     if m.attention_dropout >= 0:
@@ -53,7 +53,7 @@ def encoder_config(config, vocab_size: int):
 
 def model_identity(config, enc, imported: bool = False) -> dict:
     """What a checkpoint must match to be resumed: objective and architecture."""
-    out = {"objective": config.objective, "encoder": enc.to_dict(),
+    out = {"objective": config.objective, "encoder": enc.architecture(),
            "generator_fraction": config.electra.generator_fraction}
     if imported:  # the architecture came from bert-jax import, not from model.preset
         out["imported"] = True
@@ -303,7 +303,8 @@ def train_and_evaluate(config, workdir: str, log=print) -> dict:
     if arch is not None:
         m = config.model
         enc = EncoderConfig.from_dict(arch).replace(dtype=m.dtype, remat_policy=m.remat_policy,
-                                                    scan_layers=m.scan_layers)
+                                                    scan_layers=m.scan_layers,
+                                                    attention_impl=m.attention_impl)
     setup = StateSetup(config, enc, mesh)
     graphdef, tx, lr = setup.graphdef, setup.tx, setup.lr
     abstract_state, state_shardings = setup.abstract_state, setup.shardings
@@ -341,7 +342,7 @@ def train_and_evaluate(config, workdir: str, log=print) -> dict:
     eval_step = make_eval_step(graphdef, objective, mesh, param_shardings)
     writer = metrics.Writer(os.path.join(workdir, "tensorboard"), enabled=lead)
     progress = metrics.Progress(config.train.steps, enabled=lead)
-    peak = config.train.peak_flops or metrics.matmul_ceiling() * jax.device_count()
+    peak = config.train.peak_flops or metrics.peak_matmul_flops(config.model.dtype)
     seq = meta["max_seq_length"]
     flops = metrics.flops_per_sequence(enc, seq, masking.max_predictions)
     if config.objective == "electra":  # the generator runs too

@@ -81,6 +81,9 @@ def base_config(task: ml_collections.ConfigDict) -> ml_collections.ConfigDict:
     # Rematerialization of each block: none, full, dots, dots_no_batch, offload_dots.
     c.model.remat_policy = "none"
     c.model.scan_layers = True
+    # Attention kernel: auto (JAX chooses; XLA today), xla, or cudnn (GPU flash attention:
+    # bf16/fp16 and attention_dropout=0).
+    c.model.attention_impl = "auto"
     # Dropout (-1 = the checkpoint's, 0.1 for every published BERT).
     c.model.hidden_dropout = -1.0
     c.model.attention_dropout = -1.0

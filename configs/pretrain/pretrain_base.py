@@ -45,6 +45,9 @@ def base_config(family: str, size: str) -> ml_collections.ConfigDict:
     c.model.remat_policy = "none"
     # Compile one block and scan it over the layers (False: unroll).
     c.model.scan_layers = True
+    # Attention kernel: auto (JAX chooses; XLA today), xla, or cudnn (GPU flash attention:
+    # bf16/fp16 and attention_dropout=0).
+    c.model.attention_impl = "auto"
     # Dropout (-1 = the preset's).
     c.model.hidden_dropout = -1.0
     c.model.attention_dropout = -1.0
@@ -90,7 +93,7 @@ def base_config(family: str, size: str) -> ml_collections.ConfigDict:
     c.train.keep_checkpoints = 3
     # Stop with an error after this many consecutive non-finite steps (each is skipped).
     c.train.max_nonfinite_steps = 10
-    # Peak FLOP/s for MFU; 0 = measure an fp32 matmul on this machine at start-up.
+    # Peak FLOP/s for MFU; 0 = measure a matmul in model.dtype on these devices at start-up.
     c.train.peak_flops = 0.0
 
     c.optim = optim_config(learning_rate=1e-4, warmup_steps=100)
