@@ -7,15 +7,18 @@ logits at every position as HF computes them) as the side-by-side peer. MFU is a
 bf16 matmul measured in the same process (bench) and, for the peer, against the same
 figure. Writes every JSON line to $OUT/gpu.jsonl (or ./gpu.jsonl) and prints a table.
 
-    python3 benchmarks/gpu.py [--quick]
+    python3 benchmarks/gpu.py [--quick] [--cases NAME,...] [--profile] [--no-peer]
 
---quick runs bert-tiny only (a smoke test of the script, CPU or GPU).
+--quick runs bert-tiny only (a smoke test of the script, CPU or GPU); --cases picks cases by
+name; --profile also traces 3 steps of each case with jax.profiler and copies the Perfetto
+trace to $OUT/CASE.trace.json.gz (summarise it with benchmarks/trace_summary.py).
 """
 
 from __future__ import annotations
 
 import json
 import os
+import shutil
 import subprocess
 import sys
 import time
@@ -33,12 +36,15 @@ CASES = [
     ("large-dropout-rbg", "large", 256, [], RBG),
     ("base-dropout", "base", 256, [], {}),
     ("base-cudnn", "base", 256, CUDNN, {}),
+    ("large-cudnn-unrolled", "large", 256, [*CUDNN, "--config.model.scan_layers=false"], {}),
 ]
 QUICK = [("tiny-dropout", "tiny", 8, [], {}), ("tiny-rbg", "tiny", 8, [], RBG)]
 
 
-def bench(preset: str, batch: int, overrides: list[str], env: dict, timeout: float) -> dict:
-    argv = ["bench", "--config", f"{ROOT}/configs/pretrain/bert.py:size={preset}", "--steps", "10",
+def bench(preset: str, batch: int, overrides: list[str], env: dict, timeout: float,
+          profile: str | None = None) -> dict:
+    argv = ["bench", *(["--profile", profile] if profile else []),
+            "--config", f"{ROOT}/configs/pretrain/bert.py:size={preset}", "--steps", "10",
             f"--config.train.global_batch_size={batch}", f"--config.data.prepare.max_seq_length={S}",
             "--config.model.dtype=bfloat16", "--config.mesh.data=1", *overrides]
     code = f"import sys; from bert_jax import cli; sys.exit(cli.main({argv!r}))"
@@ -101,6 +107,11 @@ def torch_peer(layers: int, hidden: int, batch: int, timeout: float) -> dict:
 
 def main() -> None:
     quick = "--quick" in sys.argv
+    cases = QUICK if quick else CASES
+    if "--cases" in sys.argv:
+        names = sys.argv[sys.argv.index("--cases") + 1].split(",")
+        cases = [c for c in QUICK + CASES if c[0] in names]
+    profile = "--profile" in sys.argv
     try:
         smi = subprocess.run(["nvidia-smi", "--query-gpu=name,memory.total,driver_version,clocks.max.sm",
                               "--format=csv,noheader"], capture_output=True, text=True).stdout.strip()
@@ -115,8 +126,9 @@ def main() -> None:
     rows = [env]
     with open(os.path.join(OUT, "gpu.jsonl"), "w") as f:
         f.write(json.dumps(env) + "\n")
-        for i, (name, preset, batch, overrides, case_env) in enumerate(QUICK if quick else CASES):
-            r = {"case": name, **bench(preset, batch, overrides, case_env, timeout=100)}
+        for i, (name, preset, batch, overrides, case_env) in enumerate(cases):
+            prof = os.path.join("/tmp", "prof-" + name) if profile else None
+            r = {"case": name, **bench(preset, batch, overrides, case_env, timeout=150, profile=prof)}
             fallback = os.environ.get("FALLBACK_PYTHONPATH")
             if i == 0 and "error" in r and fallback:
                 # The machine's own flax/optax/orbax failed: retry with the project's pins.
@@ -124,12 +136,17 @@ def main() -> None:
                 path = [fallback, os.environ.get("PYTHONPATH")]
                 os.environ["PYTHONPATH"] = os.pathsep.join(filter(None, path))
                 r = {"case": name, "pythonpath": os.environ["PYTHONPATH"],
-                     **bench(preset, batch, overrides, case_env, timeout=100)}
+                     **bench(preset, batch, overrides, case_env, timeout=150, profile=prof)}
+            if prof and os.path.isdir(prof):
+                for dirpath, _, files in os.walk(prof):
+                    if "perfetto_trace.json.gz" in files:
+                        shutil.copy(os.path.join(dirpath, "perfetto_trace.json.gz"),
+                                    os.path.join(OUT, f"{name}.trace.json.gz"))
             rows.append(r)
             print(json.dumps(r), flush=True)
             f.write(json.dumps(r) + "\n")
             f.flush()
-        if not quick:
+        if not quick and "--no-peer" not in sys.argv:
             for layers, hidden in ((24, 1024), (12, 768)):
                 r = {"case": f"hf-torch-L{layers}", **torch_peer(layers, hidden, 256, timeout=90)}
                 rows.append(r)

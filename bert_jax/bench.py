@@ -58,7 +58,7 @@ def peak_device_mb() -> float | None:
     return round(stats["peak_bytes_in_use"] / 2**20, 1) if stats and "peak_bytes_in_use" in stats else None
 
 
-def run(config, steps: int = 10, warmup: int = 2, log=print) -> dict:
+def run(config, steps: int = 10, warmup: int = 2, log=print, profile_dir: str | None = None) -> dict:
     from bert_jax.objectives import OBJECTIVES
 
     mesh = sharding.make_mesh(dict(config.mesh))
@@ -107,6 +107,11 @@ def run(config, steps: int = 10, warmup: int = 2, log=print) -> dict:
         "loss": float(jnp.asarray(out["loss"])),
     }
     log(json.dumps(result))
+    if profile_dir:  # 3 more steps under the profiler: TensorBoard's profile plugin / Perfetto
+        with jax.profiler.trace(profile_dir, create_perfetto_trace=True):
+            for i in range(3):
+                state, out = compiled(state, batches[i % 2])
+            jax.block_until_ready(out["loss"])
     return result
 
 

@@ -92,7 +92,7 @@ def _bench(args: argparse.Namespace) -> None:
     if args.mode == "loop":
         bench.run_loop(config, steps=args.steps or 300, workdir=args.workdir)
     else:
-        bench.run(config, steps=args.steps or 10)
+        bench.run(config, steps=args.steps or 10, profile_dir=args.profile)
 
 
 def _train_tokenizer(args: argparse.Namespace) -> None:
@@ -209,6 +209,9 @@ def build_parser() -> argparse.ArgumentParser:
                    "train.checkpoint_every steps) and its ratio to the step alone")
     p.add_argument("--workdir", default=None,
                    help="loop mode: where the data and checkpoints go (default: a temporary dir)")
+    p.add_argument("--profile", default=None, metavar="DIR",
+                   help="step mode: trace 3 more steps with jax.profiler into DIR (TensorBoard "
+                   "profile plugin; a Perfetto trace.json.gz too)")
     p.set_defaults(func=_bench, takes_overrides=True)
 
     p = sub.add_parser("train-tokenizer", help="train a WordPiece / SentencePiece / BPE vocabulary",
