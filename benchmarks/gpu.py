@@ -36,7 +36,7 @@ CASES = [
     ("large-dropout-rbg", "large", 256, [], RBG),
     ("base-dropout", "base", 256, [], {}),
     ("base-cudnn", "base", 256, CUDNN, {}),
-    ("large-cudnn-unrolled", "large", 256, [*CUDNN, "--config.model.scan_layers=false"], {}),
+    ("large-cudnn-unrolled", "large", 256, [*CUDNN, "--config.model.scan_layers=False"], {}),
 ]
 QUICK = [("tiny-dropout", "tiny", 8, [], {}), ("tiny-rbg", "tiny", 8, [], RBG)]
 

@@ -6,6 +6,13 @@ Every parameter carries `axes`, its logical axis names (`vocab`, `embed`, `mlp`,
 statistics are computed in fp32 whatever the compute dtype.
 
 Dropout takes an explicit PRNG key (`rng`); `rng=None` means deterministic (inference).
+
+Cheap elementwise work is recomputed in the backward pass rather than stored per layer
+(`recompute`): LayerNorm keeps only its compute-dtype input, the feed-forward activation
+only its pre-activation, explicit attention only its compute-dtype logits. Otherwise their
+fp32 intermediates are saved for every layer (at bf16 that is 3 fp32 [batch, seq, hidden]
+tensors per LayerNorm and 4 [batch, seq, 4*hidden] tensors per GELU), and writing and
+reading them back costs more than recomputing them.
 """
 
 from __future__ import annotations
@@ -30,8 +37,19 @@ ACTIVATIONS = {
 def dropout(x: Array, rate: float, rng: Array | None) -> Array:
     if rng is None or rate == 0.0:
         return x
-    keep = jax.random.bernoulli(rng, 1.0 - rate, x.shape)
+    return apply_keep(x, jax.random.bernoulli(rng, 1.0 - rate, x.shape), rate)
+
+
+def apply_keep(x: Array, keep: Array, rate: float) -> Array:
     return jnp.where(keep, x / (1.0 - rate), 0).astype(x.dtype)
+
+
+def recompute(fn, config: EncoderConfig):
+    """fn, saving only its inputs for the backward pass (which recomputes fn's insides).
+
+    Inside lax.scan no CSE can undo the recomputation; unrolled, prevent_cse keeps it.
+    """
+    return jax.checkpoint(fn, prevent_cse=not config.scan_layers)
 
 
 def _normal(config: EncoderConfig):
@@ -58,28 +76,38 @@ class Dense(nnx.Module):
                      if use_bias else None)
 
     def __call__(self, x: Array) -> Array:
-        kernel = self.kernel[...].astype(self.dtype)
+        return self.apply(x, self.kernel[...], None if self.bias is None else self.bias[...])
+
+    def apply(self, x: Array, kernel: Array, bias: Array | None) -> Array:
+        """The layer with the given weights (for functions of them, e.g. under recompute)."""
         contract = (tuple(range(x.ndim - self.n_in, x.ndim)), tuple(range(self.n_in)))
-        y = jax.lax.dot_general(x.astype(self.dtype), kernel, (contract, ((), ())))
-        if self.bias is not None:
-            y = y + self.bias[...].astype(self.dtype)
+        y = jax.lax.dot_general(x.astype(self.dtype), kernel.astype(self.dtype), (contract, ((), ())))
+        if bias is not None:
+            y = y + bias.astype(self.dtype)
         return y
 
 
 class LayerNorm(nnx.Module):
+    """LayerNorm in fp32 whatever the compute dtype; the backward pass recomputes it from its
+    input rather than storing its fp32 intermediates."""
+
     def __init__(self, dim: int, config: EncoderConfig, axis_name: str = "embed"):
         pdt = jnp.dtype(config.param_dtype)
         self.eps = config.layer_norm_eps
         self.dtype = jnp.dtype(config.dtype)
         self.scale = nnx.Param(jnp.ones((dim,), pdt), axes=(axis_name,))
         self.bias = nnx.Param(jnp.zeros((dim,), pdt), axes=(axis_name,))
+        self.config = config
 
-    def __call__(self, x: Array) -> Array:
+    def _apply(self, x: Array, scale: Array, bias: Array) -> Array:
         x = x.astype(jnp.float32)
         mean = x.mean(-1, keepdims=True)
         var = jnp.square(x - mean).mean(-1, keepdims=True)
         y = (x - mean) * jax.lax.rsqrt(var + self.eps)
-        return (y * self.scale[...] + self.bias[...]).astype(self.dtype)
+        return (y * scale + bias).astype(self.dtype)
+
+    def __call__(self, x: Array) -> Array:
+        return recompute(self._apply, self.config)(x, self.scale[...], self.bias[...])
 
 
 class Embed(nnx.Module):
@@ -136,12 +164,18 @@ class SelfAttention(nnx.Module):
         else:
             # jax.nn.dot_product_attention has no dropout on the probabilities; training
             # with attention dropout takes the explicit path (same math, no fused kernel).
-            logits = jnp.einsum("bqnd,bknd->bnqk", q, k).astype(jnp.float32)
-            logits = logits * (1.0 / self.config.head_dim**0.5)
-            logits = jnp.where(mask, logits, jnp.finfo(jnp.float32).min)
-            probs = dropout(jax.nn.softmax(logits, axis=-1).astype(q.dtype), rate, rng)
+            logits = jnp.einsum("bqnd,bknd->bnqk", q, k)
+            keep = jax.random.bernoulli(rng, 1.0 - rate, logits.shape)
+            probs = recompute(self._probs, self.config)(logits, mask, keep)
             ctx = jnp.einsum("bnqk,bknd->bqnd", probs, v)
         return self.output(ctx)  # [batch, seq, hidden]
+
+    def _probs(self, logits: Array, mask: Array, keep: Array) -> Array:
+        """Dropped-out attention probabilities from compute-dtype logits (softmax in fp32)."""
+        logits = logits.astype(jnp.float32) * (1.0 / self.config.head_dim**0.5)
+        logits = jnp.where(mask, logits, jnp.finfo(jnp.float32).min)
+        probs = jax.nn.softmax(logits, axis=-1).astype(self.config.dtype)
+        return apply_keep(probs, keep, self.config.attention_dropout)
 
 
 class Block(nnx.Module):
@@ -163,5 +197,11 @@ class Block(nnx.Module):
             r_attn, r_out1, r_out2 = jax.random.split(rng, 3)
         a = self.attention(x, mask, r_attn)
         x = self.attention_norm(x + dropout(a, rate, r_out1))
-        y = self.output(ACTIVATIONS[self.config.hidden_act](self.intermediate(x)))
+        y = self._ffn_out(self.intermediate(x), self.output.kernel[...], self.output.bias[...])
         return self.output_norm(x + dropout(y, rate, r_out2))  # [batch, seq, hidden]
+
+    def _ffn_out(self, h: Array, kernel: Array, bias: Array) -> Array:
+        # Recomputed: the backward pass keeps the pre-activation h alone and recomputes the
+        # activation for both its own gradient and the output kernel's.
+        return recompute(lambda h, k, b: self.output.apply(ACTIVATIONS[self.config.hidden_act](h), k, b),
+                         self.config)(h, kernel, bias)

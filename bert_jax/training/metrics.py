@@ -59,7 +59,7 @@ def peak_matmul_flops(dtype: str = "float32") -> float:
     """Best matmul FLOP/s in the compute dtype over sizes that fill the device (1024-2048 on
     CPU, 4096-8192 on GPU/TPU), times the device count: the MFU denominator."""
     sizes = (1024, 2048) if jax.default_backend() == "cpu" else (4096, 8192)
-    return max(matmul_ceiling(n, dtype=dtype) for n in sizes) * jax.device_count()
+    return max(matmul_ceiling(n, repeats=10, dtype=dtype) for n in sizes) * jax.device_count()
 
 
 class Writer:
