@@ -8,6 +8,7 @@ bf16 matmul measured in the same process (bench) and, for the peer, against the 
 figure. Writes every JSON line to $OUT/gpu.jsonl (or ./gpu.jsonl) and prints a table.
 
     python3 benchmarks/gpu.py [--quick] [--cases NAME,...] [--profile] [--no-peer]
+                            [--peer-layers 24,12]
 
 --quick runs bert-tiny only (a smoke test of the script, CPU or GPU); --cases picks cases by
 name; --profile also traces 3 steps of each case with jax.profiler and copies the Perfetto
@@ -37,6 +38,7 @@ CASES = [
     ("base-dropout", "base", 256, [], {}),
     ("base-cudnn", "base", 256, CUDNN, {}),
     ("large-cudnn-unrolled", "large", 256, [*CUDNN, "--config.model.scan_layers=False"], {}),
+    ("large-dropout-unrolled", "large", 256, ["--config.model.scan_layers=False"], {}),
 ]
 QUICK = [("tiny-dropout", "tiny", 8, [], {}), ("tiny-rbg", "tiny", 8, [], RBG)]
 
@@ -147,7 +149,11 @@ def main() -> None:
             f.write(json.dumps(r) + "\n")
             f.flush()
         if not quick and "--no-peer" not in sys.argv:
-            for layers, hidden in ((24, 1024), (12, 768)):
+            peers = ((24, 1024), (12, 768))
+            if "--peer-layers" in sys.argv:
+                keep = sys.argv[sys.argv.index("--peer-layers") + 1].split(",")
+                peers = tuple(p for p in peers if str(p[0]) in keep)
+            for layers, hidden in peers:
                 r = {"case": f"hf-torch-L{layers}", **torch_peer(layers, hidden, 256, timeout=90)}
                 rows.append(r)
                 print(json.dumps(r), flush=True)
