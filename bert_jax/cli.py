@@ -10,6 +10,7 @@ import argparse
 import os
 import sys
 
+from bert_jax import host_malloc
 from bert_jax.errors import UserError
 
 
@@ -234,6 +235,7 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv: list[str] | None = None) -> int:
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+    host_malloc.tune()  # before JAX starts: see bert_jax/host_malloc.py
     parser = build_parser()
     args, unknown = parser.parse_known_args(argv)
     overrides = [a for a in unknown if a.startswith("--config.")]

@@ -233,3 +233,29 @@ def test_unreachable_coordinator_is_a_clear_error(data, tmp_path):
     out = proc.communicate(timeout=300)[0]
     assert proc.returncode == 2, out
     assert "bert-jax: error: jax.distributed could not start (coordinator 127.0.0.1:1, process 1 of 2" in out
+
+
+def test_mlm_terms_equal_optax_cross_entropy_and_argmax_accuracy():
+    import jax.numpy as jnp
+    import optax
+
+    from bert_jax.objectives.masked_lm import mlm_terms
+
+    rng = np.random.default_rng(0)
+    logits = jnp.asarray(rng.normal(size=(4, 6, 300)) * 3, jnp.float32)
+    labels = rng.integers(0, 300, (4, 6))
+    labels[:, :3] = np.asarray(jnp.argmax(logits, -1))[:, :3]  # half the predictions right
+    batch = {"masked_ids": jnp.asarray(labels), "masked_weights": jnp.asarray(rng.integers(0, 2, (4, 6)),
+                                                                             jnp.float32)}
+    w = batch["masked_weights"]
+
+    def reference(x):
+        return (optax.softmax_cross_entropy_with_integer_labels(x, batch["masked_ids"]) * w).sum() / 7.0
+
+    loss, sums = mlm_terms(logits, batch, jnp.float32(7.0))
+    np.testing.assert_allclose(loss, reference(logits), rtol=1e-6)
+    np.testing.assert_allclose(jax.grad(lambda x: mlm_terms(x, batch, 7.0)[0])(logits),
+                               jax.grad(reference)(logits), atol=1e-7)
+    argmax_correct = ((jnp.argmax(logits, -1) == batch["masked_ids"]) * w).sum()
+    assert float(sums["mlm_correct"]) == float(argmax_correct) > 0
+    assert float(sums["mlm_count"]) == float(w.sum())

@@ -27,10 +27,19 @@ def mlm_denominator(batch) -> Array:
 
 
 def mlm_terms(logits: Array, batch, denom: Array, prefix: str = "mlm"):
-    """Cross-entropy at the masked positions: logits [batch, P, vocab] (fp32)."""
+    """Cross-entropy at the masked positions: logits [batch, P, vocab] (fp32).
+
+    Written out rather than optax.softmax_cross_entropy_with_integer_labels + argmax: the
+    label's logit is picked by a one-hot select, whose gradient is one fused elementwise
+    pass (take_along_axis's is a scatter into a zeroed [rows, vocab] array), and a
+    prediction is correct when the label's logit is the maximum (argmax is a slow
+    value-and-index reduction over the vocabulary on CPU; only exact ties differ).
+    """
     w = batch["masked_weights"]
-    nll = optax.softmax_cross_entropy_with_integer_labels(logits, batch["masked_ids"])
-    correct = (jnp.argmax(logits, -1) == batch["masked_ids"]) * w
+    hit = jnp.arange(logits.shape[-1], dtype=jnp.int32) == batch["masked_ids"][..., None]
+    label_logit = jnp.where(hit, logits, 0.0).sum(-1)
+    nll = jax.nn.logsumexp(logits, axis=-1) - label_logit
+    correct = (label_logit >= jax.lax.stop_gradient(logits.max(-1))) * w
     loss_sum = (nll * w).sum()
     return loss_sum / denom, {f"{prefix}_loss": loss_sum, f"{prefix}_correct": correct.sum(),
                               f"{prefix}_count": w.sum()}
