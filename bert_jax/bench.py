@@ -38,14 +38,19 @@ from bert_jax.training.pretrain import StateSetup, encoder_config, make_train_st
 
 def synthetic_batch(rng: np.random.Generator, batch: int, seq: int, predictions: int, vocab: int,
                     objective: str) -> dict[str, np.ndarray]:
+    """Random rows with `predictions` masked slots each (as many distinct positions as the
+    row has after [CLS]; any slots beyond that are padding with weight 0, as in the stream)."""
     ids = rng.integers(5, vocab, (batch, seq)).astype(np.int32)
-    positions = np.sort(np.stack([rng.choice(np.arange(1, seq), predictions, replace=False)
-                                  for _ in range(batch)]), axis=1).astype(np.int32)
+    n = min(predictions, seq - 1)
+    positions = np.zeros((batch, predictions), np.int32)
+    positions[:, :n] = np.sort(np.stack([rng.choice(np.arange(1, seq), n, replace=False)
+                                         for _ in range(batch)]), axis=1)
+    weights = np.zeros((batch, predictions), np.float32)
+    weights[:, :n] = 1.0
     out = {"input_ids": ids, "segment_ids": np.zeros_like(ids), "packing_ids": np.ones_like(ids),
            "position_ids": np.broadcast_to(np.arange(seq, dtype=np.int32), ids.shape).copy(),
            "attention_mask": np.ones_like(ids), "masked_positions": positions,
-           "masked_ids": np.take_along_axis(ids, positions, 1),
-           "masked_weights": np.ones(positions.shape, np.float32),
+           "masked_ids": np.take_along_axis(ids, positions, 1), "masked_weights": weights,
            "row_index": np.arange(batch, dtype=np.int64)}
     if objective in ("bert", "albert"):
         out["sentence_label"] = rng.integers(0, 2, batch).astype(np.int32)

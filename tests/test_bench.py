@@ -19,6 +19,15 @@ def test_bench_reports_a_consistent_json_line(capsys):
     assert 0 < line["mfu"] < 2 and line["compile_s"] > 0 and line["peak_host_rss_mb"] > 0
 
 
+def test_bench_rows_shorter_than_the_masked_slots(capsys):
+    """S=16 with max_predictions=20: 15 real positions per row, the other 5 slots padding."""
+    assert cli.main(["bench", "--config", f"{ROOT}/configs/pretrain/bert.py:size=tiny", "--steps", "1",
+                     "--config.train.global_batch_size=4", "--config.data.prepare.max_seq_length=16",
+                     "--config.model.vocab_size=500", "--config.mesh.data=1"]) == 0
+    line = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
+    assert line["seq_len"] == 16 and line["loss"] > 0
+
+
 def test_bench_loop_mode_runs_the_real_job_and_compares(tmp_path, capsys):
     assert cli.main(["bench", "--mode", "loop", "--steps", "12", "--workdir", str(tmp_path / "w"),
                      "--config", f"{ROOT}/configs/pretrain/bert.py:size=tiny",

@@ -207,3 +207,7 @@ def test_attention_impl_is_a_runtime_choice():
     assert "attention_impl" not in config.architecture()
     assert config.architecture() == config.replace(attention_impl="xla").architecture()
     assert EncoderConfig.from_dict(config.architecture()) == config
+    if jax.default_backend() != "gpu":
+        cudnn = config.replace(attention_impl="cudnn", dtype="bfloat16")
+        with pytest.raises(UserError, match="attention_impl='cudnn' needs a GPU; JAX's backend here"):
+            M.create(cudnn, seed=3)(ids)

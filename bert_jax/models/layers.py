@@ -23,6 +23,7 @@ import jax
 import jax.numpy as jnp
 from flax import nnx
 
+from bert_jax.errors import UserError
 from bert_jax.models.config import EncoderConfig
 
 Array = jax.Array
@@ -160,6 +161,9 @@ class SelfAttention(nnx.Module):
         rate = self.config.attention_dropout
         if rng is None or rate == 0.0:
             impl = None if self.config.attention_impl == "auto" else self.config.attention_impl
+            if impl == "cudnn" and jax.default_backend() != "gpu":
+                raise UserError(f"model.attention_impl='cudnn' needs a GPU; JAX's backend here is "
+                                f"{jax.default_backend()!r} (use 'auto' or 'xla')")
             ctx = jax.nn.dot_product_attention(q, k, v, mask=mask, implementation=impl)
         else:
             # jax.nn.dot_product_attention has no dropout on the probabilities; training
