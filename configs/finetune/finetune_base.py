@@ -10,7 +10,7 @@ import ml_collections
 
 
 def _pretrain_base():
-    """configs/pretrain/pretrain_base.py: the optimizer, mesh and distributed sections."""
+    """configs/pretrain/pretrain_base.py: the compute, optimizer, mesh and distributed sections."""
     path = os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "pretrain", "pretrain_base.py")
     spec = importlib.util.spec_from_file_location("_pretrain_base", path)
     module = importlib.util.module_from_spec(spec)
@@ -75,18 +75,8 @@ def base_config(task: ml_collections.ConfigDict) -> ml_collections.ConfigDict:
     # mean, std and median of every metric over them.
     c.seeds = 1
 
-    c.model = ml_collections.ConfigDict()
-    # Compute dtype (parameters stay fp32): float32 or bfloat16.
-    c.model.dtype = "float32"
-    # Rematerialization of each block: none, full, dots, dots_no_batch, offload_dots.
-    c.model.remat_policy = "none"
-    c.model.scan_layers = True
-    # Attention kernel: auto (JAX chooses; XLA today), xla, or cudnn (GPU flash attention:
-    # bf16/fp16 and attention_dropout=0).
-    c.model.attention_impl = "auto"
-    # Dropout (-1 = the checkpoint's, 0.1 for every published BERT).
-    c.model.hidden_dropout = -1.0
-    c.model.attention_dropout = -1.0
+    # The pretraining config's compute section (configs/pretrain/pretrain_base.py).
+    c.model = _SHARED.compute_config()
 
     c.train = ml_collections.ConfigDict()
     # Passes over the training split; the last batch of an epoch is padded, not dropped.
