@@ -8,6 +8,9 @@
   --format stablehlo   jax.export'd StableHLO of the encoder (and its heads), see serving.py
   --format savedmodel  a TF SavedModel with a serving signature, see serving.py
 Every export writes manifest.json: the SHA-256 of each file, the source step and config.
+An HF export is read back through the name table and refused unless every tensor the
+transformers class needs is there and equal to the checkpoint's (hf.verify). The output
+appears whole or not at all: it is written beside the target and renamed into place.
 """
 
 from __future__ import annotations
@@ -16,6 +19,8 @@ import hashlib
 import json
 import os
 import re
+import shutil
+import tempfile
 
 from bert_jax.convert import hf
 from bert_jax.errors import UserError
@@ -72,21 +77,52 @@ def write_manifest(output: str, source: dict) -> dict:
 
 
 def export(checkpoint: str, fmt: str, output: str, overwrite: bool = False, log=print) -> dict:
-    from bert_jax.objectives import OBJECTIVES
     from bert_jax.training.pretrain import load_params
 
     if fmt not in FORMATS:
         raise UserError(f"--format={fmt!r}; choose one of: {', '.join(FORMATS)}")
+    output = output.rstrip("/") or output
+    if os.path.exists(output) and not os.path.isdir(output):
+        raise UserError(f"--output {output} is a file; expected a directory")
     if os.path.isdir(output) and os.listdir(output) and not overwrite:
         raise UserError(f"output directory {output} is not empty; use --overwrite or another --output")
     workdir, step = parse_checkpoint(checkpoint)
     enc, objective, params, extra, step = load_params(workdir, step)
+    # Everything is written into a staging directory beside `output`, checked, then renamed
+    # into place: a failed export leaves no half-written output, and --overwrite leaves no
+    # stale file from the previous export.
+    parent = os.path.dirname(os.path.abspath(output))
+    os.makedirs(parent, exist_ok=True)
+    staging = tempfile.mkdtemp(prefix=f".{os.path.basename(output)}.partial-", dir=parent)
+    try:
+        manifest = _write(staging, fmt, workdir, step, enc, objective, params, extra)
+        _move_into_place(staging, output)
+    finally:
+        shutil.rmtree(staging, ignore_errors=True)
+    log(f"exported step {step} of {workdir} as {fmt} -> {output} ({len(manifest['files'])} files)")
+    return manifest
+
+
+def _move_into_place(staging: str, output: str) -> None:
+    old = None
+    if os.path.exists(output):
+        old = tempfile.mkdtemp(prefix=f".{os.path.basename(output)}.old-",
+                               dir=os.path.dirname(os.path.abspath(output)))
+        os.rename(output, os.path.join(old, "export"))
+    os.rename(staging, output)
+    if old is not None:
+        shutil.rmtree(old)
+
+
+def _write(output: str, fmt: str, workdir: str, step: int, enc, objective: str, params: dict,
+           extra: dict) -> dict:
+    from bert_jax.objectives import OBJECTIVES
+
     tokenizer_files = _tokenizer_files(workdir, extra)
     if objective == "imported":
         heads = tuple(extra["model"]["heads"])
     elif objective != "electra":
         heads = OBJECTIVES[objective].HEADS
-    os.makedirs(output, exist_ok=True)
     if fmt == "hf":
         if objective == "electra":
             from bert_jax.objectives.electra import generator_config
@@ -119,8 +155,6 @@ def export(checkpoint: str, fmt: str, output: str, overwrite: bool = False, log=
             serving.export_stablehlo(model, output)
         else:
             serving.export_savedmodel(model, output)
-    manifest = write_manifest(output, {"workdir": os.path.abspath(workdir), "step": step,
-                                       "objective": objective, "format": fmt,
-                                       "config": extra.get("config")})
-    log(f"exported step {step} of {workdir} as {fmt} -> {output} ({len(manifest['files'])} files)")
-    return manifest
+    return write_manifest(output, {"workdir": os.path.abspath(workdir), "step": step,
+                                   "objective": objective, "format": fmt,
+                                   "config": extra.get("config")})

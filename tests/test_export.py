@@ -120,14 +120,14 @@ def test_parse_checkpoint_keeps_urls():
 
 @pytest.fixture(scope="module")
 def workdirs(tmp_path_factory):
-    """Two short pretraining runs (BERT and ELECTRA) on the embedded corpus."""
+    """Three short pretraining runs (BERT, ELECTRA, ALBERT) on the embedded corpus."""
     from bert_jax import config_files
     from bert_jax.training import pretrain
 
     root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
     tmp = tmp_path_factory.mktemp("export")
     out = {}
-    for family in ("bert", "electra"):
+    for family in ("bert", "electra", "albert"):
         cfg = config_files.load(f"{root}/configs/pretrain/{family}.py:size=tiny", [
             "--config.train.steps=2", "--config.optim.warmup_steps=0",
             "--config.train.global_batch_size=8", "--config.data.prepare.max_seq_length=64",
@@ -188,3 +188,90 @@ def test_cli_serving_exports_match_the_checkpoint(workdirs, tmp_path):
     np.testing.assert_allclose(got["nsp_logits"], expected["nsp_logits"], atol=1e-5)
     np.testing.assert_allclose(got["hidden"], expected["hidden"], atol=1e-5)
     assert "model.stablehlo" in json.loads((tmp_path / "s" / "manifest.json").read_text())["files"]
+
+
+def test_albert_tiny_export_matches_encode(workdirs, tmp_path):
+    """#18: albert-tiny (E == H == 128) exported a model transformers completed with a random
+    embedding projection. Its export must hold the projection and give bert-jax encode's
+    hidden states."""
+    from bert_jax import cli
+    from bert_jax.data.prepare import read_metadata
+    from bert_jax.data.tokenizers import load_tokenizer
+
+    out = tmp_path / "albert"
+    assert cli.main(["export", "--checkpoint", str(workdirs["albert"]), "--format", "hf",
+                     "--output", str(out)]) == 0
+    model, info = T.AlbertForPreTraining.from_pretrained(str(out), output_loading_info=True)
+    assert not any(info.values()), info
+    assert tuple(model.albert.encoder.embedding_hidden_mapping_in.weight.shape) == (128, 128)
+    model.eval()
+
+    lines = ["The quick brown fox returns a value from the function.", "Open the file."]
+    (tmp_path / "in.txt").write_text("\n".join(lines) + "\n")
+    assert cli.main(["encode", "--checkpoint", str(workdirs["albert"]), "--input",
+                     str(tmp_path / "in.txt"), "--output", str(tmp_path / "h.npy"),
+                     "--pooling", "none", "--max-length", "32"]) == 0
+    encoded = np.load(tmp_path / "h.npy")
+    tokenizer = load_tokenizer(read_metadata(str(workdirs["albert"] / "data"))["tokenizer"])
+    ids, mask, _ = tokenizer.encode_batch(lines, 32)
+    with torch.no_grad():
+        hidden = model.albert(input_ids=torch.tensor(np.asarray(ids, np.int64)),
+                              attention_mask=torch.tensor(np.asarray(mask, np.int64))).last_hidden_state
+    theirs = hidden.numpy() * np.asarray(mask)[..., None]
+    assert np.abs(theirs - encoded).max() <= 1e-5, np.abs(theirs - encoded).max()
+
+
+def test_albert_without_projection_exports_an_identity(tmp_path):
+    """A model built without the projection (an albert-tiny workdir from before #18) exports
+    with an identity projection: transformers' outputs equal ours."""
+    config = tiny("albert").replace(embedding_size=None, embedding_projection=False)
+    ours, pure = random_model(config, ())
+    assert "projection" not in pure["encoder"]
+    hf.save(config, (), pure, str(tmp_path))
+    theirs, info = T.AlbertModel.from_pretrained(str(tmp_path), output_loading_info=True)
+    assert not any(info.values()), info
+    ids = np.random.default_rng(0).integers(3, 99, (2, 10))
+    with torch.no_grad():
+        t = theirs.eval()(input_ids=torch.tensor(ids)).last_hidden_state.numpy()
+    assert np.abs(np.asarray(ours(jnp.asarray(ids))["hidden"]) - t).max() <= 1e-5
+
+
+def test_export_check_names_what_differs(tmp_path, monkeypatch):
+    """hf.save reads its output back: a tensor written wrong or left out is refused by name."""
+    from bert_jax.errors import UserError
+
+    config = tiny("albert")
+    _, pure = random_model(config, ("mlm",))
+    real = hf.to_tensors
+
+    def drops_projection(*args):
+        out = real(*args)
+        del out["albert.encoder.embedding_hidden_mapping_in.bias"]
+        return out
+
+    monkeypatch.setattr(hf, "to_tensors", drops_projection)
+    with pytest.raises(UserError, match="embedding_hidden_mapping_in.bias"):
+        hf.save(config, ("mlm",), pure, str(tmp_path / "a"))
+
+    def perturbs(*args):
+        out = real(*args)
+        out["predictions.bias"] = out["predictions.bias"] + 1e-3
+        return out
+
+    monkeypatch.setattr(hf, "to_tensors", perturbs)
+    with pytest.raises(UserError, match="differing from the source: mlm.bias"):
+        hf.save(config, ("mlm",), pure, str(tmp_path / "b"))
+
+
+def test_export_overwrite_replaces_the_whole_directory(workdirs, tmp_path):
+    from bert_jax import cli
+
+    out = tmp_path / "x"
+    out.mkdir()
+    (out / "stale.txt").write_text("from an earlier export")
+    assert cli.main(["export", "--checkpoint", str(workdirs["bert"]), "--format", "hf",
+                     "--output", str(out), "--overwrite"]) == 0
+    assert not (out / "stale.txt").exists()
+    manifest = json.loads((out / "manifest.json").read_text())
+    assert sorted(manifest["files"]) == sorted(p.name for p in out.iterdir() if p.name != "manifest.json")
+    assert [p.name for p in tmp_path.iterdir()] == ["x"]  # no staging directory left behind

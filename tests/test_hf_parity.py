@@ -26,6 +26,11 @@ CONFIGS = {
     "albert": lambda: tf.AlbertConfig(**COMMON, type_vocab_size=2, embedding_size=16,
                                       hidden_act="gelu_new"),
     "electra": lambda: tf.ElectraConfig(**COMMON, type_vocab_size=2, embedding_size=16),
+    # Embedding width equal to the hidden width: AlbertModel still has its projection,
+    # ElectraModel has none (#18).
+    "albert_eq": lambda: tf.AlbertConfig(**COMMON, type_vocab_size=2, embedding_size=32,
+                                         hidden_act="gelu_new"),
+    "electra_eq": lambda: tf.ElectraConfig(**COMMON, type_vocab_size=2, embedding_size=32),
 }
 # (family, HF class, the outputs to compare: ours -> HF's)
 CASES = [
@@ -59,6 +64,7 @@ CASES = [
     ("electra", "ElectraForQuestionAnswering", {"start_logits": "start_logits",
                                                 "end_logits": "end_logits"}),
 ]
+CASES += [(f + "_eq", cls, out) for f, cls, out in CASES if f in ("albert", "electra")]
 
 
 def save_random_hf(family: str, cls_name: str, directory, num_labels: int = 3, seed: int = 0):
@@ -92,7 +98,8 @@ def hf_outputs(model, ids, mask, segments):
     return out
 
 
-@pytest.mark.parametrize("family,cls_name,outputs", CASES, ids=[c[1] for c in CASES])
+@pytest.mark.parametrize("family,cls_name,outputs", CASES,
+                         ids=[c[1] + ("-E=H" if c[0].endswith("_eq") else "") for c in CASES])
 def test_parity(tmp_path, family, cls_name, outputs):
     num_labels = 2 if cls_name.endswith(("QuestionAnswering", "PreTraining")) else 3
     model = save_random_hf(family, cls_name, tmp_path, num_labels)
@@ -110,6 +117,18 @@ def test_parity(tmp_path, family, cls_name, outputs):
         diffs[mine] = np.abs(np.asarray(ours[mine]).reshape(theirs_value.shape) - theirs_value).max()
     print(cls_name, {k: f"{v:.2e}" for k, v in diffs.items()})
     assert all(v <= TOL for v in diffs.values()), diffs
+
+    # HF -> ours -> HF: the same tensors, bit for bit (minus the buffers and tied copies
+    # transformers may save beside the weights).
+    hf.save(ckpt.config, ckpt.heads, ckpt.params, str(tmp_path / "again"),
+            num_labels=ckpt.num_labels, label_names=ckpt.label_names)
+    before = hf.read_safetensors(str(tmp_path / "model.safetensors"))
+    after = hf.read_safetensors(str(tmp_path / "again" / "model.safetensors"))
+    tied = hf._tied_aliases(ckpt.config.family, hf.PREFIXES[ckpt.config.family])
+    before = {k: v for k, v in before.items() if not k.endswith(hf.IGNORED_SUFFIXES) and k not in tied}
+    assert set(before) == set(after), set(before) ^ set(after)
+    for name, value in before.items():
+        np.testing.assert_array_equal(value, after[name], err_msg=name)
 
 
 def test_mlm_at_masked_positions_equals_full_logits(tmp_path):

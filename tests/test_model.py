@@ -60,7 +60,7 @@ def test_parameter_count_matches_published(name):
     assert abs(count - published) <= tolerance, (name, count, published)
 
 
-@pytest.mark.parametrize("name", sorted(PUBLISHED))
+@pytest.mark.parametrize("name", sorted(PRESETS))
 def test_parameter_count_equals_transformers(name):
     torch = pytest.importorskip("torch")
     import transformers
@@ -71,6 +71,22 @@ def test_parameter_count_equals_transformers(name):
         theirs = transformers.AutoModel.from_config(hf_config)
     ours = M.count_params(M.abstract(config))
     assert ours == sum(p.numel() for p in theirs.parameters())
+
+
+def test_embedding_projection_follows_each_family():
+    """ALBERT projects its embeddings whatever the widths (as transformers' AlbertModel);
+    ELECTRA only when they differ; a record from before the field existed (no key) names
+    the same architecture as today's preset whenever the widths differ."""
+    assert all(PRESETS[n].embedding_projection for n in PRESETS if n.startswith("albert"))
+    assert PRESETS["albert-tiny"].embed_dim == PRESETS["albert-tiny"].hidden_size
+    assert not PRESETS["electra-base"].embedding_projection  # E == H == 768
+    assert PRESETS["electra-small"].embedding_projection  # E 128, H 256
+    assert not any(PRESETS[n].embedding_projection for n in PRESETS if n.startswith(("bert", "rob")))
+    for name in ("albert-base", "electra-small", "electra-base", "bert-base"):
+        old = {k: v for k, v in PRESETS[name].architecture().items() if k != "embedding_projection"}
+        assert EncoderConfig.from_dict(old).architecture() == PRESETS[name].architecture()
+    with pytest.raises(UserError, match="embedding_projection"):
+        EncoderConfig(embedding_projection="yes")
 
 
 def tiny(family="bert", **kw):

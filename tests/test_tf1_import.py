@@ -194,6 +194,29 @@ def test_albert(tmp_path):
     assert all(v <= TOL for v in diffs.values()), diffs
 
 
+@pytest.mark.parametrize("projection", ["absent", "present"])
+def test_albert_embedding_as_wide_as_hidden(tmp_path, projection):
+    """ALBERT's TF1 code projects the embeddings only when embedding_size != hidden_size;
+    transformers' AlbertModel always does. Without the variable the import holds an identity
+    projection (exact); with it, the variable's values."""
+    config = hf_lib.AlbertConfig(**SIZES, embedding_size=32, hidden_act="gelu_new")
+    model = randomize(hf_lib.AlbertForPreTraining(config), seed=5)
+    variables = to_tf1(model, ALBERT_SCOPES, ALBERT_EXACT)
+    if projection == "absent":
+        with torch.no_grad():
+            model.albert.encoder.embedding_hidden_mapping_in.weight.copy_(torch.eye(32))
+            model.albert.encoder.embedding_hidden_mapping_in.bias.zero_()
+        for leaf in ("kernel", "bias"):
+            del variables[f"bert/encoder/embedding_hidden_mapping_in/{leaf}"]
+    write_tf1(tmp_path, variables, "model.ckpt-1", dict(ALBERT_CONFIG, embedding_size=32),
+              "albert_config.json", vocab="30k-clean.model")
+
+    ckpt = load_tf1(str(tmp_path))
+    assert ckpt.config.embed_dim == 32 and ckpt.config.embedding_projection
+    diffs = max_diffs(model, ckpt, {"mlm_logits": "prediction_logits", "sop_logits": "sop_logits"})
+    assert all(v <= TOL for v in diffs.values()), diffs
+
+
 def test_electra_discriminator_and_generator(tmp_path):
     """The original layout: discriminator under electra/, generator under generator/, both
     on electra/embeddings; no config file, so every size is read off the shapes."""

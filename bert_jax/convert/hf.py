@@ -141,7 +141,8 @@ def config_from_hf(hf: dict, source: str = "config.json") -> EncoderConfig:
     missing = [k for k in required if k not in hf]
     if missing:
         raise UserError(f"{source}: missing field(s) {', '.join(missing)}")
-    embedding = hf.get("embedding_size") if family in ("albert", "electra") else None
+    # transformers' default width for both factorized families is 128.
+    embedding = hf.get("embedding_size", 128) if family in ("albert", "electra") else None
     return EncoderConfig(
         family=family,
         vocab_size=hf["vocab_size"],
@@ -150,6 +151,9 @@ def config_from_hf(hf: dict, source: str = "config.json") -> EncoderConfig:
         num_heads=hf["num_attention_heads"],
         intermediate_size=hf["intermediate_size"],
         embedding_size=embedding if embedding != hf["hidden_size"] else None,
+        # AlbertModel always builds embedding_hidden_mapping_in; ElectraModel builds
+        # embeddings_project only when the widths differ.
+        embedding_projection=family == "albert",
         max_position_embeddings=hf.get("max_position_embeddings", 512),
         type_vocab_size=hf.get("type_vocab_size", 2),
         layer_norm_eps=hf.get("layer_norm_eps", 1e-12),
@@ -197,7 +201,7 @@ def _name_table(config: EncoderConfig, heads: tuple[str, ...], prefix: str) -> l
           (emb + ("position", "embedding"), p + "embeddings.position_embeddings.weight", "copy"),
           (emb + ("segment", "embedding"), p + "embeddings.token_type_embeddings.weight", "copy")]
     t += _norm(emb + ("norm",), p + "embeddings.LayerNorm")
-    if config.embed_dim != config.hidden_size:
+    if config.embedding_projection:
         proj = p + ("encoder.embedding_hidden_mapping_in" if fam == "albert" else "embeddings_project")
         t += _linear(("encoder", "projection"), proj)
 
@@ -503,12 +507,7 @@ def save(config: EncoderConfig, heads: tuple[str, ...], params: dict, output: st
     from safetensors.numpy import save_file
 
     heads = tuple(heads)
-    pooled = _has_pooler(config.family, heads)
-    if pooled and not config.use_pooler:
-        raise UserError(f"{architecture(config.family, heads)} needs a pooler, but this model has none")
-    if config.use_pooler and not pooled:
-        params = {**params, "encoder": {k: v for k, v in params["encoder"].items() if k != "pooler"}}
-    config = config.replace(use_pooler=pooled)
+    config, params = as_transformers_builds(config, heads, params)
     os.makedirs(output, exist_ok=True)
     save_file(to_tensors(config, heads, params), os.path.join(output, "model.safetensors"),
               metadata={"format": "pt"})
@@ -519,4 +518,72 @@ def save(config: EncoderConfig, heads: tuple[str, ...], params: dict, output: st
         with open(path, "rb") as src, open(os.path.join(output, name), "wb") as dst:
             dst.write(src.read())
         written.append(name)
+    verify(output, config, heads, params, num_labels, label_names)
     return written
+
+
+def as_transformers_builds(config: EncoderConfig, heads: tuple[str, ...],
+                           params: dict) -> tuple[EncoderConfig, dict]:
+    """This model in the layout of the transformers class that will hold it: a pooler only
+    where that class builds one, and ALBERT's embedding projection always."""
+    cls = architecture(config.family, heads)
+    pooled = _has_pooler(config.family, heads)
+    if pooled and not config.use_pooler:
+        raise UserError(f"{cls} needs a pooler, but this model has none")
+    encoder = dict(params["encoder"])
+    if config.use_pooler and not pooled:
+        del encoder["pooler"]
+    if config.embedding_projection and config.family in ("bert", "roberta"):
+        raise UserError(f"{cls} has no embedding projection, but this model projects its "
+                        f"{config.embed_dim}-wide embeddings to hidden_size={config.hidden_size}")
+    if config.family == "albert" and not config.embedding_projection:
+        # AlbertModel always maps embeddings through embedding_hidden_mapping_in. An identity
+        # map (exact in fp32) keeps the outputs of a model built without one, such as an
+        # albert-tiny checkpoint written before ALBERT kept its projection at equal widths.
+        e = config.embed_dim
+        encoder["projection"] = {"kernel": np.eye(e, dtype=np.float32),
+                                 "bias": np.zeros((e,), np.float32)}
+        config = config.replace(embedding_projection=True)
+    return config.replace(use_pooler=pooled), {**params, "encoder": encoder}
+
+
+# What config.json carries of the architecture; the rest (dtype, scan, remat) is how we run it.
+_EXPORTED_FIELDS = ("family", "vocab_size", "hidden_size", "num_layers", "num_heads",
+                    "intermediate_size", "embed_dim", "embedding_projection",
+                    "max_position_embeddings", "type_vocab_size", "layer_norm_eps", "hidden_act",
+                    "pad_token_id", "share_layers", "use_pooler")
+
+
+def verify(output: str, config: EncoderConfig, heads: tuple[str, ...], params: dict,
+           num_labels: int = 2, label_names: tuple[str, ...] | None = None) -> None:
+    """Read an export back through the name table and require what was meant to be written:
+    every tensor the transformers class needs, bit-equal to `params`, and the same config,
+    heads and labels. Raises UserError naming what differs."""
+    try:
+        back = load(output)
+    except UserError as e:
+        raise UserError(f"export check failed: {output} does not read back: {e}") from None
+    problems = [f"config.{f}: wrote {getattr(config, f)!r}, reads back {getattr(back.config, f)!r}"
+                for f in _EXPORTED_FIELDS if getattr(config, f) != getattr(back.config, f)]
+    if back.heads != tuple(heads):
+        problems.append(f"heads: wrote {list(heads)}, reads back {list(back.heads)}")
+    if {"classification", "token_classification"} & set(heads):
+        names = tuple(label_names or (f"LABEL_{i}" for i in range(num_labels)))
+        if (back.num_labels, back.label_names) != (num_labels, names):
+            problems.append(f"labels: wrote {list(names)}, read back {list(back.label_names or ())}")
+    want = {".".join(p): v for p, v in _flatten(params)}
+    got = {".".join(p): v for p, v in _flatten(back.params)}
+    prefix = PREFIXES[config.family] if heads else ""
+    hf_names = {".".join(our): hf if isinstance(hf, str) else f"{hf[0]} ..."
+                for our, hf, _ in _name_table(config, tuple(heads), prefix)}
+    absent = sorted(set(want) - set(got))
+    if absent:
+        problems.append("absent: " + ", ".join(f"{n} ({hf_names.get(n, '?')})" for n in absent))
+    if sorted(set(got) - set(want)):
+        problems.append(f"not in the source: {', '.join(sorted(set(got) - set(want)))}")
+    differ = sorted(n for n in set(want) & set(got)
+                    if not np.array_equal(np.asarray(want[n], np.float32), got[n]))
+    if differ:
+        problems.append(f"differing from the source: {', '.join(differ)}")
+    if problems:
+        raise UserError(f"export check failed for {output}: " + "; ".join(problems))

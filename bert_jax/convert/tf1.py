@@ -127,6 +127,13 @@ def load_tf1(path: str, part: str = "discriminator", config: str | None = None) 
     for name, (hf_name, transpose) in expected.items():
         value = np.asarray(reader.get_tensor(shapes[name][0]))
         tensors[hf_name] = value.T if transpose and value.ndim == 2 else value
+    projection = "albert.encoder.embedding_hidden_mapping_in"
+    if family == "albert" and projection + ".weight" not in tensors:
+        # ALBERT's TF1 code projects only when embedding_size != hidden_size; transformers'
+        # (and ours) always does. The identity is exact, so outputs are unchanged.
+        width = hf_config["hidden_size"]
+        tensors[projection + ".weight"] = np.eye(width, dtype=np.float32)
+        tensors[projection + ".bias"] = np.zeros((width,), np.float32)
     try:
         ckpt = hf.from_tensors(hf_config, tensors, prefix, config_source)
     except UserError as e:  # its names are the HF ones: say which TF1 variable each came from
@@ -259,7 +266,8 @@ def _electra_config(prefix: str, shapes: dict, raw: dict | None, source: str | N
 
 # --- the rule table -------------------------------------------------------------------------
 # (group, TF1 name, HF name, transpose). "{n}" is the layer index. Groups: "core" (always
-# there), "projection" (there iff embedding_size != hidden_size), "pooler" and each head
+# there), "projection" (there iff embedding_size != hidden_size; ALBERT: also when present),
+# "pooler" and each head
 # (taken when any of their variables is there; then all must be).
 Rule = tuple[str, str, str, bool]
 
@@ -357,10 +365,12 @@ def _other_part(family: str, part: str, emb: str) -> tuple[str, ...]:
 
 def _expand(rules: list[Rule], num_layers: int, shapes: dict, hf_config: dict) -> dict[str, tuple[str, bool]]:
     """The TF1 variables this checkpoint should hold -> (HF name, transpose)."""
-    embedding = hf_config.get("embedding_size", hf_config["hidden_size"])
+    embedding = hf_config.get("embedding_size", 128)
     present = {g for g, tf, _, _ in rules if tf.replace("{n}", "0") in shapes}
     take = {"core"} | (present - {"projection"})
-    if hf_config["model_type"] != "bert" and embedding != hf_config["hidden_size"]:
+    family = hf_config["model_type"]
+    if family != "bert" and (embedding != hf_config["hidden_size"] or (
+            family == "albert" and "projection" in present)):
         take.add("projection")
     out = {}
     for group, tf, hf_name, transpose in rules:

@@ -41,6 +41,10 @@ class EncoderConfig:
     # ALBERT / ELECTRA factorize the embedding: tokens live in `embedding_size` and a
     # projection maps them to `hidden_size`. None means "same as hidden_size".
     embedding_size: int | None = None
+    # A dense layer maps the embeddings to hidden_size. Set on construction whenever
+    # embedding_size != hidden_size; True with equal widths is ALBERT's layout (transformers'
+    # AlbertModel always has one), False with equal widths is ELECTRA's rule.
+    embedding_projection: bool = False
     max_position_embeddings: int = 512
     type_vocab_size: int = 2
     layer_norm_eps: float = 1e-12
@@ -77,6 +81,12 @@ class EncoderConfig:
             not isinstance(self.embedding_size, int) or self.embedding_size < 1
         ):
             bad("embedding_size", self.embedding_size, "a positive integer or None")
+        if not isinstance(self.embedding_projection, bool):
+            bad("embedding_projection", self.embedding_projection, "True or False")
+        if self.embed_dim != self.hidden_size and not self.embedding_projection:
+            # Two widths need a projection: normalized here so that a record written before
+            # this field existed (False by default) names the same architecture.
+            object.__setattr__(self, "embedding_projection", True)
         if self.hidden_size % self.num_heads:
             raise UserError(
                 f"EncoderConfig.hidden_size={self.hidden_size} is not divisible by "
@@ -167,7 +177,8 @@ def _albert(layers: int, hidden: int, heads: int) -> EncoderConfig:
     return EncoderConfig(
         family="albert", vocab_size=30000, hidden_size=hidden, num_layers=layers,
         num_heads=heads, intermediate_size=4 * hidden, embedding_size=128,
-        hidden_act="gelu_tanh", share_layers=True, hidden_dropout=0.0, attention_dropout=0.0,
+        embedding_projection=True, hidden_act="gelu_tanh", share_layers=True,
+        hidden_dropout=0.0, attention_dropout=0.0,
     )
 
 

@@ -61,7 +61,7 @@ class Encoder(nnx.Module):
         self.projection = (
             layers.Dense((config.embed_dim,), (config.hidden_size,), ("embed", "embed"), config,
                          rngs=rngs)
-            if config.embed_dim != config.hidden_size else None
+            if config.embedding_projection else None
         )
         self.layers = _stacked_blocks(config, rngs)
         self.pooler = (

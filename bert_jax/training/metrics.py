@@ -25,7 +25,7 @@ from bert_jax.models.config import EncoderConfig
 def encoder_matmul_params(config: EncoderConfig) -> int:
     h, f, e = config.hidden_size, config.intermediate_size, config.embed_dim
     per_layer = 4 * h * h + 2 * h * f
-    proj = e * h if e != h else 0
+    proj = e * h if config.embedding_projection else 0
     return per_layer * config.num_layers + proj
 
 

@@ -322,10 +322,11 @@ def train_and_evaluate(config, workdir: str, log=print) -> dict:
         say(f"continuing pretraining from the imported checkpoint in {workdir}")
     elif latest is not None:
         extra = latest_extra
-        if extra.get("model") != identity:
+        saved = _normalized(extra.get("model"))
+        if saved != identity:
             raise UserError(f"{workdir} holds a checkpoint (step {latest}) of another model: saved "
-                            f"{_describe(extra.get('model'))}, configured {_describe(identity)}; "
-                            "use another --workdir")
+                            f"{_describe(saved)}, configured {_describe(identity)}"
+                            f"{_differences(saved, identity)}; use another --workdir")
         state, extra = ckpt.restore(latest, setup.target())
         start = train_stream.check_state(extra["data_state"])
         say(f"resumed from {workdir} at step {start}")
@@ -432,6 +433,29 @@ def train_and_evaluate(config, workdir: str, log=print) -> dict:
 
 def _fmt(values: dict[str, float]) -> str:
     return "  ".join(f"{k} {v:.4f}" for k, v in sorted(values.items()))
+
+
+def _normalized(identity):
+    """A saved identity with its encoder record rebuilt by today's EncoderConfig, so fields
+    added since it was written take their defaults (and their normalization)."""
+    if not isinstance(identity, dict) or not isinstance(identity.get("encoder"), dict):
+        return identity
+    try:
+        encoder = EncoderConfig.from_dict(identity["encoder"]).architecture()
+    except (UserError, TypeError):
+        return identity
+    return {**identity, "encoder": encoder}
+
+
+def _differences(saved, configured: dict) -> str:
+    if not isinstance(saved, dict):
+        return ""
+    diff = [f"{k}: {saved.get(k)!r} -> {configured.get(k)!r}" for k in sorted(configured)
+            if k != "encoder" and saved.get(k) != configured.get(k)]
+    old, new = saved.get("encoder") or {}, configured["encoder"]
+    diff += [f"encoder.{k}: {old.get(k)!r} -> {new.get(k)!r}" for k in sorted(new)
+             if old.get(k) != new.get(k)]
+    return f" (differing: {', '.join(diff)})" if diff else ""
 
 
 def _describe(identity) -> str:
