@@ -138,8 +138,13 @@ def run_loop(config, steps: int = 300, workdir: str | None = None, log=print) ->
             config.optim.warmup_steps = min(config.optim.warmup_steps, steps)
             config.train.eval_every = steps + 1  # no evaluation inside the timed loop
         synthetic = run(config, steps=10, log=log)
+        # Each timed run starts from nothing in a directory of its own: --workdir keeps the
+        # prepared data, and a rerun on it neither resumes nor collides with an earlier run.
+        os.makedirs(os.path.join(workdir, "loop-runs"), exist_ok=True)
+        run_dir = tempfile.mkdtemp(prefix=time.strftime("%Y%m%d-%H%M%S-"),
+                                   dir=os.path.join(workdir, "loop-runs"))
         t = time.perf_counter()
-        summary = pretrain.train_and_evaluate(config, workdir, log=lambda *a, **k: None)
+        summary = pretrain.train_and_evaluate(config, run_dir, log=lambda *a, **k: None)
         wall = time.perf_counter() - t
     logged = summary["train"]
     timed_steps = logged[-1]["step"] - logged[0]["step"]

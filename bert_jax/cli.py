@@ -77,7 +77,8 @@ def _evaluate(args: argparse.Namespace) -> None:
 def _export(args: argparse.Namespace) -> None:
     from bert_jax import export
 
-    export.export(args.checkpoint, args.format, args.output, overwrite=args.overwrite)
+    export.export(args.checkpoint, args.format, args.output, overwrite=args.overwrite,
+                  max_length=args.max_length)
 
 
 def _import(args: argparse.Namespace) -> None:
@@ -181,7 +182,10 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--checkpoint", required=True, help="WORKDIR (latest step) or WORKDIR/STEP")
     p.add_argument("--format", required=True, choices=("hf", "stablehlo", "savedmodel"))
     p.add_argument("--output", required=True, help="output directory")
-    p.add_argument("--overwrite", action="store_true", help="write into a non-empty --output")
+    p.add_argument("--overwrite", action="store_true", help="replace a non-empty --output")
+    p.add_argument("--max-length", type=int, default=None,
+                   help="stablehlo/savedmodel: the fixed sequence length of the serving signature "
+                   "(default: the model's, e.g. 512)")
     p.set_defaults(func=_export)
 
     p = sub.add_parser("import", help="a Hugging Face or original TF1 checkpoint into a workdir",
@@ -233,11 +237,20 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+# Commands whose input runs through TensorFlow (tf.data, TFDS, tf.summary).
+_USES_TENSORFLOW = (_pretrain, _finetune, _evaluate, _prepare_data, _bench)
+
+
 def main(argv: list[str] | None = None) -> int:
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
-    host_malloc.tune()  # before JAX starts: see bert_jax/host_malloc.py
+    if host_malloc.runs_on_cpu():
+        host_malloc.tune()  # before JAX starts: see bert_jax/host_malloc.py
     parser = build_parser()
     args, unknown = parser.parse_known_args(argv)
+    if args.func in _USES_TENSORFLOW:
+        from bert_jax import tf_setup
+
+        tf_setup.start()  # quietly, accelerators hidden: see bert_jax/tf_setup.py
     overrides = [a for a in unknown if a.startswith("--config.")]
     rest = [a for a in unknown if not a.startswith("--config.")]
     if rest or (overrides and not getattr(args, "takes_overrides", False)):

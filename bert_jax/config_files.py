@@ -17,6 +17,18 @@ import ml_collections
 from bert_jax.errors import UserError
 
 
+def _where(error: Exception, path: str) -> str:
+    """'FILE:LINE: ' of the innermost frame of `error` in the config file, if any."""
+    if isinstance(error, SyntaxError) and error.lineno:
+        return f"{path}:{error.lineno}: "
+    tb, line = error.__traceback__, None
+    while tb is not None:
+        if os.path.abspath(tb.tb_frame.f_code.co_filename) == os.path.abspath(path):
+            line = tb.tb_lineno
+        tb = tb.tb_next
+    return f"{path}:{line}: " if line else ""
+
+
 def load(spec: str, overrides: list[str] = ()) -> ml_collections.ConfigDict:
     path, _, arg = spec.partition(":")
     if not os.path.isfile(path):
@@ -27,16 +39,23 @@ def load(spec: str, overrides: list[str] = ()) -> ml_collections.ConfigDict:
     sys.path.insert(0, os.path.dirname(os.path.abspath(path)))
     try:
         module_spec.loader.exec_module(module)
-    except ValueError as e:  # get_config's own argument errors
-        raise UserError(f"--config={spec!r}: {e}") from None
+    except UserError:
+        raise
+    except Exception as e:  # noqa: BLE001 - a config file is user code: any error is theirs
+        raise UserError(f"--config={spec!r}: {_where(e, path)}{type(e).__name__}: {e}") from None
     finally:
         sys.path.pop(0)
     if not hasattr(module, "get_config"):
         raise UserError(f"--config={spec!r}: {path} defines no get_config()")
     try:
         config = module.get_config(arg) if arg else module.get_config()
-    except ValueError as e:
+    except ValueError as e:  # get_config's own argument errors
         raise UserError(f"--config={spec!r}: {e}") from None
+    except UserError:
+        raise
+    except Exception as e:  # noqa: BLE001
+        raise UserError(f"--config={spec!r}: get_config raised {_where(e, path)}{type(e).__name__}: "
+                        f"{e}") from None
     config = ml_collections.ConfigDict(config)
     config.lock()
     for item in overrides:

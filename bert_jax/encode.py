@@ -98,6 +98,11 @@ def encode(checkpoint: str, input_path: str, output_path: str, pooling: str = "m
         raise UserError(f"output directory {out_dir} does not exist")
     texts = read_lines(input_path)
     model, tokenizer = load_checkpoint(checkpoint)
+    if tokenizer.vocab_size > model.config.vocab_size:
+        # An id past the embedding table would embed as NaN (jnp.take fills), not fail.
+        raise UserError(f"{checkpoint}: its tokenizer has {tokenizer.vocab_size} tokens but the model "
+                        f"only {model.config.vocab_size} embeddings; the vocabulary does not belong "
+                        "to this model")
     limit = model.config.max_length
     max_length = max_length or min(limit, 512)
     if not 2 <= max_length <= limit:
@@ -141,6 +146,10 @@ def encode(checkpoint: str, input_path: str, output_path: str, pooling: str = "m
         else:
             result[start:stop] = out
 
+    if not np.isfinite(result).all():
+        bad = np.nonzero(~np.isfinite(result).reshape(len(texts), -1).all(1))[0]
+        raise UserError(f"non-finite embeddings for {len(bad)} line(s) (first: line {bad[0] + 1}); "
+                        f"nothing was written to {output_path}")
     # Write beside the target and rename, so a failed run never leaves half a file.
     fd, tmp = tempfile.mkstemp(dir=out_dir, suffix=".npy")
     with os.fdopen(fd, "wb") as f:

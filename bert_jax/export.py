@@ -76,7 +76,8 @@ def write_manifest(output: str, source: dict) -> dict:
     return manifest
 
 
-def export(checkpoint: str, fmt: str, output: str, overwrite: bool = False, log=print) -> dict:
+def export(checkpoint: str, fmt: str, output: str, overwrite: bool = False,
+           max_length: int | None = None, log=print) -> dict:
     from bert_jax.training.pretrain import load_params
 
     if fmt not in FORMATS:
@@ -86,8 +87,14 @@ def export(checkpoint: str, fmt: str, output: str, overwrite: bool = False, log=
         raise UserError(f"--output {output} is a file; expected a directory")
     if os.path.isdir(output) and os.listdir(output) and not overwrite:
         raise UserError(f"output directory {output} is not empty; use --overwrite or another --output")
+    if max_length is not None and fmt == "hf":
+        raise UserError("--max-length applies to the serving formats (stablehlo, savedmodel); an "
+                        "hf export keeps the model's whole position table")
     workdir, step = parse_checkpoint(checkpoint)
     enc, objective, params, extra, step = load_params(workdir, step)
+    max_length = max_length or enc.max_length
+    if not 2 <= max_length <= enc.max_length:
+        raise UserError(f"--max-length={max_length}; this model takes 2 to {enc.max_length} tokens")
     # Everything is written into a staging directory beside `output`, checked, then renamed
     # into place: a failed export leaves no half-written output, and --overwrite leaves no
     # stale file from the previous export.
@@ -95,7 +102,7 @@ def export(checkpoint: str, fmt: str, output: str, overwrite: bool = False, log=
     os.makedirs(parent, exist_ok=True)
     staging = tempfile.mkdtemp(prefix=f".{os.path.basename(output)}.partial-", dir=parent)
     try:
-        manifest = _write(staging, fmt, workdir, step, enc, objective, params, extra)
+        manifest = _write(staging, fmt, workdir, step, enc, objective, params, extra, max_length)
         _move_into_place(staging, output)
     finally:
         shutil.rmtree(staging, ignore_errors=True)
@@ -115,7 +122,7 @@ def _move_into_place(staging: str, output: str) -> None:
 
 
 def _write(output: str, fmt: str, workdir: str, step: int, enc, objective: str, params: dict,
-           extra: dict) -> dict:
+           extra: dict, max_length: int) -> dict:
     from bert_jax.objectives import OBJECTIVES
 
     tokenizer_files = _tokenizer_files(workdir, extra)
@@ -152,9 +159,10 @@ def _write(output: str, fmt: str, workdir: str, step: int, enc, objective: str, 
         model = nnx.merge(nnx.graphdef(model_lib.abstract(
             enc, heads, extra["model"].get("num_labels", 2))), enc_params)
         if fmt == "stablehlo":
-            serving.export_stablehlo(model, output)
+            serving.export_stablehlo(model, output, seq_len=max_length, overwrite=True)
         else:
-            serving.export_savedmodel(model, output)
+            serving.export_savedmodel(model, output, seq_len=max_length, overwrite=True)
     return write_manifest(output, {"workdir": os.path.abspath(workdir), "step": step,
                                    "objective": objective, "format": fmt,
+                                   "max_length": max_length if fmt != "hf" else None,
                                    "config": extra.get("config")})

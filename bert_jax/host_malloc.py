@@ -26,6 +26,20 @@ _M_TRIM_THRESHOLD, _M_MMAP_THRESHOLD, _M_ARENA_MAX = -1, -3, -8
 _LIMIT = 2**31 - 1  # mallopt takes an int
 
 
+def runs_on_cpu() -> bool:
+    """Whether JAX will compute on the host CPU, decided without starting JAX: JAX_PLATFORMS
+    says so, or no accelerator plugin (CUDA, ROCm, TPU) is installed. The malloc settings
+    are for XLA:CPU's buffers; on an accelerator host they only cost memory."""
+    import importlib.util
+
+    platforms = os.environ.get("JAX_PLATFORMS", "").strip().lower()
+    if platforms:
+        return platforms.split(",")[0] == "cpu"
+    plugins = ("jax_cuda12_plugin", "jax_cuda13_plugin", "jax_rocm60_plugin", "jax_rocm7_plugin",
+               "libtpu")
+    return not any(importlib.util.find_spec(p) is not None for p in plugins)
+
+
 def tune() -> bool:
     """Apply the settings above on Linux/glibc; True if they were applied."""
     if os.environ.get("BERT_JAX_HOST_MALLOC", "").lower() == "default":

@@ -29,16 +29,20 @@ def test_bench_rows_shorter_than_the_masked_slots(capsys):
 
 
 def test_bench_loop_mode_runs_the_real_job_and_compares(tmp_path, capsys):
-    assert cli.main(["bench", "--mode", "loop", "--steps", "12", "--workdir", str(tmp_path / "w"),
-                     "--config", f"{ROOT}/configs/pretrain/bert.py:size=tiny",
-                     "--config.train.global_batch_size=8", "--config.data.prepare.max_seq_length=32",
-                     "--config.train.log_every=4", "--config.train.checkpoint_every=5",
-                     "--config.data.eval_rows=16", "--config.mesh.data=1"]) == 0
-    lines = [json.loads(x) for x in capsys.readouterr().out.splitlines() if x.startswith("{")]
-    step, loop = lines[-2], lines[-1]
-    assert loop["mode"] == "loop" and loop["timed_steps"] == 8  # steps 4 -> 12
-    assert loop["synthetic_tokens_per_s"] == step["tokens_per_s"]
-    assert abs(loop["loop_vs_synthetic"] - loop["tokens_per_s"] / step["tokens_per_s"]) < 1e-3
-    assert abs(loop["tokens_per_s"] - 8 * 32 / (loop["ms_per_step"] / 1e3)) < 0.01 * loop["tokens_per_s"]
-    # The real job ran: checkpoints at 5, 10 and the end, in the given workdir.
-    assert max(int(s) for s in os.listdir(tmp_path / "w" / "checkpoints")) == 12
+    args = ["bench", "--mode", "loop", "--steps", "12", "--workdir", str(tmp_path / "w"),
+            "--config", f"{ROOT}/configs/pretrain/bert.py:size=tiny",
+            "--config.train.global_batch_size=8", "--config.data.prepare.max_seq_length=32",
+            "--config.train.log_every=4", "--config.train.checkpoint_every=5",
+            "--config.data.eval_rows=16", "--config.mesh.data=1"]
+    for run in range(2):  # a rerun on the same --workdir reuses its data and times a new job
+        assert cli.main(args) == 0
+        lines = [json.loads(x) for x in capsys.readouterr().out.splitlines() if x.startswith("{")]
+        step, loop = lines[-2], lines[-1]
+        assert loop["mode"] == "loop" and loop["timed_steps"] == 8  # steps 4 -> 12
+        assert loop["synthetic_tokens_per_s"] == step["tokens_per_s"]
+        assert abs(loop["loop_vs_synthetic"] - loop["tokens_per_s"] / step["tokens_per_s"]) < 1e-3
+        assert abs(loop["tokens_per_s"] - 8 * 32 / (loop["ms_per_step"] / 1e3)) < 0.01 * loop["tokens_per_s"]
+        # The real job ran: checkpoints at 5, 10 and the end, in a run directory of its own.
+        runs = sorted((tmp_path / "w" / "loop-runs").iterdir())
+        assert len(runs) == run + 1
+        assert max(int(s) for s in os.listdir(runs[-1] / "checkpoints")) == 12

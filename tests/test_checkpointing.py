@@ -26,7 +26,7 @@ from jax.sharding import Mesh, NamedSharding, SingleDeviceSharding  # noqa: E402
 from jax.sharding import PartitionSpec as P  # noqa: E402
 
 from bert_jax.errors import UserError  # noqa: E402
-from bert_jax.training.checkpointing import Checkpointer  # noqa: E402
+from bert_jax.training.checkpointing import Checkpointer, DamagedCheckpoint  # noqa: E402
 
 
 @pytest.fixture
@@ -169,6 +169,47 @@ def test_flipped_byte_is_caught(tmp_path, mesh):
         assert str(step_dir) in message and "rng" in message and "w," not in message
 
 
+def _damage_cases():
+    def truncate(step_dir):
+        data = max((f for f in step_dir.rglob("*") if f.is_file() and f.parent.name == "d"),
+                   key=lambda f: f.stat().st_size)
+        data.write_bytes(data.read_bytes()[: data.stat().st_size // 2])
+
+    def remove_data(step_dir):
+        for f in step_dir.rglob("*"):
+            if f.is_file() and f.parent.name == "d":
+                f.unlink()
+
+    def remove_metadata(step_dir):
+        (step_dir / "state" / "_METADATA").unlink()
+
+    def edit_json(step_dir):
+        meta = next(f for f in (step_dir / "extra").iterdir() if f.name != "commit_success.txt")
+        meta.write_text(meta.read_text().replace('"step": 2', '"step": 3'))
+
+    return {"truncated data file": (truncate, "state"), "missing data files": (remove_data, "state"),
+            "deleted _METADATA": (remove_metadata, "_METADATA"),
+            "edited JSON item": (edit_json, "does not match the digest")}
+
+
+@pytest.mark.parametrize("case", sorted(_damage_cases()))
+def test_damaged_step_is_one_line_naming_it(tmp_path, mesh, case):
+    damage, what = _damage_cases()[case]
+    words = np.random.default_rng(1).integers(0, 2**32, (64, 64), dtype=np.uint32)
+    state = {"rng": _put(words, mesh, "fsdp", "tensor"), "w": _put(np.ones((8, 8), np.float32), mesh)}
+    with Checkpointer(str(tmp_path), save_every=1) as ckpt:
+        ckpt.save(2, state, {"data_state": {"step": 2}})
+    damage(tmp_path / "checkpoints" / "2")
+    with Checkpointer(str(tmp_path), read_only=True) as ckpt:
+        with pytest.raises(DamagedCheckpoint) as err:
+            ckpt.read_extra(2)
+            ckpt.restore(2, _abstract(state, lambda p, x: x.sharding))
+    message = str(err.value)
+    assert err.value.step == 2 and "\n" not in message, message
+    assert message.startswith(f"checkpoint step 2 ({tmp_path / 'checkpoints' / '2'}) is damaged: ")
+    assert what in message and "different model" not in message, message
+
+
 def test_non_finite_state_is_refused(tmp_path, mesh):
     w = np.ones((8, 8), np.float32)
     w[3, 5] = np.nan
@@ -214,6 +255,54 @@ def test_interrupted_save_is_ignored(tmp_path, mesh):
         ckpt.wait()
         assert ckpt.latest_step() == 4 and ckpt.read_extra() == {"step": 4}
     assert sorted(os.listdir(root)) == ["2", "4"]
+
+
+def _tree(root):
+    return sorted((str(p.relative_to(root)), p.stat().st_size if p.is_file() else -1)
+                  for p in root.rglob("*"))
+
+
+def test_reader_leaves_a_live_async_save_intact(tmp_path, mesh):
+    """A reader (encode / export / evaluate / --init) opened while the run is mid-way through an
+    async save neither deletes its tmp directory nor writes anything; the save then finishes."""
+    small = {"w": _put(np.ones((8, 8), np.float32), mesh, "fsdp")}
+    writer = Checkpointer(str(tmp_path), save_every=2)
+    writer.save(2, small, {"step": 2})
+    writer.wait()
+    big = {"w": _put(np.random.default_rng(0).standard_normal((8, 4096, 4096)).astype(np.float32),
+                     mesh, "fsdp")}  # 512 MB of incompressible data: the save takes a while
+    assert writer.save(4, big, {"step": 4})
+    root = tmp_path / "checkpoints"
+    assert writer._manager.is_saving_in_progress()
+    assert any(".orbax-checkpoint-tmp" in p.name for p in root.iterdir())
+    with Checkpointer(str(tmp_path), read_only=True) as reader:
+        assert reader.latest_step() == 2
+        restored, extra = reader.restore(None, _abstract(small, lambda p, x: x.sharding))
+        assert extra == {"step": 2} and _same_bits(restored["w"], small["w"])
+        still_saving = writer._manager.is_saving_in_progress()
+    writer.wait()
+    assert still_saving, "the save finished before the reader was done: make the state bigger"
+    assert writer.latest_step() == 4
+    restored, _ = writer.restore(4, _abstract(big, lambda p, x: x.sharding))
+    assert _same_bits(restored["w"], big["w"])
+    writer.close()
+
+
+def test_reader_writes_nothing(tmp_path, mesh):
+    state = {"w": _put(np.ones((8, 8), np.float32), mesh, "fsdp")}
+    with Checkpointer(str(tmp_path), save_every=2) as ckpt:
+        ckpt.save(2, state, {"step": 2})
+    root = tmp_path / "checkpoints"
+    shutil.copytree(root / "2", root / "4.orbax-checkpoint-tmp-123")  # a save in flight
+    before = _tree(tmp_path)
+    with Checkpointer(str(tmp_path), read_only=True) as ckpt:
+        assert ckpt.all_steps() == [2] and ckpt.read_extra() == {"step": 2}
+    assert _tree(tmp_path) == before
+    # A path that does not exist, or a directory without checkpoints/, is an error and stays so.
+    for missing in (tmp_path / "typo", tmp_path / "checkpoints" / "2"):
+        with pytest.raises(UserError, match="expected a workdir written by bert-jax"):
+            Checkpointer(str(missing), read_only=True)
+    assert not (tmp_path / "typo").exists() and _tree(tmp_path) == before
 
 
 # Two processes x 4 CPU devices (gloo collectives), one 8-device mesh spanning both: every

@@ -132,3 +132,18 @@ def test_long_lines_are_truncated_with_a_count(tmp_path):
     assert rc == 0, err
     assert "2 of 4 lines were longer than 32 tokens and were truncated" in err
     assert np.load(out).shape == (4, 384)
+
+
+def test_vocabulary_larger_than_the_model_is_refused(tmp_path):
+    """Seen before: a vocab.txt longer than the embedding table exited 0 and wrote NaN rows
+    (ids past the table embed as NaN). Now refused before any compilation, nothing written."""
+    d = tmp_path / "ckpt"
+    d.mkdir()
+    for name in ("config.json", "model.safetensors", "tokenizer_config.json"):
+        (d / name).symlink_to(Path(CKPT) / name)
+    vocab = (Path(CKPT) / "vocab.txt").read_text(encoding="utf-8")
+    (d / "vocab.txt").write_text(vocab + "".join(f"[extra{i}]\n" for i in range(100)), encoding="utf-8")
+    out = tmp_path / "o.npy"
+    rc, err = run_cli("encode", "--checkpoint", str(d), "--input", str(SENTENCES), "--output", str(out))
+    assert rc == 2 and "30622 tokens but the model only 30522 embeddings" in err, err
+    assert not out.exists()

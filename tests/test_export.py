@@ -183,11 +183,21 @@ def test_cli_serving_exports_match_the_checkpoint(workdirs, tmp_path):
     mask[1, 60:] = 0
     expected = ours(jnp.asarray(ids), jnp.asarray(mask), jnp.zeros_like(jnp.asarray(ids)))
     assert cli.main(["export", "--checkpoint", str(workdirs["bert"]), "--format", "stablehlo",
-                     "--output", str(tmp_path / "s")]) == 0
+                     "--output", str(tmp_path / "s"), "--max-length", "128"]) == 0
     got = serving.load_stablehlo(str(tmp_path / "s"))(ids, mask, np.zeros_like(ids))
     np.testing.assert_allclose(got["nsp_logits"], expected["nsp_logits"], atol=1e-5)
     np.testing.assert_allclose(got["hidden"], expected["hidden"], atol=1e-5)
-    assert "model.stablehlo" in json.loads((tmp_path / "s" / "manifest.json").read_text())["files"]
+    manifest = json.loads((tmp_path / "s" / "manifest.json").read_text())
+    assert "model.stablehlo" in manifest["files"] and manifest["source"]["max_length"] == 128
+    # Without --max-length the signature takes the model's whole length (512), not 128.
+    assert cli.main(["export", "--checkpoint", str(workdirs["bert"]), "--format", "stablehlo",
+                     "--output", str(tmp_path / "full")]) == 0
+    signature = json.loads((tmp_path / "full" / "serving_signature.json").read_text())
+    assert signature["seq_len"] == enc.max_length == 512
+    for bad in (["--max-length", "513"], ["--max-length", "64", "--format", "hf"]):
+        args = ["export", "--checkpoint", str(workdirs["bert"]), "--format", "stablehlo",
+                "--output", str(tmp_path / "bad"), *bad]
+        assert cli.main(args) == 2 and not (tmp_path / "bad").exists()
 
 
 def test_albert_tiny_export_matches_encode(workdirs, tmp_path):
@@ -275,3 +285,24 @@ def test_export_overwrite_replaces_the_whole_directory(workdirs, tmp_path):
     manifest = json.loads((out / "manifest.json").read_text())
     assert sorted(manifest["files"]) == sorted(p.name for p in out.iterdir() if p.name != "manifest.json")
     assert [p.name for p in tmp_path.iterdir()] == ["x"]  # no staging directory left behind
+
+
+def test_export_from_a_live_workdir_writes_nothing_there(workdirs, tmp_path):
+    """Readers never write: a save in flight (its tmp directory) survives an export, and the
+    workdir is byte-for-byte as before; a mistyped workdir is an error that creates nothing."""
+    import shutil
+
+    from bert_jax import cli
+
+    live = tmp_path / "live"
+    shutil.copytree(workdirs["bert"], live)
+    ckpts = live / "checkpoints"
+    shutil.copytree(ckpts / "2", ckpts / "4.orbax-checkpoint-tmp-1234")
+    before = sorted((str(p.relative_to(live)), p.stat().st_size) for p in live.rglob("*"))
+    assert cli.main(["export", "--checkpoint", str(live), "--format", "hf",
+                     "--output", str(tmp_path / "out")]) == 0
+    assert json.loads((tmp_path / "out" / "manifest.json").read_text())["source"]["step"] == 2
+    assert sorted((str(p.relative_to(live)), p.stat().st_size) for p in live.rglob("*")) == before
+    assert cli.main(["export", "--checkpoint", str(tmp_path / "typo"), "--format", "hf",
+                     "--output", str(tmp_path / "out2")]) == 2
+    assert not (tmp_path / "typo").exists() and not (tmp_path / "out2").exists()

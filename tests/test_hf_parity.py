@@ -185,3 +185,37 @@ def test_missing_directory_and_config(tmp_path):
         hf.load(str(tmp_path / "nope"))
     with pytest.raises(UserError, match="no config.json"):
         hf.load(str(tmp_path))
+
+
+@pytest.mark.parametrize("index,message", [
+    ("{not json", "not a safetensors index"),
+    ('{"metadata": {}}', "not a safetensors index"),
+    ('{"weight_map": {"a.weight": "../../etc/passwd"}}', "is not a file name in"),
+    ('{"weight_map": {"a.weight": "/abs/model.safetensors"}}', "is not a file name in"),
+])
+def test_malformed_or_escaping_index_is_refused(tmp_path, index, message):
+    save_random_hf("bert", "BertModel", tmp_path)
+    os.remove(tmp_path / "model.safetensors")
+    (tmp_path / "model.safetensors.index.json").write_text(index)
+    with pytest.raises(UserError, match=message):
+        hf.load(str(tmp_path))
+
+
+def test_malformed_header_is_refused(tmp_path):
+    bad = tmp_path / "bad.safetensors"
+    bad.write_bytes((5).to_bytes(8, "little") + b"{nope")
+    with pytest.raises(UserError, match="header is not valid JSON"):
+        hf.read_safetensors(str(bad))
+    truncated = b'{"t": {"dtype": "F32", "shape": [4], "data_offsets": [0, 99]}}'[:40]
+    bad.write_bytes((40).to_bytes(8, "little") + truncated)
+    with pytest.raises(UserError):
+        hf.read_safetensors(str(bad))
+
+
+@pytest.mark.parametrize("header", [b"[1, 2]", b'{"t": 3}', b'{"t": {"dtype": "F32", "shape": [4]}}',
+                                    b'{"t": {"dtype": "F32", "shape": [-4], "data_offsets": [0, 16]}}'])
+def test_malformed_header_entries_are_one_line_errors(tmp_path, header):
+    bad = tmp_path / "bad.safetensors"
+    bad.write_bytes(len(header).to_bytes(8, "little") + header + bytes(16))
+    with pytest.raises(UserError, match=str(bad)):
+        hf.read_safetensors(str(bad))

@@ -10,6 +10,7 @@ import sys
 import time
 
 import jax
+import jax.numpy as jnp
 import numpy as np
 import pytest
 
@@ -139,12 +140,15 @@ def test_resume_after_sigkill_is_bit_exact(data, tmp_path):
 
     killed = _cli(tmp_path / "killed", data["bert"], **fields)
     _wait_for_checkpoint(tmp_path / "killed", 4, killed)
+    with pytest.raises(UserError, match=f"in use by a running pretrain .*pid {killed.pid}"):
+        pretrain.train_and_evaluate(config_for("bert", data["bert"], **fields), str(tmp_path / "killed"))
     killed.send_signal(signal.SIGKILL)
     killed.wait()
     assert not (tmp_path / "killed" / "summary.json").exists()  # it really died mid-run
     resumed = _cli(tmp_path / "killed", data["bert"], **fields)
     out = resumed.communicate(timeout=600)[0]
     assert resumed.returncode == 0 and "resumed from" in out, out
+    assert "cuInit" not in out and "cudart_stub" not in out, out  # a quiet start (tf_setup)
     start = int(out.split("resumed from")[1].split("at step ")[1].split()[0])
     assert start >= 4
     a, b = _summary(tmp_path / "straight"), _summary(tmp_path / "killed")
@@ -185,6 +189,120 @@ def test_non_finite_steps_stop_with_a_clear_error(data, tmp_path):
                                               "train.max_nonfinite_steps": 3})
     with pytest.raises(UserError, match="consecutive steps had non-finite loss"):
         pretrain.train_and_evaluate(cfg, str(tmp_path), log=lambda *a: None)
+
+
+def _nan_on_steps(monkeypatch, data_dir, cfg, steps):
+    """Make the bert objective's loss NaN on the given (1-based) steps, recognised on device by
+    the first row of the step's batch."""
+    import types
+
+    from bert_jax.data import masking as masking_lib
+    from bert_jax.data.pretraining import PretrainingStream, StreamConfig
+    from bert_jax.objectives import OBJECTIVES
+
+    n_train = prepare.read_metadata(data_dir)["num_rows"] - cfg.data.eval_rows
+    stream = PretrainingStream(StreamConfig(
+        data_dir, cfg.train.global_batch_size, cfg.train.seed,
+        masking_lib.MaskingConfig(**cfg.masking.to_dict()), (0, n_train)), 0, 1)
+    first = {s: int(stream.host_rows(s - 1)[0][0]) for s in range(1, cfg.train.steps + 1)}
+    bad = {first[s] for s in steps}
+    assert all(first[s] not in bad for s in first if s not in steps)  # unambiguous
+    real = getattr(OBJECTIVES["bert"], "real", OBJECTIVES["bert"])  # not an earlier fake
+    rows = jnp.asarray(sorted(bad))
+
+    def loss_fn(model, batch, rng, denom):
+        loss, sums = real.loss_fn(model, batch, rng, denom)
+        return jnp.where(jnp.isin(batch["row_index"][0], rows), jnp.nan, loss), sums
+
+    fake = types.SimpleNamespace(**{k: getattr(real, k) for k in dir(real) if not k.startswith("__")})
+    fake.loss_fn, fake.real = loss_fn, real
+    monkeypatch.setitem(OBJECTIVES, "bert", fake)
+
+
+def test_a_burst_between_log_steps_stops_the_run(data, tmp_path, monkeypatch):
+    """With the default log_every (25) and limit (10), 12 skipped steps in a row between two
+    log steps stop the run at the next log step; 5 are skipped, counted and reported."""
+    default = config_files.load(f"{ROOT}/configs/pretrain/bert.py:size=tiny")
+    fields = {"train.steps": 30, "train.log_every": default.train.log_every,
+              "train.max_nonfinite_steps": default.train.max_nonfinite_steps}
+    assert (fields["train.log_every"], fields["train.max_nonfinite_steps"]) == (25, 10)
+    cfg = config_for("bert", data["bert"], **fields)
+    _nan_on_steps(monkeypatch, data["bert"], cfg, range(3, 15))
+    with pytest.raises(UserError, match="12 consecutive steps had non-finite loss or gradients "
+                                        r"\(each skipped\) by step 25 \(12 in all\)"):
+        pretrain.train_and_evaluate(cfg, str(tmp_path / "burst"), log=lambda *a: None)
+
+    _nan_on_steps(monkeypatch, data["bert"], cfg, [4, 5, 6, 20, 21])
+    summary = pretrain.train_and_evaluate(cfg, str(tmp_path / "few"), log=lambda *a: None)
+    assert summary["steps"] == 30 and summary["nonfinite_total"] == 5
+    assert [row["nonfinite_total"] for row in summary["train"]] == [5.0, 5.0]  # logged at 25, 30
+    assert json.loads((tmp_path / "few" / "summary.json").read_text())["nonfinite_total"] == 5
+
+
+def test_electra_rtd_weight_is_applied(data, tmp_path):
+    """config.electra.rtd_weight reaches the loss: loss = generator MLM + w * RTD."""
+    out = {}
+    for w in (50.0, 10.0):
+        cfg = config_for("electra", data["electra"], **{"train.steps": 1, "electra.rtd_weight": w})
+        row = pretrain.train_and_evaluate(cfg, str(tmp_path / str(w)), log=lambda *a: None)["train"][0]
+        out[w] = row
+        np.testing.assert_allclose(row["loss"], row["mlm_loss"] + w * row["rtd_loss"], rtol=1e-4)
+    assert out[50.0]["loss"] - out[10.0]["loss"] > 1.0
+
+
+def test_damaged_latest_step_resumes_from_the_newest_intact_one(data, tmp_path):
+    """A truncated file in the latest step: a loud warning naming it, the run resumes from the
+    step before, and the damaged step is kept aside (never listed, never overwritten)."""
+    fields = {"train.steps": 8, "train.checkpoint_every": 4}
+    pretrain.train_and_evaluate(config_for("bert", data["bert"], **fields), str(tmp_path))
+    ckpts = tmp_path / "checkpoints"
+    data_file = max((f for f in (ckpts / "8" / "state").rglob("*") if f.is_file() and f.parent.name == "d"),
+                    key=lambda f: f.stat().st_size)
+    data_file.write_bytes(data_file.read_bytes()[:100])
+    lines = []
+    summary = pretrain.train_and_evaluate(
+        config_for("bert", data["bert"], **{**fields, "train.steps": 12}), str(tmp_path), log=lines.append)
+    warning = next(line for line in lines if line.startswith("WARNING"))
+    assert "checkpoint step 8" in warning and "is damaged" in warning, lines
+    assert any(line.endswith("at step 4") for line in lines if line.startswith("resumed from")), lines
+    assert summary["steps"] == 12
+    assert sorted(p.name.split("-")[0] for p in ckpts.iterdir() if "damaged" in p.name) == ["8.damaged"]
+    assert [int(p.name) for p in ckpts.iterdir() if p.name.isdigit()] and 12 in [
+        int(p.name) for p in ckpts.iterdir() if p.name.isdigit()]
+
+
+@pytest.mark.parametrize("field,value,message", [
+    ("train.log_every", 0, "config.train.log_every=0; expected a positive integer"),
+    ("train.eval_every", 0, "config.train.eval_every=0"),
+    ("train.global_batch_size", 0, "config.train.global_batch_size=0"),
+    ("train.global_batch_size", -8, "config.train.global_batch_size=-8"),
+    ("data.prepare.max_seq_length", 1024, "exceeds bert-tiny's 512 positions"),
+])
+def test_config_errors_come_before_data_preparation(tmp_path, field, value, message):
+    cfg = config_files.load(f"{ROOT}/configs/pretrain/bert.py:size=tiny", [f"--config.{field}={value}"])
+    with pytest.raises(UserError, match=message):
+        pretrain.train_and_evaluate(cfg, str(tmp_path), log=lambda *a: None)
+    assert not (tmp_path / "data").exists()  # the embedded corpus was not prepared first
+
+
+def test_workdir_data_with_other_settings_is_refused_or_prepared_again(data, tmp_path):
+    """WORKDIR/data prepared with other data.prepare settings is never used silently: refused
+    naming the field, or prepared again with data.reprepare=True (and then the checkpoint,
+    made from the old data, cannot resume: the stream's fingerprint differs)."""
+    meta = prepare.read_metadata(data["bert"])
+    fields = {"data.prepare.corpus.source": "files",
+              "data.prepare.corpus.files": meta["config"]["corpus"]["files"],
+              "data.prepare.tokenizer": meta["tokenizer"], "data.prepare.max_seq_length": 64,
+              "data.prepare.num_workers": 1, "train.steps": 1}
+    pretrain.train_and_evaluate(config_for("bert", "", **fields), str(tmp_path), log=lambda *a: None)
+    changed = {**fields, "data.prepare.max_seq_length": 32, "train.steps": 2}
+    with pytest.raises(UserError, match=r"other settings \(max_seq_length: 64 -> 32\)"):
+        pretrain.train_and_evaluate(config_for("bert", "", **changed), str(tmp_path), log=lambda *a: None)
+    assert prepare.read_metadata(str(tmp_path / "data"))["max_seq_length"] == 64
+    with pytest.raises(UserError, match="cannot resume the data stream"):
+        pretrain.train_and_evaluate(config_for("bert", "", **changed, **{"data.reprepare": True}),
+                                    str(tmp_path), log=lambda *a: None)
+    assert prepare.read_metadata(str(tmp_path / "data"))["max_seq_length"] == 32
 
 
 def test_bad_setups_fail_before_compiling(data, tmp_path):

@@ -304,3 +304,26 @@ def test_document_per_line_files(tmp_path):
     docs = list(corpora.file_corpus([str(f)], "documents", collections.Counter()))
     assert docs == [["First sentence here.", "Second one follows!", "A third?", "Yes."],
                     ["Other doc.", "Two."]]
+
+
+def test_other_settings_or_corpus_content_are_refused_by_name(tmp_path, marker_vocab, marker_corpus):
+    """Data prepared with other settings is never reused silently: the differing fields are
+    named; a corpus file changed since (size/mtime) changes the fingerprint; --overwrite
+    prepares again."""
+    import shutil
+
+    corpus = tmp_path / "corpus.txt"
+    shutil.copyfile(marker_corpus, corpus)
+    out, meta = prepared(tmp_path, marker_vocab, corpus)
+    assert prepared(tmp_path, marker_vocab, corpus)[1] == meta  # same settings: reused
+    with pytest.raises(prepare.OtherData, match=r"other settings \(max_seq_length: 64 -> 128\)"):
+        prepared(tmp_path, marker_vocab, corpus, max_seq_length=128)
+    with corpus.open("a") as f:
+        f.write("\nOne more sentence about the corpus.\n")
+    with pytest.raises(prepare.OtherData, match="another vocabulary or corpus content"):
+        prepared(tmp_path, marker_vocab, corpus)
+    cfg = make_config(**{"corpus.source": "files", "corpus.files": str(corpus),
+                         "tokenizer": str(marker_vocab), "max_seq_length": 128, "num_workers": 1,
+                         "docs_per_chunk": 8})
+    again = prepare.prepare(cfg, out, overwrite=True, progress=False, log=lambda *a: None)
+    assert again["max_seq_length"] == 128 and again["config_fingerprint"] != meta["config_fingerprint"]

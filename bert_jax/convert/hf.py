@@ -81,15 +81,24 @@ def read_safetensors(path: str) -> dict[str, np.ndarray]:
             raise UserError(f"{path}: safetensors header is not valid JSON ({e})") from None
         size = os.fstat(f.fileno()).st_size
         buf = mmap.mmap(f.fileno(), 0, access=mmap.ACCESS_READ) if size else b""
+    if not isinstance(header, dict):
+        raise UserError(f"{path}: safetensors header is a JSON {type(header).__name__}, not an object")
     out = {}
     for name, info in header.items():
         if name == "__metadata__":
             continue
+        if not isinstance(info, dict):
+            raise UserError(f"{path}: tensor {name!r} has no dtype/shape/data_offsets entry")
         dtype = SAFETENSORS_DTYPES.get(info.get("dtype"))
         if dtype is None:
             raise UserError(f"{path}: tensor {name!r} has unsupported dtype {info.get('dtype')!r}")
-        start, end = (8 + n + o for o in info["data_offsets"])
-        shape = tuple(info["shape"])
+        offsets, shape = info.get("data_offsets"), info.get("shape")
+        if not (isinstance(offsets, list) and len(offsets) == 2 and isinstance(shape, list)
+                and all(isinstance(v, int) and v >= 0 for v in offsets + shape)):
+            raise UserError(f"{path}: tensor {name!r} has malformed shape {shape!r} or "
+                            f"data_offsets {offsets!r}")
+        start, end = (8 + n + o for o in offsets)
+        shape = tuple(shape)
         if not (8 + n <= start <= end <= size) or end - start != np.dtype(dtype).itemsize * int(
                 np.prod(shape, dtype=np.int64)):
             raise UserError(f"{path}: tensor {name!r} has offsets {info['data_offsets']} that do "
@@ -105,8 +114,17 @@ def _read_weights(path: str) -> dict[str, np.ndarray]:
     if os.path.isfile(single):
         return read_safetensors(single)
     if os.path.isfile(index):
-        with open(index) as f:
-            shards = sorted(set(json.load(f)["weight_map"].values()))
+        try:
+            with open(index, encoding="utf-8") as f:
+                weight_map = json.load(f)["weight_map"]
+            shards = sorted(set(weight_map.values()))
+        except (UnicodeDecodeError, json.JSONDecodeError, KeyError, TypeError, AttributeError) as e:
+            raise UserError(f"{index}: not a safetensors index (expected JSON with a "
+                            f"'weight_map' of tensor name -> shard file; {type(e).__name__}: {e})") from None
+        for shard in shards:
+            # A shard name is a file beside the index: never a path out of the directory.
+            if not isinstance(shard, str) or os.path.basename(shard) != shard or shard in ("", ".", ".."):
+                raise UserError(f"{index}: shard name {shard!r} is not a file name in {path}")
         tensors = {}
         for shard in shards:
             tensors.update(read_safetensors(os.path.join(path, shard)))

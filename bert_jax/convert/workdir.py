@@ -36,6 +36,8 @@ def import_checkpoint(kind: str, source: str, output: str, overwrite: bool = Fal
     if overwrite:
         shutil.rmtree(os.path.join(output, "checkpoints"), ignore_errors=True)
         shutil.rmtree(os.path.join(output, "tokenizer"), ignore_errors=True)
+        # Data prepared with the old tokenizer would not fit the new vocabulary.
+        shutil.rmtree(os.path.join(output, "data"), ignore_errors=True)
     tok_dir = os.path.join(output, "tokenizer")
     os.makedirs(tok_dir, exist_ok=True)
     for name, path in ckpt.tokenizer_files.items():

@@ -122,11 +122,32 @@ def _lines(f, max_chars: int) -> Iterator[tuple[bytes, bool]]:
         yield raw.rstrip(b"\r\n"), cut
 
 
+def _file_paths(patterns: list[str]) -> list[str]:
+    return sorted({p for pattern in patterns for p in glob.glob(os.path.expanduser(pattern))})
+
+
+def _file_patterns(corpus) -> list[str]:
+    files = corpus.get("files")
+    if isinstance(files, str):
+        files = [f for f in files.split(",") if f]
+    return list(files or [])
+
+
+def identity(corpus) -> list:
+    """What the corpus's content is, cheaply: for files, each path with its size and mtime
+    (a changed file changes the prepared data's fingerprint); TFDS names its version; the
+    embedded corpus is this package's."""
+    if corpus.get("source") == "files":
+        return [[p, os.stat(p).st_size, os.stat(p).st_mtime_ns] for p in _file_paths(_file_patterns(corpus))
+                if os.path.isfile(p)]
+    return []
+
+
 def file_corpus(patterns: list[str], file_format: str, stats: collections.Counter,
                 max_line_chars: int = 1_000_000) -> Iterator[Document]:
     if file_format not in FILE_FORMATS:
         raise UserError(f"corpus.format={file_format!r}; choose one of: {', '.join(FILE_FORMATS)}")
-    paths = sorted({p for pattern in patterns for p in glob.glob(os.path.expanduser(pattern))})
+    paths = _file_paths(patterns)
     if not paths:
         raise UserError(f"corpus.files={patterns!r} matches no file")
     for path in paths:
@@ -183,10 +204,7 @@ def documents(corpus, stats: collections.Counter) -> Iterator[Document]:
                                corpus.get("text_feature", "text"), stats,
                                corpus.get("tfds_data_dir") or None, max_line_chars)
     elif source == "files":
-        files = corpus.get("files")
-        if isinstance(files, str):
-            files = [f for f in files.split(",") if f]
-        yield from file_corpus(list(files or []), corpus.get("format", "sentences"), stats,
+        yield from file_corpus(_file_patterns(corpus), corpus.get("format", "sentences"), stats,
                                max_line_chars)
     else:
         raise UserError(f"corpus.source={source!r}; choose one of: {', '.join(SOURCES)}")

@@ -41,6 +41,7 @@ import numpy as np
 
 from bert_jax.data import corpora, records
 from bert_jax.errors import UserError
+from bert_jax.training import writer_lock
 
 OBJECTIVES = ("nsp", "sop", "full_sentences", "electra")
 LABELLED = ("nsp", "sop")
@@ -239,13 +240,33 @@ class Packer:
 
 # --- the job ----------------------------------------------------------------------------
 def fingerprint(config: dict, vocab_fingerprint: str) -> str:
+    """Of everything the rows depend on: the settings, the vocabulary, and the corpus content
+    (files by size and mtime, see corpora.identity)."""
     relevant = {k: v for k, v in config.items() if k not in ("num_workers",)}
-    blob = json.dumps([records.FORMAT_VERSION, relevant, vocab_fingerprint], sort_keys=True,
-                      default=str)
+    blob = json.dumps([records.FORMAT_VERSION, relevant, vocab_fingerprint,
+                       corpora.identity(config["corpus"])], sort_keys=True, default=str)
     return hashlib.sha256(blob.encode()).hexdigest()
 
 
-def _check_output(output: str, overwrite: bool, fp: str) -> dict | None:
+class OtherData(UserError):
+    """The output directory holds data prepared from other settings, vocabulary or corpus."""
+
+
+def differences(old: dict, new: dict, prefix: str = "") -> list[str]:
+    """Setting paths whose values differ between two prepare configs, e.g. 'max_seq_length'."""
+    out = []
+    for key in sorted(set(old) | set(new)):
+        if key == "num_workers":
+            continue
+        a, b = old.get(key), new.get(key)
+        if isinstance(a, dict) and isinstance(b, dict):
+            out += differences(a, b, f"{prefix}{key}.")
+        elif a != b:
+            out.append(f"{prefix}{key}: {a!r} -> {b!r}")
+    return out
+
+
+def _check_output(output: str, overwrite: bool, fp: str, config: dict | None = None) -> dict | None:
     """The existing metadata if `output` already holds exactly this data; refuse other data."""
     meta_path = os.path.join(output, METADATA)
     if os.path.isfile(meta_path):
@@ -254,10 +275,13 @@ def _check_output(output: str, overwrite: bool, fp: str) -> dict | None:
         if meta.get("config_fingerprint") == fp and not overwrite:
             return meta
         if not overwrite:
-            raise UserError(f"{output} holds data prepared from another config (fingerprint "
-                            f"{meta.get('config_fingerprint', '?')[:12]}, this config's is {fp[:12]}); "
-                            "use --overwrite to replace it or choose another --output")
-    elif os.path.isdir(output) and os.listdir(output) and not overwrite:
+            changed = differences(meta.get("config") or {}, config or {})
+            what = (f"other settings ({'; '.join(changed)})" if changed else
+                    "the same settings but another vocabulary or corpus content (a file changed)")
+            raise OtherData(f"{output} holds data prepared from {what}; prepare again with "
+                            "--overwrite (pretrain: --config.data.reprepare=True) or use another "
+                            "directory")
+    elif os.path.isdir(output) and set(os.listdir(output)) - {writer_lock.LOCK_FILE} and not overwrite:
         raise UserError(f"{output} is not empty and holds no {METADATA} (another directory, or an "
                         "interrupted run); use --overwrite to replace it or choose another --output")
     if overwrite and os.path.isdir(output):
@@ -310,18 +334,24 @@ def _train_vocabulary(config: dict, directory: str, log) -> str:
 
 def prepare(config: dict, output: str, overwrite: bool = False, progress: bool = True,
             log=print) -> dict:
-    """Run prepare-data for a config dict (see configs/data/*.py); returns the metadata."""
-    from bert_jax.data.tokenizers import load_tokenizer
-
+    """Run prepare-data for a config dict (see configs/data/*.py); returns the metadata.
+    One run at a time per output directory (its writer.lock): two runs never interleave shards."""
     config = dict(config)
     validate(config)
+    with writer_lock.WriterLock(output, "prepare-data"):
+        return _prepare(config, output, overwrite, progress, log)
+
+
+def _prepare(config: dict, output: str, overwrite: bool, progress: bool, log) -> dict:
+    from bert_jax.data.tokenizers import load_tokenizer
+
     tok_path = config["tokenizer"]
     if tok_path:
         tok = load_tokenizer(tok_path)
         fp = fingerprint(config, tok.vocab_fingerprint())
     else:  # a vocabulary trained on the corpus: a pure function of the config
         fp = fingerprint(config, "trained")
-    existing = _check_output(output, overwrite, fp)
+    existing = _check_output(output, overwrite, fp, config)
     if existing is not None:
         log(f"{output} already holds this data ({existing['num_rows']} rows); nothing to do")
         return existing

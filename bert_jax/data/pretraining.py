@@ -181,13 +181,11 @@ class PretrainingStream:
 
     def dataset(self, start_step: int = 0, parallel: int = 2, prefetch: int = 2):
         """The tf.data pipeline of host batches from `start_step`, prefetched in the background."""
+        from bert_jax import tf_setup
+
+        tf_setup.start()  # TensorFlow feeds input only; JAX owns the accelerators
         import tensorflow as tf
 
-        for kind in ("GPU", "TPU"):  # TensorFlow feeds input only; JAX owns the accelerators
-            try:
-                tf.config.set_visible_devices([], kind)
-            except (RuntimeError, ValueError):
-                pass
         example = self.host_batch(start_step)
         names = sorted(example)
         dtypes = [tf.as_dtype(example[n].dtype) for n in names]

@@ -1,7 +1,8 @@
 """ELECTRA: a small generator fills the masked positions with sampled tokens; the
 discriminator tells, for every token, whether it was replaced.
 
-loss = generator MLM + rtd_weight (50) * discriminator binary cross-entropy over real tokens.
+loss = generator MLM + rtd_weight (config.electra.rtd_weight, 50) * discriminator binary
+cross-entropy over real tokens.
 Generator and discriminator share the token, position and segment embeddings (the
 discriminator owns them; the generator is built without and is handed them at call time).
 Sampled tokens carry no gradient, as in the paper.
@@ -31,13 +32,17 @@ def generator_config(disc: EncoderConfig, fraction: float) -> EncoderConfig:
 
 
 class ElectraPretrainer(nnx.Module):
-    def __init__(self, disc: EncoderConfig, gen: EncoderConfig, *, rngs: nnx.Rngs):
+    def __init__(self, disc: EncoderConfig, gen: EncoderConfig, *, rngs: nnx.Rngs,
+                 rtd_weight: float = 50.0):
         self.discriminator = model_lib.Model(disc, ("rtd",), rngs=rngs)
         self.generator = model_lib.Model(gen, ("mlm",), rngs=rngs, own_embeddings=False)
+        # A plain float: static, part of the graph definition, not a parameter.
+        self.rtd_weight = float(rtd_weight)
 
 
 def build(config: EncoderConfig, settings, rngs):
-    return ElectraPretrainer(config, generator_config(config, settings.generator_fraction), rngs=rngs)
+    return ElectraPretrainer(config, generator_config(config, settings.generator_fraction), rngs=rngs,
+                             rtd_weight=settings.rtd_weight)
 
 
 def denominators(batch):
@@ -45,7 +50,7 @@ def denominators(batch):
             "tokens": jnp.maximum(batch["attention_mask"].sum(), 1.0).astype(jnp.float32)}
 
 
-def loss_fn(model: ElectraPretrainer, batch, rng, denom, rtd_weight: float = 50.0):
+def loss_fn(model: ElectraPretrainer, batch, rng, denom):
     r_gen, r_sample, r_disc = jax.random.split(rng, 3) if rng is not None else (None, None, None)
     inputs = masked_lm.model_inputs(batch)
     embeddings = model.discriminator.encoder.embeddings
@@ -70,4 +75,4 @@ def loss_fn(model: ElectraPretrainer, batch, rng, denom, rtd_weight: float = 50.
     correct = ((disc["rtd_logits"] > 0) == (replaced > 0)) * valid
     sums.update(rtd_loss=bce.sum(), rtd_correct=correct.sum(), rtd_count=valid.sum(),
                 rtd_replaced=(replaced * valid).sum())
-    return gen_loss + rtd_weight * bce.sum() / denom["tokens"], sums
+    return gen_loss + model.rtd_weight * bce.sum() / denom["tokens"], sums

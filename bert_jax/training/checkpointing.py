@@ -13,6 +13,7 @@ leaf in `extra`; every restore recomputes them on device and refuses a mismatch.
 
 from __future__ import annotations
 
+import hashlib
 import json
 import os
 from typing import Any
@@ -21,11 +22,26 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 import orbax.checkpoint as ocp
+from etils import epath
 
 from bert_jax.errors import UserError
 
-# Key in the stored JSON item under which the fingerprints live; stripped on the way out.
+# Keys in the stored JSON item under which the fingerprints of the arrays and of the JSON
+# item itself live; stripped on the way out.
 FINGERPRINTS_KEY = "_fingerprints"
+EXTRA_DIGEST_KEY = "_extra_sha256"
+
+
+class DamagedCheckpoint(UserError):
+    """A step whose files are missing, truncated or altered. `step` names it."""
+
+    def __init__(self, message: str, step: int):
+        super().__init__(message)
+        self.step = step
+
+
+def _extra_digest(extra: dict) -> str:
+    return hashlib.sha256(json.dumps(extra, sort_keys=True).encode()).hexdigest()
 _MAX_LISTED = 20  # leaves named per problem kind in an error; the rest are counted
 
 
@@ -124,13 +140,22 @@ class Checkpointer:
     (Orbax synchronises them; process 0 writes the metadata).
     """
 
-    def __init__(self, workdir: str, *, save_every: int, keep: int = 3, async_save: bool = True):
+    def __init__(self, workdir: str, *, save_every: int = 1, keep: int = 3, async_save: bool = True,
+                 read_only: bool = False):
+        """`read_only`: for readers (encode, export, evaluate, fine-tuning's --init). Nothing
+        under the workdir is created, deleted or renamed: a run writing there may be mid-way
+        through an async save, whose `*.orbax-checkpoint-tmp-*` directory must survive. A
+        workdir without `checkpoints/` is an error."""
         if save_every < 1 or keep < 1:
             raise UserError(f"checkpointing needs save_every >= 1 and keep >= 1; got {save_every=}, {keep=}")
         workdir = str(workdir)
         if "://" not in workdir:  # gs:// and other URLs stay as given; Orbax wants local paths absolute
             workdir = os.path.abspath(workdir)
         self.directory = f"{workdir.rstrip('/')}/checkpoints"
+        if read_only and not epath.Path(self.directory).is_dir():
+            what = "does not exist" if not epath.Path(workdir).exists() else "has no checkpoints/"
+            raise UserError(f"{workdir} {what}; expected a workdir written by bert-jax pretrain, "
+                            "finetune or import")
         registry = ocp.handlers.DefaultCheckpointHandlerRegistry()
         for args, handler in ((ocp.args.StandardSave, ocp.StandardCheckpointHandler),
                               (ocp.args.StandardRestore, ocp.StandardCheckpointHandler)):
@@ -146,9 +171,10 @@ class Checkpointer:
                 policies.FixedIntervalPolicy(save_every), policies.PreemptionCheckpointingPolicy()]),
             enable_async_checkpointing=async_save,
             # A save killed mid-write leaves `<step>.orbax-checkpoint-tmp-*`; Orbax never lists
-            # it as a step, and this removes it at start-up.
-            cleanup_tmp_directories=True,
-            create=True,
+            # it as a step, and the writer removes it at start-up. Readers leave it alone.
+            cleanup_tmp_directories=not read_only,
+            create=not read_only,
+            read_only=read_only,
         )
         self._manager = ocp.CheckpointManager(self.directory, options=options, handler_registry=registry)
         self._last_saved: int | None = None
@@ -193,8 +219,9 @@ class Checkpointer:
             return False
         if step in self._manager.all_steps():  # only reachable with force=True
             raise UserError(f"a checkpoint for step {step} already exists in {self.directory}")
-        if FINGERPRINTS_KEY in extra:
-            raise UserError(f"checkpoint extra must not contain the reserved key {FINGERPRINTS_KEY!r}")
+        if FINGERPRINTS_KEY in extra or EXTRA_DIGEST_KEY in extra:
+            raise UserError(f"checkpoint extra must not contain the reserved keys {FINGERPRINTS_KEY!r}, "
+                            f"{EXTRA_DIGEST_KEY!r}")
         try:
             json.dumps(extra)
         except (TypeError, ValueError) as e:
@@ -205,7 +232,8 @@ class Checkpointer:
                             f"{_listing(bad)}")
         saved = self._manager.save(step, force=force, args=ocp.args.Composite(
             state=ocp.args.StandardSave(state),
-            extra=ocp.args.JsonSave({**extra, FINGERPRINTS_KEY: prints})))
+            extra=ocp.args.JsonSave({**extra, FINGERPRINTS_KEY: prints,
+                                     EXTRA_DIGEST_KEY: _extra_digest({**extra, FINGERPRINTS_KEY: prints})})))
         if saved:
             self._last_saved = step
         return saved
@@ -217,9 +245,30 @@ class Checkpointer:
         building any state."""
         return self._read_extra(self._resolve(step))[0]
 
+    def _damaged(self, step: int, what: str) -> DamagedCheckpoint:
+        return DamagedCheckpoint(f"checkpoint step {step} ({self._step_dir(step)}) is damaged: {what}",
+                                 step)
+
+    def _orbax(self, step: int, what: str, fn):
+        """Call Orbax on `step`; any failure of its files becomes one DamagedCheckpoint line."""
+        try:
+            return fn()
+        except UserError:
+            raise
+        except Exception as e:  # noqa: BLE001 - TensorStore/Orbax/JSON errors of every kind
+            reason = (str(e).strip().splitlines() or [type(e).__name__])[0][:300]
+            raise self._damaged(step, f"{what} cannot be read ({type(e).__name__}: {reason})") from None
+
     def _read_extra(self, step: int) -> tuple[dict, dict[str, int] | None]:
-        stored = self._manager.restore(step, args=ocp.args.Composite(extra=ocp.args.JsonRestore()))["extra"]
-        stored = dict(stored or {})
+        stored = self._orbax(step, "its JSON item (extra)", lambda: self._manager.restore(
+            step, args=ocp.args.Composite(extra=ocp.args.JsonRestore()))["extra"])
+        if not isinstance(stored, dict):
+            raise self._damaged(step, f"its JSON item (extra) holds {type(stored).__name__}, not an object")
+        stored = dict(stored)
+        digest = stored.pop(EXTRA_DIGEST_KEY, None)
+        if digest is not None and digest != _extra_digest(stored):  # None: written before the digest
+            raise self._damaged(step, "its JSON item (extra) does not match the digest recorded at "
+                                "save time (edited or corrupted)")
         return stored, stored.pop(FINGERPRINTS_KEY, None)
 
     def restore(self, step: int | None, abstract_state) -> tuple[Any, dict]:
@@ -237,19 +286,22 @@ class Checkpointer:
         if saved_prints is None:
             raise UserError(f"checkpoint {where} has no integrity fingerprints; it was not written by "
                             "bert_jax.training.checkpointing")
-        state = self._manager.restore(step, args=ocp.args.Composite(
-            state=ocp.args.StandardRestore(abstract_state)))["state"]
+        state = self._orbax(step, "its arrays (state)", lambda: self._manager.restore(
+            step, args=ocp.args.Composite(state=ocp.args.StandardRestore(abstract_state)))["state"])
         prints, _ = _inspect(_named_leaves(state))
         corrupt = sorted(n for n, v in prints.items() if saved_prints.get(n) != v)
         if corrupt:
-            raise UserError(f"checkpoint {where} is corrupt: restored values of {_listing(corrupt)} do not "
-                            "match the fingerprints recorded at save time; restore an earlier step")
+            raise self._damaged(step, f"restored values of {_listing(corrupt)} do not match the "
+                                "fingerprints recorded at save time; restore an earlier step")
         return state, extra
 
     def _check_structure(self, step: int, expected: list[tuple[str, Any]]) -> None:
         """Compare leaf paths, shapes and dtypes with the saved metadata before reading any
         array, so a different model fails with a list of differences, not an Orbax trace."""
-        metadata = self._manager.item_metadata(step)["state"]
+        metadata = self._orbax(step, "its array metadata (state/_METADATA)",
+                               lambda: self._manager.item_metadata(step)["state"])
+        if metadata is None:
+            raise self._damaged(step, "its array metadata (state/_METADATA) is missing")
         saved = {n: m for n, m in _named_leaves(getattr(metadata, "tree", metadata))}
         want = dict(expected)
         missing = sorted(set(want) - set(saved))
@@ -270,6 +322,21 @@ class Checkpointer:
         if problems:
             raise UserError(f"checkpoint {self._step_dir(step)} does not match the expected state "
                             f"(is it a different model?): " + "; ".join(problems))
+
+    def set_aside(self, step: int) -> str:
+        """Rename a damaged step to `<step>.damaged-<time>` (kept for inspection, never listed
+        again); the writer calls this once it has an intact earlier step to resume from."""
+        import time
+
+        from jax.experimental import multihost_utils
+
+        target = f"{self._step_dir(step)}.damaged-{int(time.time())}"
+        if jax.process_index() == 0:
+            epath.Path(self._step_dir(step)).rename(target)
+        if jax.process_count() > 1:
+            multihost_utils.sync_global_devices(f"bert_jax set aside step {step}")
+        self._manager.reload()
+        return target
 
     # -- lifecycle
 

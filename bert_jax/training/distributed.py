@@ -15,6 +15,7 @@ import socket
 import time
 
 import jax
+import numpy as np
 
 from bert_jax.errors import UserError
 
@@ -26,14 +27,24 @@ def _on_cloud_tpu() -> bool:
                 or glob.glob("/dev/vfio/[0-9]*"))
 
 
+def _env_int(name: str, default: int) -> int:
+    value = os.environ.get(name, "").strip()
+    if not value:
+        return default
+    try:
+        return int(value)
+    except ValueError:
+        raise UserError(f"environment variable {name}={value!r} is not an integer") from None
+
+
 def initialize(cfg) -> None:
     """Call once, before anything touches a JAX device."""
-    local_devices = int(os.environ.get("BERT_JAX_LOCAL_DEVICES", "0") or 0)
+    local_devices = _env_int("BERT_JAX_LOCAL_DEVICES", 0)
     if local_devices:
         jax.config.update("jax_num_cpu_devices", local_devices)
     coordinator = cfg.coordinator or os.environ.get("BERT_JAX_COORDINATOR", "")
-    num = cfg.num_processes or int(os.environ.get("BERT_JAX_NUM_PROCESSES", "0") or 0)
-    pid = cfg.process_id if cfg.process_id >= 0 else int(os.environ.get("BERT_JAX_PROCESS_ID", "-1"))
+    num = cfg.num_processes or _env_int("BERT_JAX_NUM_PROCESSES", 0)
+    pid = cfg.process_id if cfg.process_id >= 0 else _env_int("BERT_JAX_PROCESS_ID", -1)
     if not coordinator:
         if num > 1:
             raise UserError(f"{num} processes requested but no coordinator: set "
@@ -78,3 +89,23 @@ def _wait_for(coordinator: str, timeout: float, pid: int, num: int) -> None:
                                 f"{pid} of {num}, timeout {timeout:g}s): no coordinator answered there "
                                 f"({e}); start process 0 first, or check the address") from None
             time.sleep(0.5)
+
+
+def on_lead(fn, what: str):
+    """Run `fn` on process 0 while the others wait; if it raises a UserError, every process
+    raises one (process 0 with its message), instead of the others waiting forever."""
+    from jax.experimental import multihost_utils
+
+    result, error = None, ""
+    if jax.process_index() == 0:
+        try:
+            result = fn()
+        except UserError as e:
+            error = str(e)
+            if jax.process_count() == 1:
+                raise
+    if jax.process_count() > 1:
+        failed = int(multihost_utils.broadcast_one_to_all(np.int32(bool(error))))
+        if failed:
+            raise UserError(error or f"{what} failed on process 0 (its log names the cause)")
+    return result

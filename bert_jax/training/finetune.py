@@ -30,10 +30,11 @@ import numpy as np
 import optax
 from flax import nnx
 
+from bert_jax import storage
 from bert_jax.errors import UserError
 from bert_jax.models import model as model_lib
 from bert_jax.models.config import EncoderConfig
-from bert_jax.training import checkpointing, distributed, metrics, optim, sharding
+from bert_jax.training import checkpointing, distributed, metrics, optim, sharding, writer_lock
 
 RESULTS = "results.json"
 SEED_RESULT = "result.json"
@@ -91,8 +92,12 @@ def best_seed_dir(path: str) -> str:
     results = os.path.join(path, RESULTS)
     if not os.path.isfile(results):
         return path
-    with open(results) as f:
-        return os.path.join(path, json.load(f)["best_checkpoint"])
+    try:
+        with open(results, encoding="utf-8") as f:
+            best = json.load(f)["best_checkpoint"]
+    except (UnicodeDecodeError, json.JSONDecodeError, KeyError, TypeError) as e:
+        raise UserError(f"{results}: no readable best_checkpoint ({type(e).__name__}: {e})") from None
+    return storage.inside(path, best, f"{results}'s best_checkpoint")
 
 
 def _copy_tokenizer(files: dict[str, str], directory: str) -> str:
@@ -296,12 +301,18 @@ def _flat(scores: dict[str, dict[str, float]]) -> dict[str, float]:
 
 
 def train_and_evaluate(config, workdir: str, log=print) -> dict:
+    """Fine-tune into `workdir`, which this run holds alone (writer_lock) while it runs."""
+    distributed.initialize(config.distributed)
+    with writer_lock.holding(workdir, "finetune"):
+        return _train_and_evaluate(config, workdir, log)
+
+
+def _train_and_evaluate(config, workdir: str, log=print) -> dict:
     from bert_jax.data import finetuning
     from bert_jax.data.tokenizers import load_tokenizer
     from bert_jax.evaluation import metrics as eval_metrics
 
     # --- start-up, mesh, the init checkpoint, the task's data ---------------------------------
-    distributed.initialize(config.distributed)
     mesh = sharding.make_mesh(dict(config.mesh))
     lead = jax.process_index() == 0
     say = log if lead else (lambda *a, **k: None)
@@ -435,9 +446,8 @@ def train_and_evaluate(config, workdir: str, log=print) -> dict:
                "skipped": {"train": train.skipped, **{s: f.skipped for s, f in evals.items()}}}
     table = format_table(results)
     if lead:
-        _write_json(os.path.join(workdir, RESULTS), results)
-        with open(os.path.join(workdir, "results.md"), "w") as f:
-            f.write(table + "\n")
+        storage.write_json(os.path.join(workdir, RESULTS), results)
+        storage.write_atomic(os.path.join(workdir, "results.md"), table + "\n")
     say(table)
     return results
 
@@ -466,10 +476,7 @@ def _sync(name: str) -> None:
 
 
 def _write_json(path: str, value) -> None:
-    tmp = path + ".tmp"
-    with open(tmp, "w") as f:
-        json.dump(value, f, indent=1, default=float)
-    os.replace(tmp, path)
+    storage.write_json(path, value)
 
 
 def format_table(results: dict) -> str:

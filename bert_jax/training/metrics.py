@@ -98,7 +98,7 @@ def summarize(sums: dict[str, np.ndarray]) -> dict[str, float]:
         if count:
             out[f"{key}_loss"] = float(sums[f"{key}_loss"]) / count
             out[f"{key}_accuracy"] = float(sums[f"{key}_correct"]) / count
-    for key in ("loss", "grad_norm", "learning_rate"):
+    for key in ("loss", "grad_norm", "learning_rate", "nonfinite_total"):
         if key in sums:
             out[key] = float(sums[key])
     return out

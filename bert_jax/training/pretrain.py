@@ -8,7 +8,6 @@
 from __future__ import annotations
 
 import dataclasses
-import json
 import os
 import signal
 import time
@@ -20,13 +19,14 @@ import optax
 from flax import nnx
 from jax.experimental import multihost_utils
 
+from bert_jax import storage
 from bert_jax.data import masking as masking_lib
 from bert_jax.data import prepare
 from bert_jax.data.pretraining import PretrainingStream, StreamConfig
 from bert_jax.errors import UserError
 from bert_jax.models.config import EncoderConfig, get_preset
 from bert_jax.objectives import OBJECTIVES
-from bert_jax.training import checkpointing, distributed, metrics, optim, sharding
+from bert_jax.training import checkpointing, distributed, metrics, optim, sharding, writer_lock
 
 
 @dataclasses.dataclass(frozen=True)
@@ -34,6 +34,7 @@ class Settings:
     """What an objective's `build` may read beyond the encoder config."""
 
     generator_fraction: float = 0.25
+    rtd_weight: float = 50.0
 
 
 def encoder_config(config, vocab_size: int):
@@ -61,30 +62,57 @@ def model_identity(config, enc, imported: bool = False) -> dict:
 
 
 def _data(config, workdir: str) -> str:
-    data_dir = config.data.dir or os.path.join(workdir, "data")
-    if not config.data.dir and not os.path.isfile(os.path.join(data_dir, prepare.METADATA)):
-        if jax.process_index() == 0:
-            prepare.prepare(config.data.prepare.to_dict(), data_dir)
-        multihost_utils.sync_global_devices("prepare-data")
+    """data.dir, or WORKDIR/data prepared (or found prepared with the same settings, vocabulary
+    and corpus content) from data.prepare; other settings are refused by name."""
+    if config.data.dir:
+        return config.data.dir
+    data_dir = os.path.join(workdir, "data")
+    settings = config.data.prepare.to_dict()
+
+    def run():
+        try:
+            return prepare.prepare(settings, data_dir)
+        except prepare.OtherData:
+            if not config.data.reprepare:
+                raise
+            return prepare.prepare(settings, data_dir, overwrite=True)
+
+    distributed.on_lead(run, "prepare-data")
     return data_dir
 
 
-def _check(config, meta, mesh) -> None:
-    objective = OBJECTIVES.get(config.objective)
-    if objective is None:
+def _check_config(config, mesh) -> None:
+    """What the config alone decides: checked before any data is prepared or read."""
+    if config.objective not in OBJECTIVES:
         raise UserError(f"config.objective={config.objective!r}; choose one of: {', '.join(OBJECTIVES)}")
-    if meta["objective"] not in objective.DATA:
-        raise UserError(f"config.objective={config.objective!r} cannot train on {meta['objective']!r} "
-                        f"data (it needs {' or '.join(objective.DATA)}); prepare the data with a "
-                        f"matching data config")
+    for field in ("steps", "global_batch_size", "microbatches", "log_every", "eval_every",
+                  "checkpoint_every", "keep_checkpoints", "max_nonfinite_steps"):
+        value = config.train[field]
+        if not isinstance(value, int) or isinstance(value, bool) or value < 1:
+            raise UserError(f"config.train.{field}={value!r}; expected a positive integer")
+    if config.train.eval_batches < 0:
+        raise UserError(f"config.train.eval_batches={config.train.eval_batches}; expected >= 0")
     b, m = config.train.global_batch_size, config.train.microbatches
-    if m < 1 or b % m:
+    if b % m:
         raise UserError(f"config.train.global_batch_size={b} does not split into "
                         f"config.train.microbatches={m}")
     if (b // m) % sharding.batch_divisor(mesh):
         raise UserError(f"config.train.global_batch_size={b} (microbatches of {b // m}) does not divide "
                         f"over the {sharding.batch_divisor(mesh)} data x fsdp shards of the mesh "
                         f"{dict(mesh.shape)}")
+    preset = get_preset(config.model.preset)
+    if not config.data.dir and config.data.prepare.max_seq_length > preset.max_length:
+        raise UserError(f"config.data.prepare.max_seq_length={config.data.prepare.max_seq_length} exceeds "
+                        f"{config.model.preset}'s {preset.max_length} positions")
+
+
+def _check(config, meta, mesh) -> None:
+    """What needs the prepared data: its objective, rows, vocabulary and row length."""
+    objective = OBJECTIVES[config.objective]
+    if meta["objective"] not in objective.DATA:
+        raise UserError(f"config.objective={config.objective!r} cannot train on {meta['objective']!r} "
+                        f"data (it needs {' or '.join(objective.DATA)}); prepare the data with a "
+                        f"matching data config")
     if config.data.eval_rows >= meta["num_rows"]:
         raise UserError(f"config.data.eval_rows={config.data.eval_rows} leaves no training rows "
                         f"(the data has {meta['num_rows']})")
@@ -95,7 +123,7 @@ class StateSetup:
 
     def __init__(self, config, enc, mesh):
         objective = OBJECTIVES[config.objective]
-        settings = Settings(config.electra.generator_fraction)
+        settings = Settings(config.electra.generator_fraction, config.electra.rtd_weight)
         self.build = lambda: objective.build(enc, settings, nnx.Rngs(config.train.seed))
         self.graphdef, abstract_params = nnx.split(nnx.eval_shape(self.build))
         self.tx, self.lr = optim.make(config.optim, config.train.steps, stacked_layers=not enc.share_layers)
@@ -127,7 +155,7 @@ def load_params(workdir: str, step: int | None = None):
     Parameter-only checkpoints (`bert-jax import`, fine-tuning) give objective "imported"."""
     import ml_collections
 
-    ckpt = checkpointing.Checkpointer(workdir, save_every=1, async_save=False)
+    ckpt = checkpointing.Checkpointer(workdir, async_save=False, read_only=True)
     try:
         step = ckpt.latest_step() if step is None else step
         if step is None:
@@ -170,7 +198,16 @@ def _graft(fresh: dict, imported: dict, objective: str) -> dict:
     return out
 
 
-def make_train_step(graphdef, objective, tx, lr, microbatches: int, mesh, state_shardings):
+def count_nonfinite(run, total, finite, limit: int):
+    """(run, total) after one step. `run` counts skipped steps in a row and is sticky once it
+    reaches `limit`: a burst between two log steps is still seen at the next one, with no
+    host sync in between."""
+    run = jnp.where(finite & (run < limit), 0, run + (~finite).astype(jnp.int32))
+    return run, total + (~finite).astype(jnp.int32)
+
+
+def make_train_step(graphdef, objective, tx, lr, microbatches: int, mesh, state_shardings,
+                    max_nonfinite_steps: int = 10):
     batch_spec = sharding.batch_sharding(mesh)
 
     def loss(params, batch, rng, denom):
@@ -207,16 +244,18 @@ def make_train_step(graphdef, objective, tx, lr, microbatches: int, mesh, state_
         updates, opt_state = tx.update(grads, state["opt_state"], params)
         new_params = optax.apply_updates(params, updates)
         keep = lambda new, old: jax.tree.map(lambda a, b: jnp.where(finite, a, b), new, old)  # noqa: E731
+        run, total = count_nonfinite(state["nonfinite_run"], state["nonfinite_total"], finite,
+                                     max_nonfinite_steps)
         new_state = {
             "params": keep(new_params, params),
             "opt_state": keep(opt_state, state["opt_state"]),
             "step": state["step"] + 1,
             "rng": state["rng"],
-            "nonfinite_run": jnp.where(finite, 0, state["nonfinite_run"] + 1),
-            "nonfinite_total": state["nonfinite_total"] + (~finite).astype(jnp.int32),
+            "nonfinite_run": run,
+            "nonfinite_total": total,
         }
         out = dict(sums, loss=loss_value, grad_norm=grad_norm, learning_rate=lr(state["step"]),
-                   nonfinite_run=new_state["nonfinite_run"])
+                   nonfinite_run=run, nonfinite_total=total)
         return new_state, out
 
     return jax.jit(step, in_shardings=(state_shardings, batch_spec),
@@ -260,8 +299,14 @@ class _Preemption:
 
 
 def train_and_evaluate(config, workdir: str, log=print) -> dict:
-    # --- distributed start-up and mesh ---------------------------------------------------
+    """Pretrain into `workdir`, which this run holds alone (writer_lock) while it runs."""
     distributed.initialize(config.distributed)
+    with writer_lock.holding(workdir, "pretrain"):
+        return _train_and_evaluate(config, workdir, log)
+
+
+def _train_and_evaluate(config, workdir: str, log=print) -> dict:
+    # --- distributed start-up and mesh ---------------------------------------------------
     mesh = sharding.make_mesh(dict(config.mesh))
     lead = jax.process_index() == 0
     say = log if lead else (lambda *a, **k: None)
@@ -270,19 +315,19 @@ def train_and_evaluate(config, workdir: str, log=print) -> dict:
     # --- an imported checkpoint (bert-jax import) fixes the architecture and tokenizer --------
     ckpt = checkpointing.Checkpointer(workdir, save_every=config.train.checkpoint_every,
                                       keep=config.train.keep_checkpoints)
-    latest = ckpt.latest_step()
-    latest_extra = ckpt.read_extra(latest) if latest is not None else {}
+    latest, latest_extra = _newest_readable(ckpt, ckpt.all_steps(), say)
     imported = latest_extra if latest_extra.get("kind") == "imported" else None
     # The architecture of a run that began from an import stays the imported one.
     arch = (imported or {}).get("model", {}).get("encoder") or (
         latest_extra.get("model", {}).get("encoder") if latest_extra.get("model", {}).get("imported")
         else None)
-    if imported is not None:
+    if arch is not None:  # began from an import: its data uses the imported tokenizer, resumed too
         if not config.data.dir and not config.data.prepare.tokenizer:
             with config.unlocked():
                 config.data.prepare.tokenizer = os.path.join(os.path.abspath(workdir), "tokenizer")
 
     # --- data ------------------------------------------------------------------------------
+    _check_config(config, mesh)
     data_dir = _data(config, workdir)
     meta = prepare.read_metadata(data_dir)
     _check(config, meta, mesh)
@@ -305,6 +350,12 @@ def train_and_evaluate(config, workdir: str, log=print) -> dict:
         enc = EncoderConfig.from_dict(arch).replace(dtype=m.dtype, remat_policy=m.remat_policy,
                                                     scan_layers=m.scan_layers,
                                                     attention_impl=m.attention_impl)
+    if meta["vocab_size"] > enc.vocab_size:
+        raise UserError(f"{data_dir} uses a vocabulary of {meta['vocab_size']} ids; the model has "
+                        f"{enc.vocab_size} (ids past the table would embed as NaN)")
+    if meta["max_seq_length"] > enc.max_length:
+        raise UserError(f"{data_dir} holds rows of {meta['max_seq_length']} tokens, more than "
+                        f"the model's {enc.max_length} positions")
     setup = StateSetup(config, enc, mesh)
     graphdef, tx, lr = setup.graphdef, setup.tx, setup.lr
     abstract_state, state_shardings = setup.abstract_state, setup.shardings
@@ -327,7 +378,7 @@ def train_and_evaluate(config, workdir: str, log=print) -> dict:
             raise UserError(f"{workdir} holds a checkpoint (step {latest}) of another model: saved "
                             f"{_describe(saved)}, configured {_describe(identity)}"
                             f"{_differences(saved, identity)}; use another --workdir")
-        state, extra = ckpt.restore(latest, setup.target())
+        state, extra, latest = _restore_newest_intact(ckpt, latest, setup.target(), say)
         start = train_stream.check_state(extra["data_state"])
         say(f"resumed from {workdir} at step {start}")
     else:
@@ -339,7 +390,7 @@ def train_and_evaluate(config, workdir: str, log=print) -> dict:
 
     # --- steps ----------------------------------------------------------------------------
     train_step = make_train_step(graphdef, objective, tx, lr, config.train.microbatches, mesh,
-                                 state_shardings)
+                                 state_shardings, config.train.max_nonfinite_steps)
     eval_step = make_eval_step(graphdef, objective, mesh, param_shardings)
     writer = metrics.Writer(os.path.join(workdir, "tensorboard"), enabled=lead)
     progress = metrics.Progress(config.train.steps, enabled=lead)
@@ -374,7 +425,7 @@ def train_and_evaluate(config, workdir: str, log=print) -> dict:
             saved["step"] = step
 
     # --- loop -------------------------------------------------------------------------------
-    history = {"first_eval": None, "last_eval": None, "train": []}
+    history = {"first_eval": None, "last_eval": None, "train": [], "nonfinite_total": 0}
     if start == 0:
         history["first_eval"] = evaluate(0)
         say(f"eval at step 0: {_fmt(history['first_eval'])}")
@@ -396,10 +447,12 @@ def train_and_evaluate(config, workdir: str, log=print) -> dict:
                 history["train"].append({"step": step, **values})
                 progress.update(step, values["loss"], values["tokens_per_second"], sec,
                                 f"mlm acc {values.get('mlm_accuracy', 0):.3f}")
+                history["nonfinite_total"] = int(out["nonfinite_total"])
                 if int(out["nonfinite_run"]) >= config.train.max_nonfinite_steps:
                     progress.newline()
                     raise UserError(f"{int(out['nonfinite_run'])} consecutive steps had non-finite loss "
-                                    f"or gradients (each skipped) up to step {step}; lower "
+                                    f"or gradients (each skipped) by step {step} "
+                                    f"({int(out['nonfinite_total'])} in all); lower "
                                     "config.optim.learning_rate or check the data")
             if step % config.train.eval_every == 0 and step != config.train.steps:
                 progress.newline()
@@ -423,16 +476,59 @@ def train_and_evaluate(config, workdir: str, log=print) -> dict:
         writer.close()
         ckpt.close()
     summary = {"steps": step, "workdir": workdir, "first_eval": history["first_eval"],
-               "final_eval": history["last_eval"], "train": history["train"]}
+               "final_eval": history["last_eval"], "train": history["train"],
+               "nonfinite_total": history["nonfinite_total"]}
     if lead:
-        with open(os.path.join(workdir, "summary.json"), "w") as f:
-            json.dump(summary, f, indent=1)
+        storage.write_json(os.path.join(workdir, "summary.json"), summary)
     say(_closing(summary, config))
     return summary
 
 
 def _fmt(values: dict[str, float]) -> str:
     return "  ".join(f"{k} {v:.4f}" for k, v in sorted(values.items()))
+
+
+def _warn_damaged(error: checkpointing.DamagedCheckpoint, say) -> None:
+    say(f"WARNING: {error}. Resuming from the newest intact step before it; the damaged step "
+        "is kept beside the others as <step>.damaged-<time>.")
+
+
+def _newest_readable(ckpt, steps: list[int], say) -> tuple[int | None, dict]:
+    """The newest step whose JSON item reads back intact, and that item."""
+    for step in reversed(steps):
+        try:
+            return step, ckpt.read_extra(step)
+        except checkpointing.DamagedCheckpoint as e:
+            if step == steps[0]:
+                raise UserError(f"{e}; and no earlier checkpoint is intact") from None
+            _warn_damaged(e, say)
+    return None, {}
+
+
+def _restore_newest_intact(ckpt, step: int, target, say):
+    """(state, extra, step) of the newest fully intact step at or before `step`. Damaged
+    newer steps are set aside only once an intact one has been restored."""
+    damaged = []
+    while True:
+        try:
+            state, extra = ckpt.restore(step, target)
+            saved_step = int(jax.device_get(state["step"].addressable_data(0)))
+            if extra.get("data_state", {}).get("step") != saved_step:
+                raise checkpointing.DamagedCheckpoint(
+                    f"checkpoint step {step} is damaged: its data_state.step "
+                    f"{extra.get('data_state', {}).get('step')!r} is not its state's step {saved_step}",
+                    step)
+            break
+        except checkpointing.DamagedCheckpoint as e:
+            earlier = [s for s in ckpt.all_steps() if s < step]
+            if not earlier:
+                raise UserError(f"{e}; and no earlier checkpoint is intact") from None
+            _warn_damaged(e, say)
+            damaged.append(step)
+            step, _ = _newest_readable(ckpt, earlier, say)
+    for bad in sorted(set(damaged) | {s for s in ckpt.all_steps() if s > step}):
+        ckpt.set_aside(bad)
+    return state, extra, step
 
 
 def _normalized(identity):

@@ -54,6 +54,9 @@ def base_config(family: str, size: str) -> ml_collections.ConfigDict:
     c.data.prepare = _data_config(family)
     # Rows held out of training for evaluation (the last rows of the prepared data).
     c.data.eval_rows = 256
+    # With data.dir empty: True prepares WORKDIR/data again when its settings differ from
+    # data.prepare (otherwise such a workdir is refused, naming the differing fields).
+    c.data.reprepare = False
 
     c.masking = ml_collections.ConfigDict()
     # Fraction of tokens predicted, and of those: [MASK], random token (the rest kept).

@@ -1,0 +1,52 @@
+"""TensorFlow is for input only (tf.data, TFDS, tf.summary): import it once, quietly, with
+every accelerator hidden from it, before JAX or the data pipeline touch it.
+
+A CUDA build of TensorFlow probes for GPUs when it is imported and when it first lists
+devices, and prints what it finds through absl before its log level applies: on a machine
+with CUDA libraries but no GPU that is `cudart_stub ... Could not find cuda drivers` (twice)
+and `E0000 ... failed call to cuInit: ... UNKNOWN ERROR (303)`. None of it concerns bert_jax
+(JAX owns the accelerators), so those lines are filtered; anything else TensorFlow prints
+while starting is passed through.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import sys
+import tempfile
+
+NOISE = re.compile(
+    r"cudart_stub\.cc|cuda_platform\.cc|cuda_executor\.cc|cuda_diagnostics|cuda_dnn\.cc|cuda_fft\.cc|"
+    r"cuda_blas\.cc|All log messages before absl::InitializeLog\(\) is called|"
+    r"Unable to register cu(DNN|FFT|BLAS) factory|computation placer already registered|"
+    r"This TensorFlow binary is optimized to use available CPU instructions|"
+    r"rebuild TensorFlow with the appropriate compiler flags|TF-TRT Warning")
+
+
+def start() -> None:
+    """Import TensorFlow with its accelerator probing lines filtered and its devices hidden."""
+    if "tensorflow" in sys.modules:
+        return
+    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+    sys.stderr.flush()
+    saved = os.dup(2)
+    with tempfile.TemporaryFile() as captured:
+        os.dup2(captured.fileno(), 2)
+        try:
+            import tensorflow as tf
+
+            for kind in ("GPU", "TPU"):
+                try:
+                    tf.config.set_visible_devices([], kind)
+                except (RuntimeError, ValueError):  # already initialised, or no such kind
+                    pass
+        finally:
+            sys.stderr.flush()
+            os.dup2(saved, 2)
+            os.close(saved)
+        captured.seek(0)
+        text = captured.read().decode("utf-8", "replace")
+    kept = [line for line in text.splitlines() if line.strip() and not NOISE.search(line)]
+    if kept:
+        print("\n".join(kept), file=sys.stderr)
