@@ -10,15 +10,15 @@ batch), run through the encoder, and pooled on device:
 
 from __future__ import annotations
 
-import os
+import io
 import sys
-import tempfile
 
 import jax
 import jax.numpy as jnp
 import numpy as np
 from flax import nnx
 
+from bert_jax import storage
 from bert_jax.convert import hf
 from bert_jax.data.tokenizers import WordPieceTokenizer
 from bert_jax.errors import UserError
@@ -28,13 +28,12 @@ POOLINGS = ("cls", "mean", "none")
 
 def read_lines(path: str) -> list[str]:
     """The file's lines, decoded as UTF-8; a line that is not UTF-8 is an error naming it."""
+    if storage.isdir(path):
+        raise UserError(f"input {path} is a directory, expected a text file")
     try:
-        with open(path, "rb") as f:
-            raw = f.read()
+        raw = storage.read_bytes(path)
     except FileNotFoundError:
         raise UserError(f"input file {path} does not exist") from None
-    except IsADirectoryError:
-        raise UserError(f"input {path} is a directory, expected a text file") from None
     lines = raw.split(b"\n")
     if lines and lines[-1] == b"":
         lines.pop()  # the file's final newline ends the last line; it does not start one
@@ -53,8 +52,9 @@ def read_lines(path: str) -> list[str]:
 def load_checkpoint(path: str):
     """(model, tokenizer) from a checkpoint directory: a Hugging Face checkpoint, or one of
     our pretraining workdirs (its latest checkpoint; ELECTRA: the discriminator)."""
-    if os.path.isdir(os.path.join(path, "checkpoints")):
+    if storage.isdir(storage.join(path, "checkpoints")):
         return _load_workdir(path)
+    path = storage.fetch(path)  # transformers-style files are read locally
     ckpt = hf.load(path)
     if "vocab.txt" not in ckpt.tokenizer_files:
         raise UserError(f"{path}: no vocab.txt; encode needs the checkpoint's WordPiece "
@@ -73,8 +73,8 @@ def _load_workdir(workdir: str):
     encoder = params["discriminator"]["encoder"] if objective == "electra" else params["encoder"]
     model = nnx.merge(nnx.graphdef(model_lib.abstract(enc)), {"encoder": encoder})
     if objective == "imported":  # bert-jax import keeps the tokenizer beside the checkpoint
-        return model, load_tokenizer(os.path.join(workdir, "tokenizer"))
-    data_dir = extra["config"]["data"]["dir"] or os.path.join(workdir, "data")
+        return model, load_tokenizer(storage.join(workdir, "tokenizer"))
+    data_dir = extra["config"]["data"]["dir"] or storage.join(workdir, "data")
     tokenizer = load_tokenizer(read_metadata(data_dir)["tokenizer"])
     return model, tokenizer
 
@@ -93,8 +93,8 @@ def encode(checkpoint: str, input_path: str, output_path: str, pooling: str = "m
         raise UserError("--normalize applies to pooled vectors; use --pooling cls or mean")
     if batch_size < 1:
         raise UserError(f"--batch-size={batch_size}; expected a positive integer")
-    out_dir = os.path.dirname(os.path.abspath(output_path))
-    if not os.path.isdir(out_dir):
+    out_dir = storage.parent(output_path)
+    if not storage.is_remote(out_dir) and not storage.isdir(out_dir):
         raise UserError(f"output directory {out_dir} does not exist")
     texts = read_lines(input_path)
     model, tokenizer = load_checkpoint(checkpoint)
@@ -150,11 +150,9 @@ def encode(checkpoint: str, input_path: str, output_path: str, pooling: str = "m
         bad = np.nonzero(~np.isfinite(result).reshape(len(texts), -1).all(1))[0]
         raise UserError(f"non-finite embeddings for {len(bad)} line(s) (first: line {bad[0] + 1}); "
                         f"nothing was written to {output_path}")
-    # Write beside the target and rename, so a failed run never leaves half a file.
-    fd, tmp = tempfile.mkstemp(dir=out_dir, suffix=".npy")
-    with os.fdopen(fd, "wb") as f:
-        np.save(f, result)
-    os.replace(tmp, output_path)
+    buffer = io.BytesIO()
+    np.save(buffer, result)
+    storage.write_atomic(output_path, buffer.getvalue())  # whole or not at all
     log(f"encoded {len(texts)} lines with {checkpoint} -> {output_path} "
         f"{tuple(result.shape)} ({pooling} pooling{', L2-normalized' if normalize else ''})")
     return result

@@ -16,12 +16,12 @@ appears whole or not at all: it is written beside the target and renamed into pl
 from __future__ import annotations
 
 import hashlib
-import json
 import os
 import re
 import shutil
 import tempfile
 
+from bert_jax import storage
 from bert_jax.convert import hf
 from bert_jax.errors import UserError
 
@@ -41,16 +41,15 @@ def parse_checkpoint(path: str) -> tuple[str, int | None]:
 def _tokenizer_files(workdir: str, extra: dict) -> dict[str, str]:
     from bert_jax.data.prepare import METADATA
 
-    candidates = [os.path.join(workdir, "tokenizer")]
-    data_dir = (extra.get("config") or {}).get("data", {}).get("dir") or os.path.join(workdir, "data")
-    meta_path = os.path.join(data_dir, METADATA)
-    if os.path.isfile(meta_path):
-        with open(meta_path) as f:
-            candidates.insert(0, json.load(f)["tokenizer"])
+    candidates = [storage.join(workdir, "tokenizer")]
+    data_dir = (extra.get("config") or {}).get("data", {}).get("dir") or storage.join(workdir, "data")
+    meta_path = storage.join(data_dir, METADATA)
+    if storage.isfile(meta_path):
+        candidates.insert(0, storage.read_json(meta_path)["tokenizer"])
     for directory in candidates:
-        if os.path.isdir(directory):
-            return {n: os.path.join(directory, n) for n in hf.TOKENIZER_FILES
-                    if os.path.isfile(os.path.join(directory, n))}
+        if storage.isdir(directory):
+            present = set(storage.listdir(directory))
+            return {n: storage.join(directory, n) for n in hf.TOKENIZER_FILES if n in present}
     return {}
 
 
@@ -71,8 +70,7 @@ def write_manifest(output: str, source: dict) -> dict:
             if rel != "manifest.json":
                 files[rel] = sha256(full)
     manifest = {"files": dict(sorted(files.items())), "source": source}
-    with open(os.path.join(output, "manifest.json"), "w") as f:
-        json.dump(manifest, f, indent=1)
+    storage.write_json(os.path.join(output, "manifest.json"), manifest)
     return manifest
 
 
@@ -83,9 +81,9 @@ def export(checkpoint: str, fmt: str, output: str, overwrite: bool = False,
     if fmt not in FORMATS:
         raise UserError(f"--format={fmt!r}; choose one of: {', '.join(FORMATS)}")
     output = output.rstrip("/") or output
-    if os.path.exists(output) and not os.path.isdir(output):
+    if storage.isfile(output):
         raise UserError(f"--output {output} is a file; expected a directory")
-    if os.path.isdir(output) and os.listdir(output) and not overwrite:
+    if storage.isdir(output) and storage.listdir(output) and not overwrite:
         raise UserError(f"output directory {output} is not empty; use --overwrite or another --output")
     if max_length is not None and fmt == "hf":
         raise UserError("--max-length applies to the serving formats (stablehlo, savedmodel); an "
@@ -95,19 +93,39 @@ def export(checkpoint: str, fmt: str, output: str, overwrite: bool = False,
     max_length = max_length or enc.max_length
     if not 2 <= max_length <= enc.max_length:
         raise UserError(f"--max-length={max_length}; this model takes 2 to {enc.max_length} tokens")
-    # Everything is written into a staging directory beside `output`, checked, then renamed
-    # into place: a failed export leaves no half-written output, and --overwrite leaves no
-    # stale file from the previous export.
-    parent = os.path.dirname(os.path.abspath(output))
-    os.makedirs(parent, exist_ok=True)
-    staging = tempfile.mkdtemp(prefix=f".{os.path.basename(output)}.partial-", dir=parent)
+    # Everything is written into a staging directory (beside `output`, or a local one for a
+    # cloud `output`), checked, then moved into place: a failed export leaves no half-written
+    # output, and --overwrite leaves no stale file from the previous export.
+    if storage.is_remote(output):
+        staging = tempfile.mkdtemp(prefix="bert_jax-export-")
+    else:
+        parent = os.path.dirname(os.path.abspath(output))
+        os.makedirs(parent, exist_ok=True)
+        staging = tempfile.mkdtemp(prefix=f".{os.path.basename(output)}.partial-", dir=parent)
     try:
         manifest = _write(staging, fmt, workdir, step, enc, objective, params, extra, max_length)
-        _move_into_place(staging, output)
+        if storage.is_remote(output):
+            _upload(staging, output)
+        else:
+            _move_into_place(staging, output)
     finally:
         shutil.rmtree(staging, ignore_errors=True)
     log(f"exported step {step} of {workdir} as {fmt} -> {output} ({len(manifest['files'])} files)")
     return manifest
+
+
+def _upload(staging: str, output: str) -> None:
+    """Cloud storage has no directory rename: the old export goes first, then every file, and
+    manifest.json last, so an output with a manifest is complete (readers check it)."""
+    storage.rmtree(output)
+    for name in _files_but_manifest(staging):
+        storage.copy(os.path.join(staging, name), storage.join(output, name))
+    storage.copy(os.path.join(staging, "manifest.json"), storage.join(output, "manifest.json"))
+
+
+def _files_but_manifest(root: str) -> list[str]:
+    return sorted(os.path.relpath(os.path.join(d, n), root) for d, _, names in os.walk(root)
+                  for n in names if os.path.relpath(os.path.join(d, n), root) != "manifest.json")
 
 
 def _move_into_place(staging: str, output: str) -> None:
@@ -162,7 +180,7 @@ def _write(output: str, fmt: str, workdir: str, step: int, enc, objective: str, 
             serving.export_stablehlo(model, output, seq_len=max_length, overwrite=True)
         else:
             serving.export_savedmodel(model, output, seq_len=max_length, overwrite=True)
-    return write_manifest(output, {"workdir": os.path.abspath(workdir), "step": step,
+    return write_manifest(output, {"workdir": storage.absolute(workdir), "step": step,
                                    "objective": objective, "format": fmt,
                                    "max_length": max_length if fmt != "hf" else None,
                                    "config": extra.get("config")})

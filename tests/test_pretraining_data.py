@@ -245,7 +245,7 @@ def test_bad_input_is_counted_or_refused(tmp_path, marker_vocab):
     # Another config into the same directory: refused, then allowed with overwrite.
     cfg = make_config(**{"corpus.source": "files", "corpus.files": str(corpus),
                          "tokenizer": str(marker_vocab), "max_seq_length": 32, "num_workers": 1})
-    with pytest.raises(UserError, match="holds data prepared from another config"):
+    with pytest.raises(UserError, match="holds data prepared from other settings"):
         prepare.prepare(cfg, out, progress=False, log=lambda *a: None)
     meta = prepare.prepare(cfg, out, overwrite=True, progress=False, log=lambda *a: None)
     assert meta["max_seq_length"] == 32

@@ -35,3 +35,22 @@ def test_best_checkpoint_must_stay_inside_the_workdir(tmp_path):
     (tmp_path / "results.json").write_text("{broken")
     with pytest.raises(UserError, match="no readable best_checkpoint"):
         best_seed_dir(str(tmp_path))
+
+
+def test_train_tokenizer_outputs_are_whole_or_old(tmp_path, monkeypatch):
+    """A failure while writing a retrained vocabulary leaves the old files whole (issue #12 item 9)."""
+    from bert_jax.data.train_tokenizer import train_tokenizer
+
+    corpus = tmp_path / "c.txt"
+    corpus.write_text("".join(f"the word{i} and more text number {i}\n" for i in range(300)))
+    out = tmp_path / "vocab"
+    train_tokenizer([str(corpus)], "wordpiece", 200, str(out))
+    before = {p.name: p.read_bytes() for p in out.iterdir()}
+
+    def disk_full(*args):
+        raise OSError("No space left on device")
+
+    monkeypatch.setattr(storage.os, "replace", disk_full)  # every file fails after its bytes are written
+    with pytest.raises(OSError, match="No space"):
+        train_tokenizer([str(corpus)], "wordpiece", 150, str(out), overwrite=True)
+    assert {p.name: p.read_bytes() for p in out.iterdir()} == before  # nothing truncated, no temp file

@@ -24,6 +24,7 @@ import ml_dtypes
 import numpy as np
 from flax import nnx
 
+from bert_jax import storage
 from bert_jax.errors import UserError
 from bert_jax.models import model as model_lib
 from bert_jax.models.config import EncoderConfig
@@ -332,8 +333,12 @@ def _set(tree: dict, path: tuple[str, ...], value) -> None:
 
 
 def load(path: str) -> HFCheckpoint:
-    """Read a HF checkpoint directory into our config, heads and parameters."""
+    """Read a HF checkpoint directory (local or gs://) into our config, heads and parameters."""
     path = os.fspath(path)
+    if storage.is_remote(path):
+        if not storage.isdir(path):
+            raise UserError(f"checkpoint directory {path} does not exist")
+        path = storage.fetch(path)  # safetensors and tokenizer files are read from a local copy
     if not os.path.isdir(path):
         raise UserError(f"checkpoint directory {path} does not exist")
     cfg_path = os.path.join(path, "config.json")
@@ -533,8 +538,8 @@ def save(config: EncoderConfig, heads: tuple[str, ...], params: dict, output: st
         json.dump(hf_config(config, heads, num_labels, label_names), f, indent=2)
     written = ["config.json", "model.safetensors"]
     for name, path in sorted((tokenizer_files or {}).items()):
-        with open(path, "rb") as src, open(os.path.join(output, name), "wb") as dst:
-            dst.write(src.read())
+        with open(os.path.join(output, name), "wb") as dst:
+            dst.write(storage.read_bytes(path))  # the tokenizer may live in a gs:// workdir
         written.append(name)
     verify(output, config, heads, params, num_labels, label_names)
     return written

@@ -9,11 +9,9 @@ heads the import lacks initialised fresh, data prepared with the imported tokeni
 
 from __future__ import annotations
 
-import os
-import shutil
-
 import jax.numpy as jnp
 
+from bert_jax import storage
 from bert_jax.errors import UserError
 
 SOURCES = ("hf", "tf1")
@@ -25,25 +23,23 @@ def import_checkpoint(kind: str, source: str, output: str, overwrite: bool = Fal
 
     if kind not in SOURCES:
         raise UserError(f"--from={kind!r}; choose one of: {', '.join(SOURCES)}")
-    if os.path.isdir(os.path.join(output, "checkpoints")) and not overwrite:
+    if storage.isdir(storage.join(output, "checkpoints")) and not overwrite:
         raise UserError(f"{output} already holds checkpoints; use --overwrite or another --output")
     if kind == "hf":
-        ckpt = hf.load(source)
+        ckpt = hf.load(storage.fetch(source))
     else:
         from bert_jax.convert import tf1
 
-        ckpt = tf1.load_tf1(source)
+        ckpt = tf1.load_tf1(storage.fetch(source))
     if overwrite:
-        shutil.rmtree(os.path.join(output, "checkpoints"), ignore_errors=True)
-        shutil.rmtree(os.path.join(output, "tokenizer"), ignore_errors=True)
-        # Data prepared with the old tokenizer would not fit the new vocabulary.
-        shutil.rmtree(os.path.join(output, "data"), ignore_errors=True)
-    tok_dir = os.path.join(output, "tokenizer")
-    os.makedirs(tok_dir, exist_ok=True)
+        for name in ("checkpoints", "tokenizer", "data"):  # old data would not fit the new vocabulary
+            storage.rmtree(storage.join(output, name))
+    tok_dir = storage.join(output, "tokenizer")
+    storage.makedirs(tok_dir)
     for name, path in ckpt.tokenizer_files.items():
-        shutil.copyfile(path, os.path.join(tok_dir, name))
+        storage.copy(path, storage.join(tok_dir, name))
     params = {"params": _to_jax(ckpt.params)}
-    extra = {"kind": "imported", "source": os.path.abspath(source) if "://" not in source else source,
+    extra = {"kind": "imported", "source": storage.absolute(source),
              "format": kind,
              "model": {"encoder": ckpt.config.to_dict(), "heads": list(ckpt.heads),
                        "num_labels": ckpt.num_labels, "label_names": list(ckpt.label_names or [])}}

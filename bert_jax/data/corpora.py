@@ -18,12 +18,12 @@ from __future__ import annotations
 
 import ast
 import collections
-import glob
 import os
 import re
 import sysconfig
 from collections.abc import Iterator
 
+from bert_jax import storage
 from bert_jax.errors import UserError
 
 Document = list[str]
@@ -123,7 +123,7 @@ def _lines(f, max_chars: int) -> Iterator[tuple[bytes, bool]]:
 
 
 def _file_paths(patterns: list[str]) -> list[str]:
-    return sorted({p for pattern in patterns for p in glob.glob(os.path.expanduser(pattern))})
+    return sorted({p for pattern in patterns for p in storage.glob(pattern)})
 
 
 def _file_patterns(corpus) -> list[str]:
@@ -138,8 +138,7 @@ def identity(corpus) -> list:
     (a changed file changes the prepared data's fingerprint); TFDS names its version; the
     embedded corpus is this package's."""
     if corpus.get("source") == "files":
-        return [[p, os.stat(p).st_size, os.stat(p).st_mtime_ns] for p in _file_paths(_file_patterns(corpus))
-                if os.path.isfile(p)]
+        return [[p, *storage.stat(p)] for p in _file_paths(_file_patterns(corpus)) if storage.isfile(p)]
     return []
 
 
@@ -151,9 +150,9 @@ def file_corpus(patterns: list[str], file_format: str, stats: collections.Counte
     if not paths:
         raise UserError(f"corpus.files={patterns!r} matches no file")
     for path in paths:
-        if not os.path.isfile(path):
+        if not storage.isfile(path):
             raise UserError(f"corpus file {path} is not a regular file")
-        with open(path, "rb") as f:
+        with storage.open(path, "rb") as f:
             doc: Document = []
             for raw, cut in _lines(f, max_line_chars):
                 text = _decode(raw, stats, max_line_chars, cut).strip()

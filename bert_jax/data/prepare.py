@@ -26,19 +26,21 @@ from __future__ import annotations
 
 import collections
 import dataclasses
-import glob
 import hashlib
+import io
 import json
 import multiprocessing
 import os
 import random
 import shutil
 import sys
+import tempfile
 import time
 from collections.abc import Iterable, Iterator
 
 import numpy as np
 
+from bert_jax import storage
 from bert_jax.data import corpora, records
 from bert_jax.errors import UserError
 from bert_jax.training import writer_lock
@@ -268,10 +270,9 @@ def differences(old: dict, new: dict, prefix: str = "") -> list[str]:
 
 def _check_output(output: str, overwrite: bool, fp: str, config: dict | None = None) -> dict | None:
     """The existing metadata if `output` already holds exactly this data; refuse other data."""
-    meta_path = os.path.join(output, METADATA)
-    if os.path.isfile(meta_path):
-        with open(meta_path) as f:
-            meta = json.load(f)
+    meta_path = storage.join(output, METADATA)
+    if storage.isfile(meta_path):
+        meta = storage.read_json(meta_path)
         if meta.get("config_fingerprint") == fp and not overwrite:
             return meta
         if not overwrite:
@@ -281,15 +282,15 @@ def _check_output(output: str, overwrite: bool, fp: str, config: dict | None = N
             raise OtherData(f"{output} holds data prepared from {what}; prepare again with "
                             "--overwrite (pretrain: --config.data.reprepare=True) or use another "
                             "directory")
-    elif os.path.isdir(output) and set(os.listdir(output)) - {writer_lock.LOCK_FILE} and not overwrite:
+    elif storage.isdir(output) and set(storage.listdir(output)) - {writer_lock.LOCK_FILE} and not overwrite:
         raise UserError(f"{output} is not empty and holds no {METADATA} (another directory, or an "
                         "interrupted run); use --overwrite to replace it or choose another --output")
-    if overwrite and os.path.isdir(output):
-        ours = glob.glob(os.path.join(output, "rows-*.array_record*"))
-        for path in ours + [meta_path, os.path.join(output, "word_start.npy")]:
-            if os.path.exists(path):
-                os.remove(path)
-        shutil.rmtree(os.path.join(output, TOKENIZER_DIR), ignore_errors=True)
+    if overwrite and storage.isdir(output):
+        # The metadata goes first: data without it is never taken for prepared data.
+        ours = storage.glob(storage.join(output, "rows-*.array_record*"))
+        for path in [meta_path, storage.join(output, "word_start.npy")] + ours:
+            storage.remove(path)
+        storage.rmtree(storage.join(output, TOKENIZER_DIR))
     return None
 
 
@@ -318,15 +319,13 @@ def _train_vocabulary(config: dict, directory: str, log) -> str:
     from bert_jax.data.train_tokenizer import train_tokenizer
 
     t = config["train_tokenizer"]
-    text = directory + ".corpus.tmp"
-    with open(text, "w", encoding="utf-8") as f:
-        for doc in corpora.documents(config["corpus"], collections.Counter()):
-            f.write("\n".join(s.replace("\n", " ") for s in doc) + "\n")
-    try:
+    with tempfile.TemporaryDirectory(prefix="bert_jax-vocab-") as tmp:
+        text = os.path.join(tmp, "corpus.txt")
+        with open(text, "w", encoding="utf-8") as f:
+            for doc in corpora.documents(config["corpus"], collections.Counter()):
+                f.write("\n".join(s.replace("\n", " ") for s in doc) + "\n")
         summary = train_tokenizer([text], t["model_type"], t["vocab_size"], directory,
                                   lowercase=t["lowercase"], overwrite=True)
-    finally:
-        os.remove(text)
     log(f"prepare-data: trained a {t['model_type']} vocabulary of {summary['vocab_size']} on the "
         f"corpus -> {directory}")
     return directory
@@ -355,9 +354,9 @@ def _prepare(config: dict, output: str, overwrite: bool, progress: bool, log) ->
     if existing is not None:
         log(f"{output} already holds this data ({existing['num_rows']} rows); nothing to do")
         return existing
-    os.makedirs(output, exist_ok=True)
+    storage.makedirs(output)
     if not tok_path:
-        tok_path = _train_vocabulary(config, os.path.join(output, TOKENIZER_DIR), log)
+        tok_path = _train_vocabulary(config, storage.join(output, TOKENIZER_DIR), log)
         tok = load_tokenizer(tok_path)
 
     settings = Settings(config["objective"], config["max_seq_length"], config["short_seq_prob"],
@@ -382,11 +381,15 @@ def _prepare(config: dict, output: str, overwrite: bool, progress: bool, log) ->
         bar = tqdm(unit="tok", unit_scale=True, desc="prepare-data", file=sys.stderr,
                    disable=not sys.stderr.isatty())
 
+    # ArrayRecord writes local files only: each shard is written in a local staging directory
+    # (the output itself when it is local) and renamed or uploaded whole under its final name.
+    staging = output if not storage.is_remote(output) else tempfile.mkdtemp(prefix="bert_jax-rows-")
+
     def write(ids, segments, lengths, label):
         nonlocal writer, shard_rows
         if writer is None:
             name = f"rows-{len(shards):05d}.array_record"
-            writer = ArrayRecordWriter(os.path.join(output, name + ".tmp"), "group_size:1")
+            writer = ArrayRecordWriter(os.path.join(staging, name + ".tmp"), "group_size:1")
             shards.append({"file": name, "rows": 0})
         writer.write(records.encode_row(ids, segments, lengths, label, dtype))
         shards[-1]["rows"] += 1
@@ -400,8 +403,12 @@ def _prepare(config: dict, output: str, overwrite: bool, progress: bool, log) ->
         nonlocal writer, shard_rows
         if writer is not None:
             writer.close()
-            path = os.path.join(output, shards[-1]["file"])
-            os.replace(path + ".tmp", path)
+            local = os.path.join(staging, shards[-1]["file"])
+            if storage.is_remote(output):
+                storage.copy(local + ".tmp", storage.join(output, shards[-1]["file"]))
+                os.remove(local + ".tmp")
+            else:
+                os.replace(local + ".tmp", local)
             writer, shard_rows = None, 0
 
     for examples, chunk_stats, n_tokens in _ordered_map(process_chunk, jobs, workers):
@@ -420,6 +427,8 @@ def _prepare(config: dict, output: str, overwrite: bool, progress: bool, log) ->
         for row in packer.flush():
             write(row[0], row[1], row[2], -1)
     close()
+    if staging != output:
+        shutil.rmtree(staging, ignore_errors=True)
     if bar is not None:
         bar.close()
     seconds = time.time() - start
@@ -432,7 +441,7 @@ def _prepare(config: dict, output: str, overwrite: bool, progress: bool, log) ->
         "format_version": records.FORMAT_VERSION,
         "config": config,
         "config_fingerprint": fp,
-        "tokenizer": os.path.abspath(tok_path),
+        "tokenizer": storage.absolute(tok_path),
         "vocab_fingerprint": tok.vocab_fingerprint(),
         "vocab_size": tok.vocab_size,
         "id_dtype": dtype.name,
@@ -454,12 +463,10 @@ def _prepare(config: dict, output: str, overwrite: bool, progress: bool, log) ->
         "tokens_per_second": round(totals["corpus_tokens"] / max(seconds, 1e-9)),
     }
     # Word boundaries travel with the data: whole-word and span masking read them.
-    np.save(os.path.join(output, "word_start.npy"), tok.word_start_table().astype(bool),
-            allow_pickle=False)
-    tmp = os.path.join(output, METADATA + ".tmp")
-    with open(tmp, "w") as f:
-        json.dump(meta, f, indent=1)
-    os.replace(tmp, os.path.join(output, METADATA))
+    table = io.BytesIO()
+    np.save(table, tok.word_start_table().astype(bool), allow_pickle=False)
+    storage.write_atomic(storage.join(output, "word_start.npy"), table.getvalue())
+    storage.write_json(storage.join(output, METADATA), meta)  # last: it marks the data complete
     log(f"prepare-data: {meta['num_rows']} rows ({meta['num_examples']} examples, "
         f"{meta['num_tokens']} tokens) in {len(shards)} shard(s) -> {output} "
         f"[{seconds:.1f}s, {meta['tokens_per_second']:,} corpus tokens/s, {workers} worker(s)]")
@@ -469,18 +476,18 @@ def _prepare(config: dict, output: str, overwrite: bool, progress: bool, log) ->
 
 
 def read_metadata(data_dir: str) -> dict:
-    path = os.path.join(data_dir, METADATA)
-    if not os.path.isdir(data_dir):
+    path = storage.join(data_dir, METADATA)
+    if not storage.isdir(data_dir):
         raise UserError(f"data directory {data_dir} does not exist; run bert-jax prepare-data first")
-    if not os.path.isfile(path):
+    if not storage.isfile(path):
         raise UserError(f"{data_dir} holds no {METADATA}: not prepared data, or an interrupted "
                         "prepare-data run")
-    with open(path) as f:
-        meta = json.load(f)
+    meta = storage.read_json(path)
     if meta.get("format_version") != records.FORMAT_VERSION:
         raise UserError(f"{path}: format_version {meta.get('format_version')}, this bert_jax reads "
                         f"{records.FORMAT_VERSION}; prepare the data again")
-    missing = [s["file"] for s in meta["shards"] if not os.path.isfile(os.path.join(data_dir, s["file"]))]
+    present = set(storage.listdir(data_dir))
+    missing = [s["file"] for s in meta["shards"] if s["file"] not in present]
     if missing:
         raise UserError(f"{data_dir}: shard file(s) listed in {METADATA} are missing: {', '.join(missing)}")
     return meta

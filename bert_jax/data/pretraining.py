@@ -21,11 +21,12 @@ from __future__ import annotations
 
 import dataclasses
 import hashlib
-import os
+import io
 import threading
 
 import numpy as np
 
+from bert_jax import storage
 from bert_jax.data import masking as masking_lib
 from bert_jax.data import records
 from bert_jax.data.prepare import LABELLED, read_metadata
@@ -96,8 +97,9 @@ class PretrainingStream:
         self.special = np.zeros(vocab, bool)
         self.special[specials["all"]] = True
         self.pad_id, self.mask_id, self.vocab_size = specials["pad"], specials["mask"], vocab
-        path = os.path.join(config.data_dir, WORD_START_FILE)
-        self.word_start = np.load(path, allow_pickle=False) if os.path.isfile(path) else None
+        path = storage.join(config.data_dir, WORD_START_FILE)
+        self.word_start = (np.load(io.BytesIO(storage.read_bytes(path)), allow_pickle=False)
+                           if storage.isfile(path) else None)
         if config.masking.strategy != "token" and self.word_start is None:
             raise UserError(f"masking.strategy={config.masking.strategy!r} needs word boundaries, "
                             f"but {config.data_dir} has no {WORD_START_FILE}; prepare the data again")
@@ -138,9 +140,13 @@ class PretrainingStream:
         if readers is None:  # one set of readers per thread: tf.data may call us in parallel
             from array_record.python.array_record_module import ArrayRecordReader
 
-            readers = [ArrayRecordReader(os.path.join(self.config.data_dir, s["file"]),
+            # ArrayRecord reads gs:// itself (its own Cloud Storage client).
+            readers = [ArrayRecordReader(storage.join(self.config.data_dir, s["file"]),
                                          "readahead_buffer_size:0")
                        for s in self.meta["shards"]]
+            broken = [s["file"] for s, r in zip(self.meta["shards"], readers, strict=True) if not r.ok()]
+            if broken:
+                raise UserError(f"{self.config.data_dir}: cannot read shard(s) {', '.join(broken)}")
             self._local.readers = readers
         return readers
 

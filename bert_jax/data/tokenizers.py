@@ -865,6 +865,13 @@ def load_tokenizer(path: str | Path) -> Tokenizer:
     A file is read as its name says: *.txt (WordPiece vocab), *.model, vocab.json (with
     merges.txt beside it), or *.json (a tokenizers file). Anything else raises UserError.
     """
+    from bert_jax import storage
+
+    if storage.is_remote(path):  # tokenizer libraries read local files: load from a local copy
+        if not storage.exists(path):
+            raise UserError(f"{path}: no such tokenizer file or directory")
+        with storage.local_copy(path) as local:
+            return load_tokenizer(local)
     path = Path(path)
     if path.is_file():
         return _load_file(path)

@@ -38,6 +38,7 @@ import tokenizers
 from tokenizers import AddedToken, decoders, normalizers, pre_tokenizers, processors, trainers
 from tokenizers import models as tk_models
 
+from bert_jax import storage
 from bert_jax.data.tokenizers import load_tokenizer, sentencepiece_prenormalizer
 from bert_jax.errors import UserError
 
@@ -102,7 +103,7 @@ def train_tokenizer(
     elif lowercase is None:
         lowercase = True
     files = _check_inputs(input_files)
-    output_dir = Path(output_dir)
+    output_dir = str(output_dir)
     _check_output_dir(output_dir, overwrite)
 
     reader = _LineReader(files)
@@ -120,13 +121,15 @@ def train_tokenizer(
         seed=seed,
     )
 
-    output_dir.mkdir(parents=True, exist_ok=True)
+    # Each file lands whole (temporary name + rename, or one upload); tokenizer_config.json,
+    # which the loader reads for options, goes last, and files of another kind are removed
+    # only after the new ones are all in place.
+    storage.makedirs(output_dir)
+    for name in sorted(outputs, key=lambda n: n == "tokenizer_config.json"):
+        storage.write_atomic(storage.join(output_dir, name), outputs[name])
     for name in OUTPUT_FILES:
-        (output_dir / name).unlink(missing_ok=True)
-    for name, content in outputs.items():
-        mode = "wb" if isinstance(content, bytes) else "w"
-        with open(output_dir / name, mode, **({} if mode == "wb" else {"encoding": "utf-8"})) as f:
-            f.write(content)
+        if name not in outputs:
+            storage.remove(storage.join(output_dir, name))
 
     tokenizer = load_tokenizer(output_dir)
     return {
@@ -139,7 +142,7 @@ def train_tokenizer(
             "mask": tokenizer.mask_id, "unk": tokenizer.unk_id,
         },
         "files": sorted(outputs),
-        "output_dir": str(output_dir),
+        "output_dir": output_dir,
         "fingerprint": tokenizer.vocab_fingerprint(),
     }
 
@@ -191,7 +194,7 @@ class _LineReader:
 def _check_inputs(input_files) -> list[Path]:
     if isinstance(input_files, (str, os.PathLike)):
         input_files = [input_files]
-    files = [Path(f) for f in input_files]
+    files = [Path(storage.fetch(f)) for f in input_files]  # gs:// corpora are read from a local copy
     if not files:
         raise UserError("no input files: give at least one text file (one sentence or paragraph per line)")
     for path in files:
@@ -207,10 +210,10 @@ def _check_inputs(input_files) -> list[Path]:
     return files
 
 
-def _check_output_dir(output_dir: Path, overwrite: bool) -> None:
-    if output_dir.exists() and not output_dir.is_dir():
+def _check_output_dir(output_dir: str, overwrite: bool) -> None:
+    if storage.isfile(output_dir):
         raise UserError(f"{output_dir}: output_dir exists and is not a directory")
-    if output_dir.is_dir() and any(output_dir.iterdir()) and not overwrite:
+    if storage.isdir(output_dir) and storage.listdir(output_dir) and not overwrite:
         raise UserError(f"{output_dir}: output_dir is not empty; choose another or pass overwrite=True")
 
 

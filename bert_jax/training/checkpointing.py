@@ -15,7 +15,6 @@ from __future__ import annotations
 
 import hashlib
 import json
-import os
 from typing import Any
 
 import jax
@@ -24,6 +23,7 @@ import numpy as np
 import orbax.checkpoint as ocp
 from etils import epath
 
+from bert_jax import storage
 from bert_jax.errors import UserError
 
 # Keys in the stored JSON item under which the fingerprints of the arrays and of the JSON
@@ -148,9 +148,7 @@ class Checkpointer:
         workdir without `checkpoints/` is an error."""
         if save_every < 1 or keep < 1:
             raise UserError(f"checkpointing needs save_every >= 1 and keep >= 1; got {save_every=}, {keep=}")
-        workdir = str(workdir)
-        if "://" not in workdir:  # gs:// and other URLs stay as given; Orbax wants local paths absolute
-            workdir = os.path.abspath(workdir)
+        workdir = storage.absolute(workdir)  # Orbax wants local paths absolute; gs:// stays
         self.directory = f"{workdir.rstrip('/')}/checkpoints"
         if read_only and not epath.Path(self.directory).is_dir():
             what = "does not exist" if not epath.Path(workdir).exists() else "has no checkpoints/"
@@ -176,8 +174,25 @@ class Checkpointer:
             create=not read_only,
             read_only=read_only,
         )
-        self._manager = ocp.CheckpointManager(self.directory, options=options, handler_registry=registry)
+        self._open = lambda: ocp.CheckpointManager(self.directory, options=options, handler_registry=registry)
+        self._manager = self._open()
         self._last_saved: int | None = None
+
+    def _after_own_save(self) -> None:
+        """Before reading what this manager saved on cloud storage: Orbax writes items there in
+        place (no tmp dir to rename) and its handlers then take them for temporary items
+        ("call finalize() before metadata()"), so read through a fresh manager once every
+        process has finished saving."""
+        if self._last_saved is None or not storage.is_remote(self.directory):
+            return
+        self._manager.wait_until_finished()
+        if jax.process_count() > 1:
+            from jax.experimental import multihost_utils
+
+            multihost_utils.sync_global_devices("bert_jax-checkpoint-reopen")
+        self._manager.close()
+        self._manager = self._open()
+        self._last_saved = None
 
     # -- which steps exist
 
@@ -243,6 +258,7 @@ class Checkpointer:
     def read_extra(self, step: int | None = None) -> dict:
         """The JSON item alone: cheap, for checking config and model identity before
         building any state."""
+        self._after_own_save()
         return self._read_extra(self._resolve(step))[0]
 
     def _damaged(self, step: int, what: str) -> DamagedCheckpoint:
@@ -274,6 +290,7 @@ class Checkpointer:
     def restore(self, step: int | None, abstract_state) -> tuple[Any, dict]:
         """(state, extra) of `step` (None = latest), each array placed on the sharding of its
         jax.ShapeDtypeStruct in `abstract_state`; raises UserError on any mismatch."""
+        self._after_own_save()
         step = self._resolve(step)
         where = self._step_dir(step)
         expected = _named_leaves(abstract_state)

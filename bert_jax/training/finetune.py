@@ -19,8 +19,6 @@ from __future__ import annotations
 import dataclasses
 import json
 import math
-import os
-import shutil
 import time
 import types
 
@@ -58,7 +56,7 @@ def load_init(path: str) -> Init:
     if not path:
         raise UserError("no checkpoint to start from: pass --init CHECKPOINT (or set config.init)")
     path = best_seed_dir(path)
-    if os.path.isdir(os.path.join(path, "checkpoints")):
+    if storage.isdir(storage.join(path, "checkpoints")):
         from bert_jax.training.pretrain import load_params
 
         enc, objective, params, extra, step = load_params(path)
@@ -67,45 +65,42 @@ def load_init(path: str) -> Init:
         else:
             encoder = params["encoder"]
         if objective == "imported":  # import and fine-tuning keep the tokenizer beside the checkpoint
-            tok_dir = os.path.join(path, "tokenizer")
+            tok_dir = storage.join(path, "tokenizer")
         else:
             from bert_jax.data.prepare import read_metadata
 
-            data_dir = extra["config"]["data"]["dir"] or os.path.join(path, "data")
+            data_dir = extra["config"]["data"]["dir"] or storage.join(path, "data")
             tok_dir = read_metadata(data_dir)["tokenizer"]
-        files = {n: os.path.join(tok_dir, n) for n in sorted(os.listdir(tok_dir))
-                 if os.path.isfile(os.path.join(tok_dir, n))} if os.path.isdir(tok_dir) else {}
+        files = ({n: storage.join(tok_dir, n) for n in storage.listdir(tok_dir)
+                  if storage.isfile(storage.join(tok_dir, n))} if storage.isdir(tok_dir) else {})
         return Init(enc, encoder, files, f"{path} (step {step}, {objective})")
-    if os.path.isfile(os.path.join(path, "config.json")):
-        ckpt = hf.load(path)
+    if storage.isfile(storage.join(path, "config.json")):
+        ckpt = hf.load(storage.fetch(path))
         source = f"{path} (Hugging Face)"
     else:
         from bert_jax.convert import tf1
 
-        ckpt = tf1.load_tf1(path)
+        ckpt = tf1.load_tf1(storage.fetch(path))
         source = f"{path} (TF1)"
     return Init(ckpt.config, ckpt.params["encoder"], dict(ckpt.tokenizer_files), source)
 
 
 def best_seed_dir(path: str) -> str:
     """A fine-tuning WORKDIR -> WORKDIR/seed_<best>; any other path as it is."""
-    results = os.path.join(path, RESULTS)
-    if not os.path.isfile(results):
+    results = storage.join(path, RESULTS)
+    if not storage.isfile(results):
         return path
     try:
-        with open(results, encoding="utf-8") as f:
-            best = json.load(f)["best_checkpoint"]
+        best = storage.read_json(results)["best_checkpoint"]
     except (UnicodeDecodeError, json.JSONDecodeError, KeyError, TypeError) as e:
         raise UserError(f"{results}: no readable best_checkpoint ({type(e).__name__}: {e})") from None
     return storage.inside(path, best, f"{results}'s best_checkpoint")
 
 
 def _copy_tokenizer(files: dict[str, str], directory: str) -> str:
-    os.makedirs(directory, exist_ok=True)
+    storage.makedirs(directory)
     for name, src in files.items():
-        dst = os.path.join(directory, name)
-        if os.path.abspath(src) != os.path.abspath(dst):
-            shutil.copyfile(src, dst)
+        storage.copy(src, storage.join(directory, name))
     return directory
 
 
@@ -319,8 +314,8 @@ def _train_and_evaluate(config, workdir: str, log=print) -> dict:
     if config.seeds < 1:
         raise UserError(f"config.seeds={config.seeds} must be >= 1")
     init = load_init(config.init)
-    os.makedirs(workdir, exist_ok=True)
-    tok_dir = os.path.join(workdir, "tokenizer")
+    storage.makedirs(workdir)
+    tok_dir = storage.join(workdir, "tokenizer")
     if lead:
         _copy_tokenizer(init.tokenizer_files, tok_dir)
     _sync("tokenizer")
@@ -366,25 +361,24 @@ def _train_and_evaluate(config, workdir: str, log=print) -> dict:
     runs = []
     for k in range(config.seeds):
         seed = config.train.seed + k
-        seed_dir = os.path.join(workdir, f"seed_{seed}")
-        done = os.path.join(seed_dir, SEED_RESULT)
-        if os.path.isfile(done):
-            with open(done) as f:
-                earlier = json.load(f)
+        seed_dir = storage.join(workdir, f"seed_{seed}")
+        done = storage.join(seed_dir, SEED_RESULT)
+        if storage.isfile(done):
+            earlier = storage.read_json(done)
             if earlier.get("fingerprint") != fingerprint:
                 raise UserError(f"{seed_dir} holds a finished run of another config (task, init or "
                                 "hyperparameters differ); use another --workdir")
             runs.append(earlier)
             say(f"seed {seed}: finished earlier ({main} {earlier['flat'][main]:.4f}); skipped")
             continue
-        if lead and os.path.isdir(seed_dir):  # an interrupted seed starts over
-            shutil.rmtree(seed_dir)
+        if lead and storage.isdir(seed_dir):  # an interrupted seed starts over
+            storage.rmtree(seed_dir)
         _sync(f"clean-{seed}")
         if lead:
-            _copy_tokenizer(init.tokenizer_files, os.path.join(seed_dir, "tokenizer"))
+            _copy_tokenizer(init.tokenizer_files, storage.join(seed_dir, "tokenizer"))
         t_seed = time.perf_counter()
         state = init_fn(encoder, jnp.uint32(seed))
-        writer = metrics.Writer(os.path.join(seed_dir, "tensorboard"), enabled=lead)
+        writer = metrics.Writer(storage.join(seed_dir, "tensorboard"), enabled=lead)
         ckpt = checkpointing.Checkpointer(seed_dir, save_every=1, keep=1, async_save=False)
         best, best_step, history = -math.inf, None, []
         identity = {"encoder": setup.enc.architecture(), "heads": [task.head], "num_labels": task.num_labels,
@@ -427,7 +421,7 @@ def _train_and_evaluate(config, workdir: str, log=print) -> dict:
         restored, _ = ckpt.restore(best_step, target)
         ckpt.close()
         result = _final(task, eval_step, restored["params"], evals, predicts, eval_batch, mesh,
-                        os.path.join(seed_dir, "predictions"), lead)
+                        storage.join(seed_dir, "predictions"), lead)
         result.update(seed=seed, best_step=best_step, history=history, fingerprint=fingerprint,
                       seconds=round(time.perf_counter() - t_seed, 1))
         if lead:
@@ -446,8 +440,8 @@ def _train_and_evaluate(config, workdir: str, log=print) -> dict:
                "skipped": {"train": train.skipped, **{s: f.skipped for s, f in evals.items()}}}
     table = format_table(results)
     if lead:
-        storage.write_json(os.path.join(workdir, RESULTS), results)
-        storage.write_atomic(os.path.join(workdir, "results.md"), table + "\n")
+        storage.write_json(storage.join(workdir, RESULTS), results)
+        storage.write_atomic(storage.join(workdir, "results.md"), table + "\n")
     say(table)
     return results
 
@@ -459,7 +453,7 @@ def _final(task, eval_step, params, evals, predicts, eval_batch, mesh, out_dir, 
         if split in evals:
             scores[split] = s
         if lead:
-            os.makedirs(out_dir, exist_ok=True)
+            storage.makedirs(out_dir)
             files += task.write_predictions(split, preds, out_dir)
     return {"scores": scores, "flat": _flat(scores), "predictions": files}
 
@@ -523,7 +517,7 @@ def evaluate(checkpoint: str, config=None, overrides=(), output: str | None = No
     from bert_jax.data.tokenizers import load_tokenizer
 
     checkpoint = best_seed_dir(checkpoint)
-    if os.path.isdir(os.path.join(checkpoint, "checkpoints")):
+    if storage.isdir(storage.join(checkpoint, "checkpoints")):
         from bert_jax.training.pretrain import load_params
 
         enc, _, params, extra, step = load_params(checkpoint)
@@ -532,13 +526,14 @@ def evaluate(checkpoint: str, config=None, overrides=(), output: str | None = No
         model_info = extra["model"]
         heads, num_labels, label_names = tuple(model_info["heads"]), model_info["num_labels"], \
             tuple(model_info.get("label_names") or ())
-        tok_dir = os.path.join(checkpoint, "tokenizer")
+        tok_dir = storage.join(checkpoint, "tokenizer")
         source = f"{checkpoint} (step {step})"
         saved = extra.get("config")
-    elif os.path.isfile(os.path.join(checkpoint, "config.json")):
-        ckpt = hf.load(checkpoint)
+    elif storage.isfile(storage.join(checkpoint, "config.json")):
+        ckpt = hf.load(storage.fetch(checkpoint))
         enc, params, heads, num_labels = ckpt.config, ckpt.params, ckpt.heads, ckpt.num_labels
-        label_names, tok_dir, source, saved = tuple(ckpt.label_names or ()), checkpoint, checkpoint, None
+        label_names, tok_dir, source, saved = (tuple(ckpt.label_names or ()), storage.fetch(checkpoint),
+                                               checkpoint, None)
     else:
         raise UserError(f"{checkpoint}: neither a fine-tuning workdir nor a Hugging Face checkpoint")
     if config is not None:
@@ -573,7 +568,7 @@ def evaluate(checkpoint: str, config=None, overrides=(), output: str | None = No
     if order is not None:  # the checkpoint's outputs in the task's label order
         key, step = OUTPUTS[task.kind][0], eval_step
         eval_step = lambda p, b: {key: step(p, b)[key][..., order]}  # noqa: E731
-    output = output or os.path.join(checkpoint, "evaluation")
+    output = output or storage.join(checkpoint, "evaluation")
     lead = jax.process_index() == 0
     splits = {s: task.features(s, training=False) for s in (*task.eval_splits, *task.predict_splits)}
     evals = {s: f for s, f in splits.items() if s in task.eval_splits}
@@ -581,7 +576,7 @@ def evaluate(checkpoint: str, config=None, overrides=(), output: str | None = No
     result = _final(task, eval_step, params, evals, predicts, eb, mesh, output, lead)
     result["checkpoint"] = source
     if lead:
-        _write_json(os.path.join(output, "metrics.json"), result)
+        _write_json(storage.join(output, "metrics.json"), result)
     for k, v in result["flat"].items():
         log(f"{task.name} {k}: {v:.4f}")
     log(f"predictions: {', '.join(result['predictions']) or 'none'}")

@@ -12,13 +12,16 @@ attention's QK^T and AV matmuls, the last the MLM head (transform + decoder).
 from __future__ import annotations
 
 import os
+import shutil
 import sys
+import tempfile
 import time
 
 import jax
 import jax.numpy as jnp
 import numpy as np
 
+from bert_jax import storage
 from bert_jax.models.config import EncoderConfig
 
 
@@ -65,17 +68,28 @@ def peak_matmul_flops(dtype: str = "float32") -> float:
 
 
 class Writer:
-    """TensorBoard scalars (process 0 only) through tf.summary."""
+    """TensorBoard scalars (process 0 only) through tf.summary. A cloud `logdir` is written
+    locally and its event files uploaded at each flush (bert_jax keeps TensorFlow's own GCS
+    client out of the path layer; see storage.py)."""
 
     def __init__(self, logdir: str, enabled: bool = True):
         self.enabled = enabled
         self._writer = None
+        self._logdir, self._local = logdir, logdir
         if enabled:
             import tensorflow as tf
 
-            os.makedirs(logdir, exist_ok=True)
+            if storage.is_remote(logdir):
+                self._local = tempfile.mkdtemp(prefix="bert_jax-tensorboard-")
+            else:
+                os.makedirs(logdir, exist_ok=True)
             self._tf = tf
-            self._writer = tf.summary.create_file_writer(logdir)
+            self._writer = tf.summary.create_file_writer(self._local)
+
+    def _upload(self) -> None:
+        if self._local != self._logdir:
+            for name in os.listdir(self._local):
+                storage.copy(os.path.join(self._local, name), storage.join(self._logdir, name))
 
     def scalars(self, step: int, values: dict[str, float], prefix: str = "") -> None:
         if not self.enabled:
@@ -84,10 +98,15 @@ class Writer:
             for k, v in values.items():
                 self._tf.summary.scalar(prefix + k, float(v))
         self._writer.flush()
+        self._upload()
 
     def close(self) -> None:
         if self._writer is not None:
             self._writer.close()
+            self._upload()
+            if self._local != self._logdir:
+                shutil.rmtree(self._local, ignore_errors=True)
+            self._writer = None
 
 
 def summarize(sums: dict[str, np.ndarray]) -> dict[str, float]:

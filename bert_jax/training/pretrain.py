@@ -8,7 +8,6 @@
 from __future__ import annotations
 
 import dataclasses
-import os
 import signal
 import time
 
@@ -66,7 +65,7 @@ def _data(config, workdir: str) -> str:
     and corpus content) from data.prepare; other settings are refused by name."""
     if config.data.dir:
         return config.data.dir
-    data_dir = os.path.join(workdir, "data")
+    data_dir = storage.join(workdir, "data")
     settings = config.data.prepare.to_dict()
 
     def run():
@@ -310,7 +309,7 @@ def _train_and_evaluate(config, workdir: str, log=print) -> dict:
     mesh = sharding.make_mesh(dict(config.mesh))
     lead = jax.process_index() == 0
     say = log if lead else (lambda *a, **k: None)
-    os.makedirs(workdir, exist_ok=True)
+    storage.makedirs(workdir)
 
     # --- an imported checkpoint (bert-jax import) fixes the architecture and tokenizer --------
     ckpt = checkpointing.Checkpointer(workdir, save_every=config.train.checkpoint_every,
@@ -324,7 +323,7 @@ def _train_and_evaluate(config, workdir: str, log=print) -> dict:
     if arch is not None:  # began from an import: its data uses the imported tokenizer, resumed too
         if not config.data.dir and not config.data.prepare.tokenizer:
             with config.unlocked():
-                config.data.prepare.tokenizer = os.path.join(os.path.abspath(workdir), "tokenizer")
+                config.data.prepare.tokenizer = storage.join(storage.absolute(workdir), "tokenizer")
 
     # --- data ------------------------------------------------------------------------------
     _check_config(config, mesh)
@@ -392,7 +391,7 @@ def _train_and_evaluate(config, workdir: str, log=print) -> dict:
     train_step = make_train_step(graphdef, objective, tx, lr, config.train.microbatches, mesh,
                                  state_shardings, config.train.max_nonfinite_steps)
     eval_step = make_eval_step(graphdef, objective, mesh, param_shardings)
-    writer = metrics.Writer(os.path.join(workdir, "tensorboard"), enabled=lead)
+    writer = metrics.Writer(storage.join(workdir, "tensorboard"), enabled=lead)
     progress = metrics.Progress(config.train.steps, enabled=lead)
     peak = config.train.peak_flops or metrics.peak_matmul_flops(config.model.dtype)
     seq = meta["max_seq_length"]
@@ -479,7 +478,7 @@ def _train_and_evaluate(config, workdir: str, log=print) -> dict:
                "final_eval": history["last_eval"], "train": history["train"],
                "nonfinite_total": history["nonfinite_total"]}
     if lead:
-        storage.write_json(os.path.join(workdir, "summary.json"), summary)
+        storage.write_json(storage.join(workdir, "summary.json"), summary)
     say(_closing(summary, config))
     return summary
 

@@ -3,10 +3,9 @@ as BERT did), GLUE's metrics, and prediction TSVs (the GLUE leaderboard's files 
 
 from __future__ import annotations
 
-import os
-
 import numpy as np
 
+from bert_jax import storage
 from bert_jax.data.finetuning.examples import _Source
 from bert_jax.data.finetuning.settings import _Settings
 from bert_jax.data.finetuning.task import Features, Task, _write
@@ -87,7 +86,7 @@ class _SequenceTask(Task):
         return metrics.score(self.metrics, labels, preds), predictions
 
     def write_predictions(self, split, predictions, output_dir):
-        os.makedirs(output_dir, exist_ok=True)
+        storage.makedirs(output_dir)
         glue = self._source.glue
         preds, labels = predictions["predictions"], predictions["labels"]
         if self.kind == "regression":
@@ -108,14 +107,14 @@ class _SequenceTask(Task):
             lines = ["index\tprediction"]
             order = sorted(range(len(preds)), key=lambda i: int(predictions["ids"][i]))
             lines += [f"{predictions['ids'][i]}\t{pred_text[i]}" for i in order]
-            path = os.path.join(output_dir, leaderboard)
+            path = storage.join(output_dir, leaderboard)
         else:
             head = ["index" if glue else "id", "prediction"] + ([] if label_text is None else ["label"])
             lines = ["\t".join(head)]
             for i, row_id in enumerate(predictions["ids"]):
                 lines.append("\t".join([_tsv_cell(row_id), _tsv_cell(pred_text[i])]
                                        + ([] if label_text is None else [_tsv_cell(label_text[i])])))
-            path = os.path.join(output_dir, f"{split}_predictions.tsv")
+            path = storage.join(output_dir, f"{split}_predictions.tsv")
         _write(path, "\n".join(lines) + "\n")
         return [path]
 

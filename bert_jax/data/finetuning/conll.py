@@ -4,10 +4,10 @@ scores, and CoNLL prediction files."""
 from __future__ import annotations
 
 import collections
-import os
 
 import numpy as np
 
+from bert_jax import storage
 from bert_jax.data.finetuning.examples import _Source
 from bert_jax.data.finetuning.settings import _Settings
 from bert_jax.data.finetuning.task import Features, Task, _word_ids, _write
@@ -77,11 +77,11 @@ class _TaggingTask(Task):
     def write_predictions(self, split, predictions, output_dir):
         """`<split>_predictions.conll`: "word gold pred" per line ("word pred" for an unlabelled
         split), a blank line between sentences."""
-        os.makedirs(output_dir, exist_ok=True)
+        storage.makedirs(output_dir)
         blocks = []
         for words, gold, pred in predictions:
             cols = [words, *([gold] if gold is not None else []), pred]
             blocks.append("\n".join(" ".join(parts) for parts in zip(*cols, strict=True)))
-        path = os.path.join(output_dir, f"{split}_predictions.conll")
+        path = storage.join(output_dir, f"{split}_predictions.conll")
         _write(path, "\n\n".join(blocks) + "\n")
         return [path]

@@ -10,6 +10,7 @@ import os
 import re
 from collections.abc import Iterator
 
+from bert_jax import storage
 from bert_jax.data.finetuning.examples import _check_ids, _nonempty, _Question, _Row, _Sentence, _Source
 from bert_jax.data.finetuning.settings import KINDS, _Settings
 from bert_jax.errors import UserError
@@ -29,7 +30,7 @@ def _files_source(s: _Settings) -> _Source:
     if not s.files:
         raise UserError("task.files sets no split file; set task.files.train / validation / test")
     for split, path in s.files.items():
-        if not os.path.isfile(path):
+        if not storage.isfile(path):
             raise UserError(f"task.files.{split}={path!r}: no such file")
         ext = os.path.splitext(path)[1].lower()
         if ext not in _FORMATS[s.kind]:
@@ -102,7 +103,7 @@ def _check_labels(examples: list, names: tuple[str, ...], kind: str) -> None:
 
 def _lines(path: str) -> Iterator[tuple[int, str]]:
     """(1-based line number, text with its newline) of a UTF-8 file; UserError at a bad line."""
-    with open(path, "rb") as f:
+    with storage.open(path, "rb") as f:
         for n, raw in enumerate(f, 1):
             try:
                 line = raw.decode("utf-8")

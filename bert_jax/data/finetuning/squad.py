@@ -8,11 +8,11 @@ import collections
 import dataclasses
 import json
 import math
-import os
 import re
 
 import numpy as np
 
+from bert_jax import storage
 from bert_jax.data.finetuning.examples import _Question, _Source
 from bert_jax.data.finetuning.settings import _Settings
 from bert_jax.data.finetuning.task import Features, Task, _word_ids, _write
@@ -223,12 +223,12 @@ class _SpanTask(Task):
         return {k: float(v) for k, v in metrics.items()}, result
 
     def write_predictions(self, split, predictions, output_dir):
-        os.makedirs(output_dir, exist_ok=True)
+        storage.makedirs(output_dir)
         paths = []
         for key, name in (("predictions", "predictions"), ("nbest", "nbest"), ("null_odds", "null_odds")):
             if predictions[key] is None:
                 continue
-            path = os.path.join(output_dir, f"{split}_{name}.json")
+            path = storage.join(output_dir, f"{split}_{name}.json")
             _write(path, json.dumps(predictions[key], indent=2, ensure_ascii=False) + "\n")
             paths.append(path)
         return paths

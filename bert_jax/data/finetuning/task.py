@@ -9,6 +9,7 @@ from typing import Any
 
 import numpy as np
 
+from bert_jax import storage
 from bert_jax.data.finetuning.examples import _Source
 from bert_jax.data.finetuning.settings import _Settings
 from bert_jax.data.tokenizers import Tokenizer
@@ -135,5 +136,4 @@ def _word_ids(tok: Tokenizer, sentences: Sequence[Sequence[str]]) -> list[list[l
 
 
 def _write(path: str, text: str) -> None:
-    with open(path, "w", encoding="utf-8") as f:
-        f.write(text)
+    storage.write_atomic(path, text)
