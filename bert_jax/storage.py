@@ -8,8 +8,9 @@ that a local emulator can stand in for in tests (`STORAGE_EMULATOR_HOST`).
 
 Writes are whole or absent. A local file is written to a temporary name beside its target and
 renamed into place; a Cloud Storage object is uploaded in one request, which readers see whole
-or not at all. Libraries that write only local files (ArrayRecord, tf.summary, SavedModel,
-tokenizer trainers) write into `local_dir_for(path)`, which uploads on success.
+or not at all. Libraries that write only local files (ArrayRecord, tf.summary, SavedModel) write
+locally and their callers upload the files (`copy`); libraries that read only local files read
+`local_copy(path)` or `fetch(path)`.
 """
 
 from __future__ import annotations
@@ -253,35 +254,6 @@ def copy_tree(src, dst) -> list[str]:
         copy(join(src, name), join(dst, name))
         names.append(name)
     return names
-
-
-def replace_dir(staging, final) -> None:
-    """Move a finished directory `staging` to `final` (which must not exist). Local: one rename.
-    Cloud: there is no directory rename, so the files are copied and `staging` removed; a reader
-    must only trust `final` once the file the writer writes last (a manifest) is there."""
-    if not is_remote(staging) and not is_remote(final):
-        os.replace(staging, final)
-        return
-    copy_tree(staging, final)
-    rmtree(staging)
-
-
-@contextlib.contextmanager
-def local_dir_for(path, keep_local: bool = False):
-    """A local directory standing in for `path`, for libraries that write only local files.
-    Local `path`: yields it (created). Cloud `path`: yields a temporary directory whose files are
-    uploaded into `path` when the block ends without an error."""
-    if not is_remote(path):
-        os.makedirs(path, exist_ok=True)
-        yield path
-        return
-    tmp = tempfile.mkdtemp(prefix="bert_jax-stage-")
-    try:
-        yield tmp
-        copy_tree(tmp, path)
-    finally:
-        if not keep_local:
-            shutil.rmtree(tmp, ignore_errors=True)
 
 
 @contextlib.contextmanager
