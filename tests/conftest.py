@@ -9,6 +9,31 @@ os.environ.setdefault("HF_HUB_OFFLINE", "1")
 # gcsfs probes a bucket's type over gRPC first (tests/gcs_emulator.py); read at import.
 os.environ.setdefault("GCSFS_EXPERIMENTAL_ZB_HNS_SUPPORT", "false")
 
+# One persistent XLA compilation cache for the run (in-process tests and the CLI processes
+# they start): a program compiled once, e.g. the tiny model's train step that a resumed or
+# second process compiles again, is read back instead of compiled. The same executable, so
+# results are unchanged. A directory set by the caller is kept; ours is removed at exit.
+if "JAX_COMPILATION_CACHE_DIR" not in os.environ:
+    import atexit
+    import shutil
+    import tempfile
+
+    os.environ["JAX_COMPILATION_CACHE_DIR"] = tempfile.mkdtemp(prefix="bert-jax-tests-xla-cache-")
+    atexit.register(shutil.rmtree, os.environ["JAX_COMPILATION_CACHE_DIR"], ignore_errors=True)
+
 import jax  # noqa: E402
 
 jax.config.update("jax_num_cpu_devices", 8)
+
+
+# The longest test files start first, so the two workers (pyproject.toml: -n 2 --dist
+# loadfile) finish together rather than one waiting on a long file started last.
+LONGEST_FIRST = ("test_pretrain.py", "test_gcs.py", "test_finetune.py", "test_export.py",
+                 "test_preset_parity.py", "test_encode.py")
+
+
+def pytest_collection_modifyitems(items):
+    def rank(item):
+        name = item.path.name
+        return LONGEST_FIRST.index(name) if name in LONGEST_FIRST else len(LONGEST_FIRST)
+    items.sort(key=rank)  # stable: the order within a file is kept

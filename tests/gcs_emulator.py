@@ -15,13 +15,9 @@ import subprocess
 import sys
 import time
 
+from ports import free_port
+
 BUCKET = "bert-jax-test"
-
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 def client_env(port: int) -> dict[str, str]:
@@ -73,7 +69,7 @@ main(sys.argv[1:])
 @contextlib.contextmanager
 def emulator():
     """Run the emulator for the length of a `with` block; yields the client environment."""
-    port = _free_port()
+    port = free_port()
     proc = subprocess.Popen([sys.executable, "-c", _SERVER, "start", "--host", "127.0.0.1", "--port",
                              str(port), "--in-memory", "--default-bucket", BUCKET],
                             stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)

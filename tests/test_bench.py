@@ -3,6 +3,8 @@
 import json
 import os
 
+import corpus_sample
+
 from bert_jax import cli
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -29,8 +31,10 @@ def test_bench_rows_shorter_than_the_masked_slots(capsys):
 
 
 def test_bench_loop_mode_runs_the_real_job_and_compares(tmp_path, capsys):
+    corpus = corpus_sample.write(tmp_path / "corpus.txt", documents=50)
     args = ["bench", "--mode", "loop", "--steps", "12", "--workdir", str(tmp_path / "w"),
             "--config", f"{ROOT}/configs/pretrain/bert.py:size=tiny",
+            *corpus_sample.prepare_overrides(corpus), "--config.data.prepare.train_tokenizer.vocab_size=1000",
             "--config.train.global_batch_size=8", "--config.data.prepare.max_seq_length=32",
             "--config.train.log_every=4", "--config.train.checkpoint_every=5",
             "--config.data.eval_rows=16", "--config.mesh.data=1"]

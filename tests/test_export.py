@@ -120,17 +120,22 @@ def test_parse_checkpoint_keeps_urls():
 
 @pytest.fixture(scope="module")
 def workdirs(tmp_path_factory):
-    """Three short pretraining runs (BERT, ELECTRA, ALBERT) on the embedded corpus."""
+    """Three short pretraining runs (BERT, ELECTRA, ALBERT) on the first 100 documents of the
+    embedded corpus, each preparing its data (and training its vocabulary) in WORKDIR/data."""
+    import corpus_sample
+
     from bert_jax import config_files
     from bert_jax.training import pretrain
 
     root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
     tmp = tmp_path_factory.mktemp("export")
+    corpus = corpus_sample.write(tmp / "corpus.txt", documents=100)
     out = {}
     for family in ("bert", "electra", "albert"):
         cfg = config_files.load(f"{root}/configs/pretrain/{family}.py:size=tiny", [
             "--config.train.steps=2", "--config.optim.warmup_steps=0",
             "--config.train.global_batch_size=8", "--config.data.prepare.max_seq_length=64",
+            *corpus_sample.prepare_overrides(corpus),
             "--config.data.prepare.train_tokenizer.vocab_size=1000", "--config.data.eval_rows=16",
             "--config.train.peak_flops=1e11"])
         pretrain.train_and_evaluate(cfg, str(tmp / family), log=lambda *a: None)

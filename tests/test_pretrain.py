@@ -1,9 +1,11 @@
 """Pretraining end to end on tiny presets: every family learns, sharded runs match one device,
-2 processes match 1, resume is bit-exact after SIGKILL, SIGTERM saves, accumulation is exact,
-and bad setups fail before compiling."""
+2 processes match 1, resume is bit-exact after SIGKILLs at 10 random moments, SIGTERM saves,
+accumulation is exact, and bad setups fail before compiling."""
 
+import itertools
 import json
 import os
+import shutil
 import signal
 import subprocess
 import sys
@@ -13,6 +15,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
+from ports import free_port
 
 from bert_jax import config_files
 from bert_jax.data import corpora, prepare
@@ -31,7 +34,7 @@ def data(tmp_path_factory):
 
     tmp = tmp_path_factory.mktemp("pretrain-data")
     text = tmp / "corpus.txt"
-    docs = list(corpora.default_corpus())[:200]
+    docs = list(itertools.islice(corpora.default_corpus(), 200))
     text.write_text("\n\n".join("\n".join(d) for d in docs) + "\n")
     train_tokenizer([str(text)], "wordpiece", 2000, str(tmp / "vocab"))
     out = {}
@@ -62,25 +65,62 @@ def losses(summary):
     return np.array([row["loss"] for row in summary["train"]])
 
 
+# One uninterrupted BERT run (1 process, the default mesh: data=8, every step logged) that
+# several tests compare against instead of each running it again: BERT learns, SIGKILL +
+# resume is bit-exact, 2 processes, other meshes, a damaged step, another model's workdir.
+REFERENCE = {"train.steps": 30, "train.log_every": 1, "train.checkpoint_every": 8}
+
+
+@pytest.fixture(scope="module")
+def reference(data, tmp_path_factory):
+    """(workdir, summary) of the reference run; a test copies the workdir before writing to it."""
+    workdir = tmp_path_factory.mktemp("reference")
+    summary = pretrain.train_and_evaluate(config_for("bert", data["bert"], **REFERENCE), str(workdir),
+                                          log=lambda *a: None)
+    return workdir, summary
+
+
+@pytest.fixture(scope="module")
+def sharded(data, tmp_path_factory):
+    """(workdir, summary) of the reference config's first 6 steps on a 2x2x2 mesh."""
+    workdir = tmp_path_factory.mktemp("sharded")
+    cfg = config_for("bert", data["bert"], **{**REFERENCE, "train.steps": 6, "mesh.data": 2, "mesh.fsdp": 2,
+                                              "mesh.tensor": 2})
+    return workdir, pretrain.train_and_evaluate(cfg, str(workdir), log=lambda *a: None)
+
+
+@pytest.fixture(scope="module")
+def electra_run(data, tmp_path_factory):
+    """(workdir, summary) of 2 ELECTRA steps with a non-default electra.rtd_weight of 10."""
+    workdir = tmp_path_factory.mktemp("electra")
+    cfg = config_for("electra", data["electra"], **{"train.steps": 2, "electra.rtd_weight": 10.0})
+    return workdir, pretrain.train_and_evaluate(cfg, str(workdir), log=lambda *a: None)
+
+
 @pytest.mark.parametrize("family", ["bert", "roberta", "albert", "electra"])
-def test_each_family_learns(family, data, tmp_path):
-    cfg = config_for(family, data[family], **{"train.steps": 30, "train.log_every": 1})
-    summary = pretrain.train_and_evaluate(cfg, str(tmp_path), log=lambda *a: None)
+def test_each_family_learns(family, data, tmp_path, request):
+    if family == "bert":  # the reference run is this run (30 steps, each logged)
+        workdir, summary = request.getfixturevalue("reference")
+    else:
+        cfg = config_for(family, data[family], **{"train.steps": 30, "train.log_every": 1})
+        workdir = tmp_path
+        summary = pretrain.train_and_evaluate(cfg, str(workdir), log=lambda *a: None)
     loss = losses(summary)
     assert len(loss) == 30 and np.all(np.isfinite(loss))
     assert loss[-5:].mean() < loss[:5].mean() - 0.05, loss
     key = "rtd_accuracy" if family == "electra" else "mlm_accuracy"
     assert summary["final_eval"][key] > summary["first_eval"][key]
-    assert os.listdir(tmp_path / "tensorboard")  # event files
+    assert os.listdir(workdir / "tensorboard")  # event files
+    if family == "electra":  # the default electra.rtd_weight (50) is in the loss
+        for row in summary["train"]:
+            np.testing.assert_allclose(row["loss"], row["mlm_loss"] + 50.0 * row["rtd_loss"], rtol=1e-4)
 
 
-def test_sharded_mesh_matches_one_device(data, tmp_path):
-    runs = {}
-    for name, mesh in {"one": (1, 1, 1), "2x2x2": (2, 2, 2)}.items():
-        cfg = config_for("bert", data["bert"], **{"train.steps": 6, "mesh.data": mesh[0],
-                                                  "mesh.fsdp": mesh[1], "mesh.tensor": mesh[2]})
-        runs[name] = losses(pretrain.train_and_evaluate(cfg, str(tmp_path / name), log=lambda *a: None))
-    np.testing.assert_allclose(runs["2x2x2"], runs["one"], rtol=1e-5)
+def test_sharded_mesh_matches_one_device(data, sharded, tmp_path):
+    cfg = config_for("bert", data["bert"], **{**REFERENCE, "train.steps": 6, "mesh.data": 1, "mesh.fsdp": 1,
+                                              "mesh.tensor": 1})
+    one = losses(pretrain.train_and_evaluate(cfg, str(tmp_path), log=lambda *a: None))
+    np.testing.assert_allclose(losses(sharded[1]), one, rtol=1e-5)
 
 
 def test_gradient_accumulation_equals_one_big_step(data, tmp_path):
@@ -109,10 +149,9 @@ def _summary(workdir):
     return json.loads((workdir / "summary.json").read_text())
 
 
-def test_two_processes_match_one(data, tmp_path):
-    one = _cli(tmp_path / "one", data["bert"], **{"train.steps": 4})
-    assert one.wait(timeout=600) == 0, one.stdout.read()
-    port = 20000 + os.getpid() % 10000
+def test_two_processes_match_one(data, reference, tmp_path):
+    """2 processes x 4 devices == 1 process x 8 devices (the reference run's first 4 steps)."""
+    port = free_port()
     procs = [_cli(tmp_path / "two", data["bert"], env={
         "BERT_JAX_COORDINATOR": f"127.0.0.1:{port}", "BERT_JAX_NUM_PROCESSES": "2",
         "BERT_JAX_PROCESS_ID": str(i), "BERT_JAX_LOCAL_DEVICES": "4",
@@ -120,8 +159,7 @@ def test_two_processes_match_one(data, tmp_path):
         for i in range(2)]
     for p in procs:
         assert p.wait(timeout=600) == 0, p.stdout.read()
-    np.testing.assert_allclose(losses(_summary(tmp_path / "two")), losses(_summary(tmp_path / "one")),
-                               rtol=1e-5)
+    np.testing.assert_allclose(losses(_summary(tmp_path / "two")), losses(reference[1])[:4], rtol=1e-5)
 
 
 def _wait_for_checkpoint(workdir, step, proc, timeout=600):
@@ -133,29 +171,69 @@ def _wait_for_checkpoint(workdir, step, proc, timeout=600):
         time.sleep(0.01)
 
 
-def test_resume_after_sigkill_is_bit_exact(data, tmp_path):
-    fields = {"train.steps": 16, "train.checkpoint_every": 4}
-    straight = _cli(tmp_path / "straight", data["bert"], **fields)
-    assert straight.wait(timeout=600) == 0, straight.stdout.read()
+# The reference run's config with a checkpoint every step (so a kill often lands while an
+# async save is in flight), killed with SIGKILL at random moments and run again each time.
+CHAOS = {**REFERENCE, "train.checkpoint_every": 1, "train.keep_checkpoints": 2}
+KILLS = 10
 
-    killed = _cli(tmp_path / "killed", data["bert"], **fields)
-    _wait_for_checkpoint(tmp_path / "killed", 4, killed)
-    with pytest.raises(UserError, match=f"in use by a running pretrain .*pid {killed.pid}"):
-        pretrain.train_and_evaluate(config_for("bert", data["bert"], **fields), str(tmp_path / "killed"))
-    killed.send_signal(signal.SIGKILL)
-    killed.wait()
-    assert not (tmp_path / "killed" / "summary.json").exists()  # it really died mid-run
-    resumed = _cli(tmp_path / "killed", data["bert"], **fields)
-    out = resumed.communicate(timeout=600)[0]
-    assert resumed.returncode == 0 and "resumed from" in out, out
+
+def _latest(workdir):
+    root = workdir / "checkpoints"
+    return max((int(p.name) for p in root.iterdir() if p.name.isdigit()), default=0) if root.is_dir() else 0
+
+
+def _saving(workdir, step=None):
+    """Whether an async save (of `step`, or of any step) is in flight in `workdir`."""
+    root = workdir / "checkpoints"
+    prefix = f"{'' if step is None else step}"
+    return root.is_dir() and any("orbax-checkpoint-tmp" in p.name and p.name.startswith(prefix)
+                                 for p in root.iterdir())
+
+
+def test_sigkill_at_random_moments_then_resume_is_bit_exact(data, reference, tmp_path):
+    """#12 item 11, chaos: the run is killed with -9 at 10 random moments and run again after
+    each. Each moment: the run's 1st or 2nd step of its own, either while its async save is in
+    flight or just after it finished (plus 0-30 ms). It ends with parameters bit-identical to
+    the uninterrupted reference run's, and its last run's losses are the reference's."""
+    import random
+
+    rng = random.Random(11)
+    work = tmp_path / "chaos"
+    kills = []
+    while len(kills) < KILLS:
+        before = _latest(work)
+        assert before < REFERENCE["train.steps"] - 3, f"near the end before {KILLS} kills: {kills}"
+        proc = _cli(work, data["bert"], **CHAOS)
+        if not kills:  # a second writer is refused while a run holds the workdir, naming it
+            _wait_for_checkpoint(work, 1, proc)
+            with pytest.raises(UserError, match=f"in use by a running pretrain .*pid {proc.pid}"):
+                pretrain.train_and_evaluate(config_for("bert", data["bert"], **CHAOS), str(work))
+        target, mid = _latest(work) + rng.randint(1, 2), rng.random() < 0.5
+        start = time.time()
+        while _latest(work) < target and not (mid and _saving(work, target)):
+            assert proc.poll() is None, proc.stdout.read()
+            assert time.time() - start < 600
+            time.sleep(0.002)
+        if not mid:
+            time.sleep(rng.uniform(0.0, 0.03))
+        mid_save = _saving(work)
+        proc.send_signal(signal.SIGKILL)
+        proc.wait()
+        kills.append({"from": before, "killed_at": _latest(work), "mid_save": mid_save})
+    assert not (work / "summary.json").exists()  # it really died mid-run, every time
+    final = _cli(work, data["bert"], **CHAOS)
+    out = final.communicate(timeout=600)[0]
+    assert final.returncode == 0 and "resumed from" in out, out
     assert "cuInit" not in out and "cudart_stub" not in out, out  # a quiet start (tf_setup)
+    print("chaos:", json.dumps({"kills": len(kills), "mid_save": sum(k["mid_save"] for k in kills),
+                                "runs": kills}))
+    assert sum(k["mid_save"] for k in kills) >= 2, kills
     start = int(out.split("resumed from")[1].split("at step ")[1].split()[0])
-    assert start >= 4
-    a, b = _summary(tmp_path / "straight"), _summary(tmp_path / "killed")
-    np.testing.assert_array_equal(losses(b), losses(a)[start:])
-    pa = pretrain.load_params(str(tmp_path / "straight"))[2]
-    pb = pretrain.load_params(str(tmp_path / "killed"))[2]
-    for x, y in zip(jax.tree.leaves(pa), jax.tree.leaves(pb), strict=True):
+    assert start == kills[-1]["killed_at"], (start, kills)  # a kill never leaves a damaged step
+    np.testing.assert_array_equal(losses(_summary(work)), losses(reference[1])[start:])
+    straight = pretrain.load_params(str(reference[0]))[2]
+    chaos = pretrain.load_params(str(work))[2]
+    for x, y in zip(jax.tree.leaves(straight), jax.tree.leaves(chaos), strict=True):
         np.testing.assert_array_equal(np.asarray(x), np.asarray(y))
 
 
@@ -171,16 +249,16 @@ def test_sigterm_saves_at_the_next_step_and_exits_zero(data, tmp_path):
     assert str(step) in os.listdir(tmp_path / "checkpoints")
 
 
-def test_resume_onto_another_mesh(data, tmp_path):
-    straight = config_for("bert", data["bert"], **{"train.steps": 6, "mesh.fsdp": 2, "mesh.tensor": 2})
-    expected = losses(pretrain.train_and_evaluate(straight, str(tmp_path / "a"), log=lambda *a: None))
-    first = config_for("bert", data["bert"], **{"train.steps": 3, "mesh.fsdp": 2, "mesh.tensor": 2})
-    pretrain.train_and_evaluate(first, str(tmp_path / "b"), log=lambda *a: None)
-    for mesh in ((1, 1, 1), (1, 2, 2)):  # restored on 1 device, then on 4 as 2x2
-        steps = 5 if mesh == (1, 1, 1) else 6
-        cfg = config_for("bert", data["bert"], **{"train.steps": steps, "mesh.data": mesh[0],
+def test_resume_onto_another_mesh(data, reference, sharded, tmp_path):
+    """A checkpoint saved on 2x2x2 (step 6) restored on 1 device (to step 8), then on 4 devices
+    as 2x2 (to step 9): the losses of the reference run, straight through on data=8."""
+    expected = losses(reference[1])
+    shutil.copytree(sharded[0], tmp_path, dirs_exist_ok=True)
+    for mesh, steps in (((1, 1, 1), 8), ((1, 2, 2), 9)):
+        cfg = config_for("bert", data["bert"], **{**REFERENCE, "train.steps": steps, "mesh.data": mesh[0],
                                                   "mesh.fsdp": mesh[1], "mesh.tensor": mesh[2]})
-        got = losses(pretrain.train_and_evaluate(cfg, str(tmp_path / "b"), log=lambda *a: None))
+        got = losses(pretrain.train_and_evaluate(cfg, str(tmp_path), log=lambda *a: None))
+        assert len(got) == (2 if steps == 8 else 1)  # resumed, not started again
         np.testing.assert_allclose(got, expected[steps - len(got):steps], rtol=1e-5)
 
 
@@ -239,35 +317,32 @@ def test_a_burst_between_log_steps_stops_the_run(data, tmp_path, monkeypatch):
     assert json.loads((tmp_path / "few" / "summary.json").read_text())["nonfinite_total"] == 5
 
 
-def test_electra_rtd_weight_is_applied(data, tmp_path):
-    """config.electra.rtd_weight reaches the loss: loss = generator MLM + w * RTD."""
-    out = {}
-    for w in (50.0, 10.0):
-        cfg = config_for("electra", data["electra"], **{"train.steps": 1, "electra.rtd_weight": w})
-        row = pretrain.train_and_evaluate(cfg, str(tmp_path / str(w)), log=lambda *a: None)["train"][0]
-        out[w] = row
-        np.testing.assert_allclose(row["loss"], row["mlm_loss"] + w * row["rtd_loss"], rtol=1e-4)
-    assert out[50.0]["loss"] - out[10.0]["loss"] > 1.0
+def test_electra_rtd_weight_is_applied(electra_run):
+    """config.electra.rtd_weight reaches the loss: loss = generator MLM + w * RTD, here with
+    w = 10, not the default 50 (which test_each_family_learns[electra] checks)."""
+    for row in electra_run[1]["train"]:
+        np.testing.assert_allclose(row["loss"], row["mlm_loss"] + 10.0 * row["rtd_loss"], rtol=1e-4)
+        assert row["mlm_loss"] + 50.0 * row["rtd_loss"] - row["loss"] > 1.0
 
 
-def test_damaged_latest_step_resumes_from_the_newest_intact_one(data, tmp_path):
+def test_damaged_latest_step_resumes_from_the_newest_intact_one(data, reference, tmp_path):
     """A truncated file in the latest step: a loud warning naming it, the run resumes from the
     step before, and the damaged step is kept aside (never listed, never overwritten)."""
-    fields = {"train.steps": 8, "train.checkpoint_every": 4}
-    pretrain.train_and_evaluate(config_for("bert", data["bert"], **fields), str(tmp_path))
+    shutil.copytree(reference[0], tmp_path, dirs_exist_ok=True)  # steps 16, 24 and 30
     ckpts = tmp_path / "checkpoints"
-    data_file = max((f for f in (ckpts / "8" / "state").rglob("*") if f.is_file() and f.parent.name == "d"),
+    assert sorted(int(p.name) for p in ckpts.iterdir() if p.name.isdigit()) == [16, 24, 30]
+    data_file = max((f for f in (ckpts / "30" / "state").rglob("*") if f.is_file() and f.parent.name == "d"),
                     key=lambda f: f.stat().st_size)
     data_file.write_bytes(data_file.read_bytes()[:100])
     lines = []
     summary = pretrain.train_and_evaluate(
-        config_for("bert", data["bert"], **{**fields, "train.steps": 12}), str(tmp_path), log=lines.append)
+        config_for("bert", data["bert"], **{**REFERENCE, "train.steps": 34}), str(tmp_path), log=lines.append)
     warning = next(line for line in lines if line.startswith("WARNING"))
-    assert "checkpoint step 8" in warning and "is damaged" in warning, lines
-    assert any(line.endswith("at step 4") for line in lines if line.startswith("resumed from")), lines
-    assert summary["steps"] == 12
-    assert sorted(p.name.split("-")[0] for p in ckpts.iterdir() if "damaged" in p.name) == ["8.damaged"]
-    assert [int(p.name) for p in ckpts.iterdir() if p.name.isdigit()] and 12 in [
+    assert "checkpoint step 30" in warning and "is damaged" in warning, lines
+    assert any(line.endswith("at step 24") for line in lines if line.startswith("resumed from")), lines
+    assert summary["steps"] == 34
+    assert sorted(p.name.split("-")[0] for p in ckpts.iterdir() if "damaged" in p.name) == ["30.damaged"]
+    assert [int(p.name) for p in ckpts.iterdir() if p.name.isdigit()] and 34 in [
         int(p.name) for p in ckpts.iterdir() if p.name.isdigit()]
 
 
@@ -305,7 +380,7 @@ def test_workdir_data_with_other_settings_is_refused_or_prepared_again(data, tmp
     assert prepare.read_metadata(str(tmp_path / "data"))["max_seq_length"] == 32
 
 
-def test_bad_setups_fail_before_compiling(data, tmp_path):
+def test_bad_setups_fail_before_compiling(data, reference, tmp_path):
     cases = [
         (config_for("bert", data["roberta"]), "cannot train on 'full_sentences' data"),
         (config_for("bert", data["bert"], **{"train.global_batch_size": 12}), "does not divide over the 8"),
@@ -317,21 +392,18 @@ def test_bad_setups_fail_before_compiling(data, tmp_path):
             pretrain.train_and_evaluate(cfg, str(tmp_path / "w"), log=lambda *a: None)
     with pytest.raises(UserError, match="no field 'train.stepz'"):
         config_files.load(f"{ROOT}/configs/pretrain/bert.py:size=tiny", ["--config.train.stepz=3"])
-    # A workdir holding another model's checkpoint: both named.
-    pretrain.train_and_evaluate(config_for("bert", data["bert"], **{"train.steps": 2}), str(tmp_path / "m"),
-                                log=lambda *a: None)
+    # A workdir holding another model's checkpoint (a copy of the reference run's): both named.
+    shutil.copytree(reference[0], tmp_path / "m")
     other = config_for("electra", data["electra"], **{"train.steps": 2})
     with pytest.raises(UserError, match="another model: saved bert bert L2 H128.*configured electra"):
         pretrain.train_and_evaluate(other, str(tmp_path / "m"), log=lambda *a: None)
 
 
-def test_encode_reads_our_checkpoint(data, tmp_path):
+def test_encode_reads_our_checkpoint(electra_run, tmp_path):
     from bert_jax import cli
 
-    pretrain.train_and_evaluate(config_for("electra", data["electra"], **{"train.steps": 2}),
-                                str(tmp_path / "w"), log=lambda *a: None)
     out = tmp_path / "e.npy"
-    assert cli.main(["encode", "--checkpoint", str(tmp_path / "w"), "--input",
+    assert cli.main(["encode", "--checkpoint", str(electra_run[0]), "--input",
                      f"{ROOT}/bert_jax/data/samples/sentences.txt", "--output", str(out)]) == 0
     assert np.load(out).shape == (36, 128)
 

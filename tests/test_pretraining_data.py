@@ -186,7 +186,30 @@ def test_resume_at_any_step_equals_the_uninterrupted_stream(stream_data):
     # Each epoch visits every row exactly once.
     epoch_rows = np.concatenate([b["row_index"] for b in straight])[: meta["num_rows"]]
     assert sorted(epoch_rows.tolist()) == list(range(meta["num_rows"]))
-    # Masks are dynamic: the same row is masked differently in the next epoch.
+    # Masks are dynamic: in the next epoch the same row (same tokens) is masked at other
+    # positions (a short row with one masked word of six may draw it again: rows with 3+).
+    n = meta["num_rows"]
+    flat = {k: np.concatenate([b[k] for b in straight])
+            for k in ("row_index", "input_ids", "masked_positions", "masked_ids", "masked_weights")}
+
+    def unmasked(i):
+        """The original ids of entry i of `flat`, and its masked positions."""
+        real = flat["masked_weights"][i] > 0
+        positions = flat["masked_positions"][i][real]
+        ids = flat["input_ids"][i].copy()
+        ids[positions] = flat["masked_ids"][i][real]
+        return ids, set(positions.tolist())
+
+    compared = 0
+    for j in range(n, len(flat["row_index"])):  # the rows of epoch 1 in these 40 steps
+        i = np.flatnonzero(flat["row_index"][:n] == flat["row_index"][j])[0]
+        (ids_0, masked_0), (ids_1, masked_1) = unmasked(i), unmasked(j)
+        np.testing.assert_array_equal(ids_0, ids_1)
+        if len(masked_0) >= 3:
+            assert masked_0 != masked_1, f"row {flat['row_index'][j]}: the same mask in epochs 0 and 1"
+            compared += 1
+    assert compared > 100
+    # What a checkpoint records to resume the stream at step 12.
     assert stream.state(12) == {"step": 12, "seed": 7, "global_batch_size": 16,
                                 "rows": [0, meta["num_rows"]],
                                 "data_fingerprint": meta["config_fingerprint"]}

@@ -12,7 +12,6 @@ import importlib
 import json
 import os
 import pydoc
-import time
 import unicodedata
 
 # Must be set before transformers is imported: the tests never touch the network.
@@ -679,34 +678,6 @@ def test_byte_bpe_missing_special_tokens(tmp_path):
     missing = r"vocab.json lacks special token\(s\) '<unk>', '</s>', '<pad>', '<mask>'"
     with pytest.raises(UserError, match=missing):
         load_tokenizer(tmp_path)
-
-
-# ---------------------------------------------------------------------------------------------
-# Throughput (printed, not asserted)
-
-
-def test_throughput(capsys, unigram_dir, spm_bpe_dir, bbpe_dir):
-    docs = list(stdlib_docs())
-    texts = (docs * (1 + 1_000_000 // sum(map(len, docs))))
-    texts = texts[: next(i for i in range(len(texts)) if sum(map(len, texts[:i])) >= 1_000_000) + 1]
-    makers = {
-        "wordpiece (Rust)": lambda: load_tokenizer(MODEL_DIR),
-        "wordpiece (pure Python)": lambda: WordPieceTokenizer.from_dir(MODEL_DIR),
-        "sentencepiece unigram": lambda: load_tokenizer(unigram_dir),
-        "sentencepiece bpe": lambda: load_tokenizer(spm_bpe_dir),
-        "byte-level bpe": lambda: load_tokenizer(bbpe_dir),
-    }
-    lines = [f"encode_batch_ids on {sum(map(len, texts)) / 1e6:.2f} MB ({len(texts)} texts), "
-             f"{os.cpu_count()} cores:"]
-    for name, make in makers.items():
-        tok = make()  # fresh: no warm caches
-        start = time.perf_counter()
-        n = sum(map(len, tok.encode_batch_ids(texts)))
-        seconds = time.perf_counter() - start
-        lines.append(f"  {name:24s} {n:8d} tokens {seconds:6.3f} s {n / seconds:12,.0f} tokens/s")
-        assert n > 0
-    with capsys.disabled():
-        print("\n" + "\n".join(lines))
 
 
 def test_real_text_has_accents_and_unicode():
