@@ -1,6 +1,6 @@
 """Packed fine-tuning rows (bert_jax/data/finetuning/packing.py): every example exactly once,
-its tokens, segments and labels moved whole, positions restarting, rows reproducible from
-(seed, epoch)."""
+its tokens, segments and labels moved whole, rows reproducible from (seed, epoch), and each
+example's logits in a packed row equal to its own."""
 
 import numpy as np
 import pytest
@@ -50,7 +50,6 @@ def test_every_example_once_and_whole(kind):
             tokens = slice(at, at + m)
             np.testing.assert_array_equal(p["input_ids"][r, tokens], arrays["input_ids"][i, :m])
             np.testing.assert_array_equal(p["segment_ids"][r, tokens], arrays["segment_ids"][i, :m])
-            np.testing.assert_array_equal(p["position_ids"][r, tokens], np.arange(m))
             assert (p["packing_ids"][r, tokens] == slot + 1).all()
             assert p["input_ids"][r, at] == 2  # the slot's [CLS]
             if kind == "token_classification":
@@ -84,3 +83,41 @@ def test_unpack_returns_source_order():
 def test_an_example_longer_than_the_row_is_refused():
     with pytest.raises(ValueError, match="more than the row length"):
         packing.assign(np.array([5, 40]), S, 4, np.array([0, 1]))
+
+
+@pytest.mark.parametrize("family", ["bert", "roberta", "albert", "electra"])
+def test_packed_logits_equal_each_examples_own(family):
+    """A packed row through the model: each example's classification logits (through its own
+    [CLS]: the pooler for BERT/ALBERT, the dense layer for RoBERTa/ELECTRA), token logits and
+    span logits equal those of the example run alone (dropout off), within 1e-5."""
+    import jax.numpy as jnp
+
+    from bert_jax.models import model as M
+    from bert_jax.models.config import get_preset
+
+    config = get_preset(f"{family}-tiny", vocab_size=128, num_layers=2)
+    heads = ("classification", "token_classification", "span")
+    model = M.create(config, heads, num_labels=3, seed=4)
+    arrays, lengths = rows(n=6, seed=5)
+    arrays["input_ids"] = np.minimum(arrays["input_ids"], 127)
+    if config.type_vocab_size == 1:
+        arrays["segment_ids"][:] = 0
+    p = packing.pack(arrays, max_per_row=3, seed=0, epoch=0)
+    # Positions restart per example: the encoder derives them from packing_ids (with the
+    # family's offset, e.g. RoBERTa's).
+    packed = model(jnp.asarray(p["input_ids"]), jnp.asarray(p["attention_mask"]),
+                   jnp.asarray(p["segment_ids"]), packing_ids=jnp.asarray(p["packing_ids"]),
+                   cls_positions=jnp.asarray(p["cls_positions"]))
+    for r, members in enumerate(p["example_index"]):
+        for slot, i in enumerate(members):
+            if i < 0:
+                continue
+            m, at = lengths[i], p["cls_positions"][r, slot]
+            alone = model(jnp.asarray(arrays["input_ids"][i:i + 1, :m]), jnp.ones((1, m), jnp.int32),
+                          jnp.asarray(arrays["segment_ids"][i:i + 1, :m]))
+            np.testing.assert_allclose(packed["classification_logits"][r, slot],
+                                       alone["classification_logits"][0], atol=1e-5)
+            np.testing.assert_allclose(packed["token_classification_logits"][r, at:at + m],
+                                       alone["token_classification_logits"][0], atol=1e-5)
+            for name in ("start_logits", "end_logits"):
+                np.testing.assert_allclose(packed[name][r, at:at + m], alone[name][0], atol=1e-5)

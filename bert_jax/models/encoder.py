@@ -86,8 +86,11 @@ class Encoder(nnx.Module):
     def __call__(self, input_ids: Array, attention_mask: Array | None = None,
                  segment_ids: Array | None = None, position_ids: Array | None = None,
                  packing_ids: Array | None = None, rng: Array | None = None,
-                 embeddings: layers.Embeddings | None = None) -> dict[str, Array]:
-        """Returns {"hidden": [batch, seq, hidden], "pooled": [batch, hidden] (with a pooler)}."""
+                 embeddings: layers.Embeddings | None = None,
+                 cls_positions: Array | None = None) -> dict[str, Array]:
+        """Returns {"hidden": [batch, seq, hidden], "cls": [batch, hidden], "pooled": [batch,
+        hidden] (with a pooler)}. With `cls_positions` [batch, K] (a packed row's examples'
+        [CLS] positions), "cls" and "pooled" are [batch, K, hidden]: one per example."""
         if packing_ids is not None:
             valid = packing_ids > 0
             # [batch, 1, q, k]: same sequence, and never a padding key.
@@ -108,9 +111,13 @@ class Encoder(nnx.Module):
         if self.projection is not None:
             x = self.projection(x)
         x = self._run_blocks(x, mask, r_layers)
-        out = {"hidden": x}
+        if cls_positions is None:
+            cls = x[:, 0]
+        else:
+            cls = jnp.take_along_axis(x, cls_positions[..., None].astype(jnp.int32), axis=1)
+        out = {"hidden": x, "cls": cls}
         if self.pooler is not None:
-            out["pooled"] = jnp.tanh(self.pooler(x[:, 0]))
+            out["pooled"] = jnp.tanh(self.pooler(cls))
         return out
 
     def _run_blocks(self, x: Array, mask: Array, rng: Array | None) -> Array:

@@ -95,10 +95,10 @@ class SequenceClassificationHead(nnx.Module):
             r1, r2 = jax.random.split(rng)
         if self.dense is None:
             return self.output(layers.dropout(encoded["pooled"], rate, r1)).astype(jnp.float32)
-        x = layers.dropout(encoded["hidden"][:, 0], rate, r1)
+        x = layers.dropout(encoded["cls"], rate, r1)
         act = jnp.tanh if self.config.family == "roberta" else layers.ACTIVATIONS["gelu"]
         x = layers.dropout(act(self.dense(x)), rate, r2)
-        return self.output(x).astype(jnp.float32)  # [batch, num_labels]
+        return self.output(x).astype(jnp.float32)  # [batch, (K,) num_labels]
 
 
 class TokenClassificationHead(nnx.Module):

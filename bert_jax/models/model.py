@@ -55,13 +55,16 @@ class Model(nnx.Module):
     def __call__(self, input_ids: Array, attention_mask: Array | None = None,
                  segment_ids: Array | None = None, position_ids: Array | None = None,
                  packing_ids: Array | None = None, masked_positions: Array | None = None,
-                 rng: Array | None = None, embeddings=None) -> dict[str, Array]:
-        """All outputs by name: hidden, pooled, and `<head>_logits` for each head.
-        `embeddings`: another model's embeddings to use (and tie the MLM decoder to)."""
+                 rng: Array | None = None, embeddings=None,
+                 cls_positions: Array | None = None) -> dict[str, Array]:
+        """All outputs by name: hidden, cls, pooled, and `<head>_logits` for each head.
+        `embeddings`: another model's embeddings to use (and tie the MLM decoder to).
+        `cls_positions` [batch, K]: the [CLS] of each example of a packed row; sequence
+        outputs (cls, pooled, classification_logits) then have a K axis after batch."""
         keys = [None] * 5 if rng is None else list(jax.random.split(rng, 5))
         embeddings = embeddings or self.encoder.embeddings
         out = self.encoder(input_ids, attention_mask, segment_ids, position_ids, packing_ids,
-                           rng=keys[0], embeddings=embeddings)
+                           rng=keys[0], embeddings=embeddings, cls_positions=cls_positions)
         hidden = out["hidden"]
         if self.mlm is not None:
             out["mlm_logits"] = self.mlm(hidden, embeddings.word, masked_positions)

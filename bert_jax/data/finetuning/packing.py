@@ -5,8 +5,8 @@ example a row) into packed rows of the same length S:
   input_ids, segment_ids      [R, S]  the examples' tokens, one after another
   attention_mask              [R, S]  1 on tokens
   packing_ids                 [R, S]  1..k: the example a token belongs to (0 = padding); the
-                                      encoder lets a token attend only within its example
-  position_ids                [R, S]  restart at 0 for each example
+                                      encoder lets a token attend only within its example and
+                                      restarts positions at each example (its own offset rule)
   cls_positions               [R, K]  where each example's [CLS] sits (0 on empty slots)
   example_index               [R, K]  which source row fills the slot (-1 = empty)
   and the labels moved with their examples: sequence labels [R, K]; token labels [R, S];
@@ -54,7 +54,7 @@ def pack(arrays: dict[str, np.ndarray], max_per_row: int, seed: int, epoch: int)
     rows = assign(lengths, seq_len, max_per_row, order)
     r, k = len(rows), max_per_row
     out = {name: np.zeros((r, seq_len), np.int32) for name in
-           ("input_ids", "segment_ids", "attention_mask", "packing_ids", "position_ids")}
+           ("input_ids", "segment_ids", "attention_mask", "packing_ids")}
     out["cls_positions"] = np.zeros((r, k), np.int32)
     out["example_index"] = -np.ones((r, k), np.int32)
     token_labels = "labels" in arrays and arrays["labels"].ndim == 2
@@ -75,7 +75,6 @@ def pack(arrays: dict[str, np.ndarray], max_per_row: int, seed: int, epoch: int)
             out["segment_ids"][row, span] = arrays["segment_ids"][i, :m]
             out["attention_mask"][row, span] = 1
             out["packing_ids"][row, span] = slot + 1
-            out["position_ids"][row, span] = np.arange(m)
             out["cls_positions"][row, slot] = at
             out["example_index"][row, slot] = i
             if token_labels:
