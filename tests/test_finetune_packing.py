@@ -121,3 +121,14 @@ def test_packed_logits_equal_each_examples_own(family):
                                        alone["token_classification_logits"][0], atol=1e-5)
             for name in ("start_logits", "end_logits"):
                 np.testing.assert_allclose(packed[name][r, at:at + m], alone[name][0], atol=1e-5)
+
+
+def test_best_fit_fills_rows():
+    """12,000 examples of 5-40 tokens into rows of 64: every row within its length and count
+    limits, and at most 10% more rows than the tokens' lower bound."""
+    rng = np.random.default_rng(0)
+    lengths = rng.integers(5, 41, 12000)
+    got = packing.assign(lengths, 64, 8, rng.permutation(12000))
+    assert sorted(i for row in got for i in row) == list(range(12000))
+    assert all(sum(lengths[i] for i in row) <= 64 and len(row) <= 8 for row in got)
+    assert len(got) <= 1.1 * lengths.sum() / 64 + 1, (len(got), lengths.sum() / 64)

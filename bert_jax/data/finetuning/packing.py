@@ -13,7 +13,7 @@ example a row) into packed rows of the same length S:
   span start/end positions [R, K], offset by the example's start in the row (0 = its [CLS]
   stays the example's own [CLS]).
 
-Which examples share a row is decided by first-fit over the examples in a permutation drawn
+Which examples share a row is decided by best fit over the examples in a permutation drawn
 from (seed, epoch): a run is reproducible, and a resumed run rebuilds the same rows.
 """
 
@@ -26,22 +26,26 @@ SPAN_LABELS = ("start_positions", "end_positions")
 
 
 def assign(lengths: np.ndarray, seq_len: int, max_per_row: int, order: np.ndarray) -> list[list[int]]:
-    """Rows of example indices: first-fit in `order`, each row's lengths summing to at most
-    seq_len and holding at most max_per_row examples."""
+    """Rows of example indices: best fit over the examples in `order` (each goes to the open
+    row with the least room that still takes it, or a new row), each row's lengths summing to
+    at most seq_len and holding at most max_per_row examples. O(N * seq_len): rows are kept in
+    buckets by their free room."""
     rows: list[list[int]] = []
     room: list[int] = []
+    by_room: list[list[int]] = [[] for _ in range(seq_len + 1)]  # free room -> open rows (a stack)
     for i in order:
         n = int(lengths[i])
         if n > seq_len:
             raise ValueError(f"example {i} has {n} tokens, more than the row length {seq_len}")
-        for r, free in enumerate(room):
-            if free >= n and len(rows[r]) < max_per_row:
-                rows[r].append(int(i))
-                room[r] -= n
-                break
-        else:
-            rows.append([int(i)])
-            room.append(seq_len - n)
+        r = next((by_room[free].pop() for free in range(n, seq_len + 1) if by_room[free]), None)
+        if r is None:
+            r = len(rows)
+            rows.append([])
+            room.append(seq_len)
+        rows[r].append(int(i))
+        room[r] -= n
+        if len(rows[r]) < max_per_row and room[r] > 0:
+            by_room[room[r]].append(r)
     return rows
 
 
