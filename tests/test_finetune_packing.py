@@ -19,7 +19,7 @@ def rows(n=40, seed=0, kind="classification"):
     for i, m in enumerate(lengths):
         ids[i, :m] = rng.integers(5, 100, m)
         ids[i, 0] = 2  # [CLS]
-        seg[i, m // 2:m] = 1
+        seg[i, m // 2 : m] = 1
         mask[i, :m] = 1
     arrays = {"input_ids": ids, "segment_ids": seg, "attention_mask": mask}
     if kind == "classification":
@@ -105,22 +105,33 @@ def test_packed_logits_equal_each_examples_own(family):
     p = packing.pack(arrays, max_per_row=3, seed=0, epoch=0)
     # Positions restart per example: the encoder derives them from packing_ids (with the
     # family's offset, e.g. RoBERTa's).
-    packed = model(jnp.asarray(p["input_ids"]), jnp.asarray(p["attention_mask"]),
-                   jnp.asarray(p["segment_ids"]), packing_ids=jnp.asarray(p["packing_ids"]),
-                   cls_positions=jnp.asarray(p["cls_positions"]))
+    packed = model(
+        jnp.asarray(p["input_ids"]),
+        jnp.asarray(p["attention_mask"]),
+        jnp.asarray(p["segment_ids"]),
+        packing_ids=jnp.asarray(p["packing_ids"]),
+        cls_positions=jnp.asarray(p["cls_positions"]),
+    )
     for r, members in enumerate(p["example_index"]):
         for slot, i in enumerate(members):
             if i < 0:
                 continue
             m, at = lengths[i], p["cls_positions"][r, slot]
-            alone = model(jnp.asarray(arrays["input_ids"][i:i + 1, :m]), jnp.ones((1, m), jnp.int32),
-                          jnp.asarray(arrays["segment_ids"][i:i + 1, :m]))
-            np.testing.assert_allclose(packed["classification_logits"][r, slot],
-                                       alone["classification_logits"][0], atol=1e-5)
-            np.testing.assert_allclose(packed["token_classification_logits"][r, at:at + m],
-                                       alone["token_classification_logits"][0], atol=1e-5)
+            alone = model(
+                jnp.asarray(arrays["input_ids"][i : i + 1, :m]),
+                jnp.ones((1, m), jnp.int32),
+                jnp.asarray(arrays["segment_ids"][i : i + 1, :m]),
+            )
+            np.testing.assert_allclose(
+                packed["classification_logits"][r, slot], alone["classification_logits"][0], atol=1e-5
+            )
+            np.testing.assert_allclose(
+                packed["token_classification_logits"][r, at : at + m],
+                alone["token_classification_logits"][0],
+                atol=1e-5,
+            )
             for name in ("start_logits", "end_logits"):
-                np.testing.assert_allclose(packed[name][r, at:at + m], alone[name][0], atol=1e-5)
+                np.testing.assert_allclose(packed[name][r, at : at + m], alone[name][0], atol=1e-5)
 
 
 def test_best_fit_fills_rows():

@@ -21,7 +21,7 @@ from __future__ import annotations
 
 import numpy as np
 
-SEQUENCE_LABELS = ("labels",)          # [N] -> [R, K] (classification, regression)
+SEQUENCE_LABELS = ("labels",)  # [N] -> [R, K] (classification, regression)
 SPAN_LABELS = ("start_positions", "end_positions")
 
 
@@ -57,8 +57,10 @@ def pack(arrays: dict[str, np.ndarray], max_per_row: int, seed: int, epoch: int)
     order = np.random.default_rng([seed, epoch]).permutation(n)
     rows = assign(lengths, seq_len, max_per_row, order)
     r, k = len(rows), max_per_row
-    out = {name: np.zeros((r, seq_len), np.int32) for name in
-           ("input_ids", "segment_ids", "attention_mask", "packing_ids")}
+    out = {
+        name: np.zeros((r, seq_len), np.int32)
+        for name in ("input_ids", "segment_ids", "attention_mask", "packing_ids")
+    }
     out["cls_positions"] = np.zeros((r, k), np.int32)
     out["example_index"] = -np.ones((r, k), np.int32)
     token_labels = "labels" in arrays and arrays["labels"].ndim == 2
