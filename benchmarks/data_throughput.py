@@ -42,16 +42,31 @@ def main():
     for workers in sorted({1, cores}):
         out = os.path.join(args.workdir, f"w{workers}")
         shutil.rmtree(out, ignore_errors=True)
-        cfg = config_files.to_dict(config_files.load(
-            "configs/data/pretraining.py:bert",
-            [f"--config.tokenizer={args.tokenizer}", f"--config.num_workers={workers}",
-             "--config.corpus.source=files", f"--config.corpus.files={text}",
-             f"--config.objective={args.objective}"]))
+        cfg = config_files.to_dict(
+            config_files.load(
+                "configs/data/pretraining.py:bert",
+                [
+                    f"--config.tokenizer={args.tokenizer}",
+                    f"--config.num_workers={workers}",
+                    "--config.corpus.source=files",
+                    f"--config.corpus.files={text}",
+                    f"--config.objective={args.objective}",
+                ],
+            )
+        )
         meta = prepare.prepare(cfg, out, progress=False, log=lambda *a: None)
-        print(json.dumps({"bench": "prepare-data", "workers": workers,
-                          "corpus_tokens": meta["corpus_tokens"], "seconds": meta["seconds"],
-                          "tokens_per_s": meta["tokens_per_second"],
-                          "tokens_per_s_per_core": round(meta["tokens_per_second"] / workers)}))
+        print(
+            json.dumps(
+                {
+                    "bench": "prepare-data",
+                    "workers": workers,
+                    "corpus_tokens": meta["corpus_tokens"],
+                    "seconds": meta["seconds"],
+                    "tokens_per_s": meta["tokens_per_second"],
+                    "tokens_per_s_per_core": round(meta["tokens_per_second"] / workers),
+                }
+            )
+        )
     data = os.path.join(args.workdir, "w1")
     for strategy in ("token", "whole_word", "span"):
         stream = PretrainingStream(StreamConfig(data, 256, masking=masking.MaskingConfig(strategy=strategy)))
@@ -61,17 +76,34 @@ def main():
         for k in range(args.batches):
             tokens += int(stream.host_batch(k)["attention_mask"].sum())
         dt = time.perf_counter() - start
-        print(json.dumps({"bench": "stream-loop", "strategy": strategy, "batch": [256, 128],
-                          "tokens_per_s_per_core": round(tokens / dt),
-                          "padded_tokens_per_s": round(args.batches * 256 * 128 / dt)}))
+        print(
+            json.dumps(
+                {
+                    "bench": "stream-loop",
+                    "strategy": strategy,
+                    "batch": [256, 128],
+                    "tokens_per_s_per_core": round(tokens / dt),
+                    "padded_tokens_per_s": round(args.batches * 256 * 128 / dt),
+                }
+            )
+        )
     stream = PretrainingStream(StreamConfig(data, 256, masking=masking.MaskingConfig()))
     it = stream.dataset(parallel=1).as_numpy_iterator()
     next(it)
     start = time.perf_counter()
     tokens = sum(int(next(it)["attention_mask"].sum()) for _ in range(args.batches))
     dt = time.perf_counter() - start
-    print(json.dumps({"bench": "stream-tf.data", "strategy": "token", "parallel": 1,
-                      "tokens_per_s": round(tokens / dt), "note": "one map thread"}))
+    print(
+        json.dumps(
+            {
+                "bench": "stream-tf.data",
+                "strategy": "token",
+                "parallel": 1,
+                "tokens_per_s": round(tokens / dt),
+                "note": "one map thread",
+            }
+        )
+    )
     np.testing.assert_(tokens > 0)
 
 

@@ -38,8 +38,18 @@ import time
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 PEER = os.path.join(ROOT, "..", "shared", "peers", "hf_torch_finetune.py")
-SKIP_DIRS = {"test", "tests", "idlelib", "turtledemo", "lib2to3", "site-packages", "__pycache__",
-             "ensurepip", "venv", "pydoc_data"}
+SKIP_DIRS = {
+    "test",
+    "tests",
+    "idlelib",
+    "turtledemo",
+    "lib2to3",
+    "site-packages",
+    "__pycache__",
+    "ensurepip",
+    "venv",
+    "pydoc_data",
+}
 
 
 def _sentences(doc: str):
@@ -71,8 +81,11 @@ def stdlib_sentences() -> dict[str, list[str]]:
                 tree = ast.parse(code)
             except (SyntaxError, UnicodeDecodeError, ValueError):
                 continue
-            nodes = [tree] + [n for n in ast.walk(tree)
-                              if isinstance(n, (ast.FunctionDef, ast.AsyncFunctionDef, ast.ClassDef))]
+            nodes = [tree] + [
+                n
+                for n in ast.walk(tree)
+                if isinstance(n, (ast.FunctionDef, ast.AsyncFunctionDef, ast.ClassDef))
+            ]
             docs = [ast.get_docstring(node) or "" for node in nodes]
             # Comment lines too: one-line texts of their own.
             docs += [line.strip()[1:].strip() for line in code.splitlines() if line.strip().startswith("#")]
@@ -84,8 +97,9 @@ def stdlib_sentences() -> dict[str, list[str]]:
     return out
 
 
-def build(out_dir: str, classes: int = 25, cap: int = 800, dev_fraction: float = 1 / 7,
-          seed: int = 0) -> tuple[str, str]:
+def build(
+    out_dir: str, classes: int = 25, cap: int = 800, dev_fraction: float = 1 / 7, seed: int = 0
+) -> tuple[str, str]:
     """Write train.csv and dev.csv (text,label) to out_dir; return their paths. The `classes`
     sources with the most sentences, at most `cap` sentences each, `dev_fraction` of each
     class to dev."""
@@ -116,9 +130,11 @@ def build(out_dir: str, classes: int = 25, cap: int = 800, dev_fraction: float =
     return paths[0], paths[1]
 
 
-_MEASURE = ("import resource, subprocess, sys; r = subprocess.run(sys.argv[1:]); "
-            "print('peak_rss_kb', resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss, file=sys.stderr); "
-            "sys.exit(r.returncode)")
+_MEASURE = (
+    "import resource, subprocess, sys; r = subprocess.run(sys.argv[1:]); "
+    "print('peak_rss_kb', resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss, file=sys.stderr); "
+    "sys.exit(r.returncode)"
+)
 
 
 def _run(cmd: list[str]) -> tuple[float, str, float]:
@@ -157,21 +173,50 @@ def main(argv=None) -> None:
     print(json.dumps({"data": train, "train_rows": n_train, "classes": a.classes}), flush=True)
     rows = {}
     if not a.skip_peer:
-        wall, out, rss = _run([sys.executable, a.peer, a.init, train, dev, str(a.epochs), str(a.lr),
-                               str(a.batch), str(a.max_len)])
+        wall, out, rss = _run(
+            [
+                sys.executable,
+                a.peer,
+                a.init,
+                train,
+                dev,
+                str(a.epochs),
+                str(a.lr),
+                str(a.batch),
+                str(a.max_len),
+            ]
+        )
         m = re.search(r"train_s=([\d.]+) dev_acc=([\d.]+)", out)
         if not m:
             raise SystemExit(f"the peer printed no train_s/dev_acc:\n{out}")
-        rows["peer"] = {"train_s": float(m.group(1)), "wall_s": round(wall, 1),
-                        "dev_accuracy": float(m.group(2)), "peak_rss_mb": round(rss)}
+        rows["peer"] = {
+            "train_s": float(m.group(1)),
+            "wall_s": round(wall, 1),
+            "dev_accuracy": float(m.group(2)),
+            "peak_rss_mb": round(rss),
+        }
         print(json.dumps({"peer": rows["peer"]}), flush=True)
     work = os.path.join(a.out, "ours")
     subprocess.run(["rm", "-rf", work], check=True)
-    cmd = [sys.executable, "-m", "bert_jax.cli", "finetune", "--config",
-           "configs/finetune/files.py:kind=classification", "--init", a.init, "--workdir", work,
-           f"--config.task.files.train={train}", f"--config.task.files.validation={dev}",
-           f"--config.task.max_seq_length={a.max_len}", f"--config.train.global_batch_size={a.batch}",
-           f"--config.optim.learning_rate={a.lr}", f"--config.train.epochs={a.epochs}", *a.config]
+    cmd = [
+        sys.executable,
+        "-m",
+        "bert_jax.cli",
+        "finetune",
+        "--config",
+        "configs/finetune/files.py:kind=classification",
+        "--init",
+        a.init,
+        "--workdir",
+        work,
+        f"--config.task.files.train={train}",
+        f"--config.task.files.validation={dev}",
+        f"--config.task.max_seq_length={a.max_len}",
+        f"--config.train.global_batch_size={a.batch}",
+        f"--config.optim.learning_rate={a.lr}",
+        f"--config.train.epochs={a.epochs}",
+        *a.config,
+    ]
     wall, out, rss = _run(cmd)
     with open(os.path.join(work, "results.json"), encoding="utf-8") as f:
         results = json.load(f)
@@ -179,10 +224,18 @@ def main(argv=None) -> None:
     rows["ours"] = {"wall_s": round(wall, 1), "dev_accuracy": accuracy, "peak_rss_mb": round(rss)}
     print(json.dumps({"ours": rows["ours"]}), flush=True)
     if "peer" in rows:
-        print(json.dumps({"ratio_ours_whole_command_to_peer_training": round(rows["ours"]["wall_s"]
-                                                                              / rows["peer"]["train_s"], 3),
-                          "accuracy_ours_minus_peer": round(rows["ours"]["dev_accuracy"]
-                                                            - rows["peer"]["dev_accuracy"], 4)}))
+        print(
+            json.dumps(
+                {
+                    "ratio_ours_whole_command_to_peer_training": round(
+                        rows["ours"]["wall_s"] / rows["peer"]["train_s"], 3
+                    ),
+                    "accuracy_ours_minus_peer": round(
+                        rows["ours"]["dev_accuracy"] - rows["peer"]["dev_accuracy"], 4
+                    ),
+                }
+            )
+        )
 
 
 if __name__ == "__main__":

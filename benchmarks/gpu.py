@@ -43,18 +43,36 @@ CASES = [
 QUICK = [("tiny-dropout", "tiny", 8, [], {}), ("tiny-rbg", "tiny", 8, [], RBG)]
 
 
-def bench(preset: str, batch: int, overrides: list[str], env: dict, timeout: float,
-          profile: str | None = None) -> dict:
-    argv = ["bench", *(["--profile", profile] if profile else []),
-            "--config", f"{ROOT}/configs/pretrain/bert.py:size={preset}", "--steps", "10",
-            f"--config.train.global_batch_size={batch}", f"--config.data.prepare.max_seq_length={S}",
-            "--config.model.dtype=bfloat16", "--config.mesh.data=1", *overrides]
+def bench(
+    preset: str, batch: int, overrides: list[str], env: dict, timeout: float, profile: str | None = None
+) -> dict:
+    argv = [
+        "bench",
+        *(["--profile", profile] if profile else []),
+        "--config",
+        f"{ROOT}/configs/pretrain/bert.py:size={preset}",
+        "--steps",
+        "10",
+        f"--config.train.global_batch_size={batch}",
+        f"--config.data.prepare.max_seq_length={S}",
+        "--config.model.dtype=bfloat16",
+        "--config.mesh.data=1",
+        *overrides,
+    ]
     code = f"import sys; from bert_jax import cli; sys.exit(cli.main({argv!r}))"
     t = time.perf_counter()
     try:
-        p = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=timeout,
-                           env={**os.environ, **env, "PYTHONPATH": os.pathsep.join(
-                               filter(None, [os.environ.get("PYTHONPATH"), ROOT]))})
+        p = subprocess.run(
+            [sys.executable, "-c", code],
+            capture_output=True,
+            text=True,
+            timeout=timeout,
+            env={
+                **os.environ,
+                **env,
+                "PYTHONPATH": os.pathsep.join(filter(None, [os.environ.get("PYTHONPATH"), ROOT])),
+            },
+        )
     except subprocess.TimeoutExpired:
         return {"error": f"timed out after {timeout:.0f} s"}
     lines = [x for x in p.stdout.splitlines() if x.startswith("{")]
@@ -65,7 +83,7 @@ def bench(preset: str, batch: int, overrides: list[str], env: dict, timeout: flo
     return out
 
 
-TORCH_PEER = r'''
+TORCH_PEER = r"""
 import json, sys, time, numpy as np, torch
 from transformers import BertConfig, BertForPreTraining
 L, H, A, B, S, steps = map(int, sys.argv[1:7])
@@ -94,13 +112,27 @@ print(json.dumps({"peer": "hf_torch_bf16_sdpa", "L": L, "H": H, "batch": B, "seq
                   "seq_per_s": round(B / ms * 1e3, 1), "loss": float(l),
                   "peak_device_mb": round(torch.cuda.max_memory_allocated() / 2**20, 1),
                   "torch": torch.__version__, "device": torch.cuda.get_device_name()}))
-'''
+"""
 
 
 def torch_peer(layers: int, hidden: int, batch: int, timeout: float) -> dict:
     try:
-        p = subprocess.run([sys.executable, "-c", TORCH_PEER, str(layers), str(hidden), str(hidden // 64),
-                            str(batch), str(S), "10"], capture_output=True, text=True, timeout=timeout)
+        p = subprocess.run(
+            [
+                sys.executable,
+                "-c",
+                TORCH_PEER,
+                str(layers),
+                str(hidden),
+                str(hidden // 64),
+                str(batch),
+                str(S),
+                "10",
+            ],
+            capture_output=True,
+            text=True,
+            timeout=timeout,
+        )
     except subprocess.TimeoutExpired:
         return {"error": f"timed out after {timeout:.0f} s"}
     lines = [x for x in p.stdout.splitlines() if x.startswith("{")]
@@ -115,15 +147,29 @@ def main() -> None:
         cases = [c for c in QUICK + CASES if c[0] in names]
     profile = "--profile" in sys.argv
     try:
-        smi = subprocess.run(["nvidia-smi", "--query-gpu=name,memory.total,driver_version,clocks.max.sm",
-                              "--format=csv,noheader"], capture_output=True, text=True).stdout.strip()
+        smi = subprocess.run(
+            [
+                "nvidia-smi",
+                "--query-gpu=name,memory.total,driver_version,clocks.max.sm",
+                "--format=csv,noheader",
+            ],
+            capture_output=True,
+            text=True,
+        ).stdout.strip()
     except OSError:
         smi = "no nvidia-smi"
     import flax
     import jax
     import optax
-    env = {"jax": jax.__version__, "flax": flax.__version__, "optax": optax.__version__,
-           "backend": jax.default_backend(), "nvidia_smi": smi, "python": sys.version.split()[0]}
+
+    env = {
+        "jax": jax.__version__,
+        "flax": flax.__version__,
+        "optax": optax.__version__,
+        "backend": jax.default_backend(),
+        "nvidia_smi": smi,
+        "python": sys.version.split()[0],
+    }
     print(json.dumps(env), flush=True)
     rows = [env]
     with open(os.path.join(OUT, "gpu.jsonl"), "w") as f:
@@ -137,13 +183,18 @@ def main() -> None:
                 print(json.dumps({"case": name, "retry_with": fallback, **r}), flush=True)
                 path = [fallback, os.environ.get("PYTHONPATH")]
                 os.environ["PYTHONPATH"] = os.pathsep.join(filter(None, path))
-                r = {"case": name, "pythonpath": os.environ["PYTHONPATH"],
-                     **bench(preset, batch, overrides, case_env, timeout=150, profile=prof)}
+                r = {
+                    "case": name,
+                    "pythonpath": os.environ["PYTHONPATH"],
+                    **bench(preset, batch, overrides, case_env, timeout=150, profile=prof),
+                }
             if prof and os.path.isdir(prof):
                 for dirpath, _, files in os.walk(prof):
                     if "perfetto_trace.json.gz" in files:
-                        shutil.copy(os.path.join(dirpath, "perfetto_trace.json.gz"),
-                                    os.path.join(OUT, f"{name}.trace.json.gz"))
+                        shutil.copy(
+                            os.path.join(dirpath, "perfetto_trace.json.gz"),
+                            os.path.join(OUT, f"{name}.trace.json.gz"),
+                        )
             rows.append(r)
             print(json.dumps(r), flush=True)
             f.write(json.dumps(r) + "\n")
@@ -166,8 +217,10 @@ def main() -> None:
         seq_s = r.get("seq_per_s") or r["tokens_per_s"] / S
         mfu = f"{r['mfu']:.3f}" if "mfu" in r else "-"
         dev = (r.get("peak_device_mb") or 0) / 1024
-        print(f"{r['case']:16} {r['ms_per_step']:9.2f} {seq_s:9.1f} {mfu:>6} {r.get('compile_s', '-'):>9} "
-              f"{dev:7.1f}")
+        print(
+            f"{r['case']:16} {r['ms_per_step']:9.2f} {seq_s:9.1f} {mfu:>6} {r.get('compile_s', '-'):>9} "
+            f"{dev:7.1f}"
+        )
 
 
 if __name__ == "__main__":

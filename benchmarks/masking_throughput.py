@@ -55,8 +55,9 @@ def main():
         config = MaskingConfig(strategy=strategy)
 
         def run(config=config):
-            return mask_batch(ids, special, word_start, keys, config, MASK, args.vocab,
-                              random_ids_exclude=special)
+            return mask_batch(
+                ids, special, word_start, keys, config, MASK, args.vocab, random_ids_exclude=special
+            )
 
         run()  # warm-up
         times = []
@@ -65,10 +66,19 @@ def main():
             run()
             times.append(time.perf_counter() - start)
         best = min(times)
-        print(json.dumps({"bench": "masking", "strategy": strategy, "batch": [args.batch, args.seq],
-                          "vocab": args.vocab, "ms_per_batch": round(best * 1e3, 3),
-                          "padded_tokens_per_s": round(ids.size / best),
-                          "real_tokens_per_s": round(int((ids != PAD).sum()) / best)}))
+        print(
+            json.dumps(
+                {
+                    "bench": "masking",
+                    "strategy": strategy,
+                    "batch": [args.batch, args.seq],
+                    "vocab": args.vocab,
+                    "ms_per_batch": round(best * 1e3, 3),
+                    "padded_tokens_per_s": round(ids.size / best),
+                    "real_tokens_per_s": round(int((ids != PAD).sum()) / best),
+                }
+            )
+        )
 
 
 if __name__ == "__main__":

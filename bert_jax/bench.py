@@ -36,22 +36,30 @@ from bert_jax.training import metrics, sharding
 from bert_jax.training.pretrain import StateSetup, encoder_config, make_train_step
 
 
-def synthetic_batch(rng: np.random.Generator, batch: int, seq: int, predictions: int, vocab: int,
-                    objective: str) -> dict[str, np.ndarray]:
+def synthetic_batch(
+    rng: np.random.Generator, batch: int, seq: int, predictions: int, vocab: int, objective: str
+) -> dict[str, np.ndarray]:
     """Random rows with `predictions` masked slots each (as many distinct positions as the
     row has after [CLS]; any slots beyond that are padding with weight 0, as in the stream)."""
     ids = rng.integers(5, vocab, (batch, seq)).astype(np.int32)
     n = min(predictions, seq - 1)
     positions = np.zeros((batch, predictions), np.int32)
-    positions[:, :n] = np.sort(np.stack([rng.choice(np.arange(1, seq), n, replace=False)
-                                         for _ in range(batch)]), axis=1)
+    positions[:, :n] = np.sort(
+        np.stack([rng.choice(np.arange(1, seq), n, replace=False) for _ in range(batch)]), axis=1
+    )
     weights = np.zeros((batch, predictions), np.float32)
     weights[:, :n] = 1.0
-    out = {"input_ids": ids, "segment_ids": np.zeros_like(ids), "packing_ids": np.ones_like(ids),
-           "position_ids": np.broadcast_to(np.arange(seq, dtype=np.int32), ids.shape).copy(),
-           "attention_mask": np.ones_like(ids), "masked_positions": positions,
-           "masked_ids": np.take_along_axis(ids, positions, 1), "masked_weights": weights,
-           "row_index": np.arange(batch, dtype=np.int64)}
+    out = {
+        "input_ids": ids,
+        "segment_ids": np.zeros_like(ids),
+        "packing_ids": np.ones_like(ids),
+        "position_ids": np.broadcast_to(np.arange(seq, dtype=np.int32), ids.shape).copy(),
+        "attention_mask": np.ones_like(ids),
+        "masked_positions": positions,
+        "masked_ids": np.take_along_axis(ids, positions, 1),
+        "masked_weights": weights,
+        "row_index": np.arange(batch, dtype=np.int64),
+    }
     if objective in ("bert", "albert"):
         out["sentence_label"] = rng.integers(0, 2, batch).astype(np.int32)
     return out
@@ -75,12 +83,23 @@ def run(config, steps: int = 10, warmup: int = 2, log=print, profile_dir: str | 
     enc = encoder_config(config, m.vocab_size or get_preset(m.preset).vocab_size)
     setup = StateSetup(config, enc, mesh)
     state = jax.jit(setup.init, out_shardings=setup.shardings)()
-    step_fn = make_train_step(setup.graphdef, OBJECTIVES[config.objective], setup.tx, setup.lr,
-                              config.train.microbatches, mesh, setup.shardings)
+    step_fn = make_train_step(
+        setup.graphdef,
+        OBJECTIVES[config.objective],
+        setup.tx,
+        setup.lr,
+        config.train.microbatches,
+        mesh,
+        setup.shardings,
+    )
     rng = np.random.default_rng(0)
     predictions = config.masking.max_predictions
-    batches = [sharding.global_batch(synthetic_batch(rng, batch_size, seq, predictions, enc.vocab_size,
-                                                     config.objective), mesh) for _ in range(2)]
+    batches = [
+        sharding.global_batch(
+            synthetic_batch(rng, batch_size, seq, predictions, enc.vocab_size, config.objective), mesh
+        )
+        for _ in range(2)
+    ]
     start = time.perf_counter()
     compiled = step_fn.lower(state, batches[0]).compile()
     compile_s = time.perf_counter() - start
@@ -95,18 +114,33 @@ def run(config, steps: int = 10, warmup: int = 2, log=print, profile_dir: str | 
     flops = metrics.flops_per_sequence(enc, seq, predictions) * batch_size
     if config.objective == "electra":
         from bert_jax.objectives.electra import generator_config
-        flops += metrics.flops_per_sequence(generator_config(enc, config.electra.generator_fraction), seq,
-                                            predictions) * batch_size
+
+        flops += (
+            metrics.flops_per_sequence(
+                generator_config(enc, config.electra.generator_fraction), seq, predictions
+            )
+            * batch_size
+        )
     ceiling = metrics.peak_matmul_flops(m.dtype)
     result = {
-        "preset": m.preset, "objective": config.objective, "seq_len": seq, "batch": batch_size,
-        "dtype": m.dtype, "remat": m.remat_policy, "scan": m.scan_layers, "attention": enc.attention_impl,
-        "attention_dropout": enc.attention_dropout, "device": jax.devices()[0].device_kind,
+        "preset": m.preset,
+        "objective": config.objective,
+        "seq_len": seq,
+        "batch": batch_size,
+        "dtype": m.dtype,
+        "remat": m.remat_policy,
+        "scan": m.scan_layers,
+        "attention": enc.attention_impl,
+        "attention_dropout": enc.attention_dropout,
+        "device": jax.devices()[0].device_kind,
         "devices": jax.device_count(),
-        "compile_s": round(compile_s, 2), "ms_per_step": round(ms, 2),
+        "compile_s": round(compile_s, 2),
+        "ms_per_step": round(ms, 2),
         "tokens_per_s": round(batch_size * seq / (ms / 1e3), 1),
-        "model_flops_per_step": flops, "achieved_flops": round(flops / (ms / 1e3)),
-        "matmul_ceiling_flops": round(ceiling), "mfu": round(flops / (ms / 1e3) / ceiling, 4),
+        "model_flops_per_step": flops,
+        "achieved_flops": round(flops / (ms / 1e3)),
+        "matmul_ceiling_flops": round(ceiling),
+        "mfu": round(flops / (ms / 1e3) / ceiling, 4),
         "peak_host_rss_mb": round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, 1),
         "peak_device_mb": peak_device_mb(),
         "loss": float(jnp.asarray(out["loss"])),
@@ -141,8 +175,9 @@ def run_loop(config, steps: int = 300, workdir: str | None = None, log=print) ->
         # Each timed run starts from nothing in a directory of its own: --workdir keeps the
         # prepared data, and a rerun on it neither resumes nor collides with an earlier run.
         os.makedirs(os.path.join(workdir, "loop-runs"), exist_ok=True)
-        run_dir = tempfile.mkdtemp(prefix=time.strftime("%Y%m%d-%H%M%S-"),
-                                   dir=os.path.join(workdir, "loop-runs"))
+        run_dir = tempfile.mkdtemp(
+            prefix=time.strftime("%Y%m%d-%H%M%S-"), dir=os.path.join(workdir, "loop-runs")
+        )
         t = time.perf_counter()
         summary = pretrain.train_and_evaluate(config, run_dir, log=lambda *a, **k: None)
         wall = time.perf_counter() - t
@@ -150,13 +185,20 @@ def run_loop(config, steps: int = 300, workdir: str | None = None, log=print) ->
     timed_steps = logged[-1]["step"] - logged[0]["step"]
     seconds = sum(e["step_time"] * (e["step"] - p["step"]) for p, e in itertools.pairwise(logged))
     tokens = config.train.global_batch_size * config.data.prepare.max_seq_length
-    result = {"mode": "loop", "preset": config.model.preset, "steps": steps, "timed_steps": timed_steps,
-              "checkpoint_every": config.train.checkpoint_every, "log_every": config.train.log_every,
-              "ms_per_step": round(seconds / timed_steps * 1e3, 2),
-              "tokens_per_s": round(tokens * timed_steps / seconds, 1),
-              "synthetic_tokens_per_s": synthetic["tokens_per_s"],
-              "loop_vs_synthetic": round(tokens * timed_steps / seconds / synthetic["tokens_per_s"], 4),
-              "wall_s": round(wall, 1), "pid": os.getpid(),
-              "peak_host_rss_mb": round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, 1)}
+    result = {
+        "mode": "loop",
+        "preset": config.model.preset,
+        "steps": steps,
+        "timed_steps": timed_steps,
+        "checkpoint_every": config.train.checkpoint_every,
+        "log_every": config.train.log_every,
+        "ms_per_step": round(seconds / timed_steps * 1e3, 2),
+        "tokens_per_s": round(tokens * timed_steps / seconds, 1),
+        "synthetic_tokens_per_s": synthetic["tokens_per_s"],
+        "loop_vs_synthetic": round(tokens * timed_steps / seconds / synthetic["tokens_per_s"], 4),
+        "wall_s": round(wall, 1),
+        "pid": os.getpid(),
+        "peak_host_rss_mb": round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, 1),
+    }
     log(json.dumps(result))
     return result

@@ -17,9 +17,15 @@ from bert_jax.errors import UserError
 def _encode(args: argparse.Namespace) -> None:
     from bert_jax import encode
 
-    encode.encode(args.checkpoint, args.input, args.output, pooling=args.pooling,
-                  max_length=args.max_length, batch_size=args.batch_size,
-                  normalize=args.normalize)
+    encode.encode(
+        args.checkpoint,
+        args.input,
+        args.output,
+        pooling=args.pooling,
+        max_length=args.max_length,
+        batch_size=args.batch_size,
+        normalize=args.normalize,
+    )
 
 
 def _prepare_data(args: argparse.Namespace) -> None:
@@ -31,17 +37,23 @@ def _prepare_data(args: argparse.Namespace) -> None:
 
 
 def _distributed_flags(p: argparse.ArgumentParser) -> None:
-    p.add_argument("--coordinator-address", default=None,
-                   help="jax.distributed coordinator HOST:PORT (or BERT_JAX_COORDINATOR)")
-    p.add_argument("--num-processes", type=int, default=None,
-                   help="processes in the run (or BERT_JAX_NUM_PROCESSES)")
-    p.add_argument("--process-id", type=int, default=None,
-                   help="this process's id (or BERT_JAX_PROCESS_ID)")
+    p.add_argument(
+        "--coordinator-address",
+        default=None,
+        help="jax.distributed coordinator HOST:PORT (or BERT_JAX_COORDINATOR)",
+    )
+    p.add_argument(
+        "--num-processes", type=int, default=None, help="processes in the run (or BERT_JAX_NUM_PROCESSES)"
+    )
+    p.add_argument("--process-id", type=int, default=None, help="this process's id (or BERT_JAX_PROCESS_ID)")
 
 
 def _apply_distributed_flags(args: argparse.Namespace, config) -> None:
-    for flag, field in (("coordinator_address", "coordinator"), ("num_processes", "num_processes"),
-                        ("process_id", "process_id")):
+    for flag, field in (
+        ("coordinator_address", "coordinator"),
+        ("num_processes", "num_processes"),
+        ("process_id", "process_id"),
+    ):
         if getattr(args, flag) is not None:
             config.distributed[field] = getattr(args, flag)
 
@@ -77,8 +89,9 @@ def _evaluate(args: argparse.Namespace) -> None:
 def _export(args: argparse.Namespace) -> None:
     from bert_jax import export
 
-    export.export(args.checkpoint, args.format, args.output, overwrite=args.overwrite,
-                  max_length=args.max_length)
+    export.export(
+        args.checkpoint, args.format, args.output, overwrite=args.overwrite, max_length=args.max_length
+    )
 
 
 def _import(args: argparse.Namespace) -> None:
@@ -100,138 +113,215 @@ def _bench(args: argparse.Namespace) -> None:
 def _train_tokenizer(args: argparse.Namespace) -> None:
     from bert_jax.data.train_tokenizer import train_tokenizer
 
-    summary = train_tokenizer(args.input, args.model_type, args.vocab_size, args.output,
-                              lowercase=args.lowercase, overwrite=args.overwrite)
+    summary = train_tokenizer(
+        args.input,
+        args.model_type,
+        args.vocab_size,
+        args.output,
+        lowercase=args.lowercase,
+        overwrite=args.overwrite,
+    )
     print(f"train-tokenizer: {summary}")
 
 
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
-        prog="bert-jax", description="BERT, RoBERTa, ALBERT and ELECTRA in JAX/Flax.")
+        prog="bert-jax", description="BERT, RoBERTa, ALBERT and ELECTRA in JAX/Flax."
+    )
     sub = parser.add_subparsers(dest="command", required=True, metavar="command")
 
-    p = sub.add_parser("encode", help="embed text lines with a checkpoint; writes .npy",
-                       description="Encode UTF-8 text lines (one text per line) with a BERT "
-                       "checkpoint and write the hidden states or pooled vectors as .npy.")
-    p.add_argument("--checkpoint", required=True,
-                   help="checkpoint directory (Hugging Face: config.json, model.safetensors, "
-                   "vocab.txt)")
+    p = sub.add_parser(
+        "encode",
+        help="embed text lines with a checkpoint; writes .npy",
+        description="Encode UTF-8 text lines (one text per line) with a BERT "
+        "checkpoint and write the hidden states or pooled vectors as .npy.",
+    )
+    p.add_argument(
+        "--checkpoint",
+        required=True,
+        help="checkpoint directory (Hugging Face: config.json, model.safetensors, vocab.txt)",
+    )
     p.add_argument("--input", required=True, help="UTF-8 text file, one text per line")
     p.add_argument("--output", required=True, help="where to write the .npy array")
-    p.add_argument("--pooling", choices=("cls", "mean", "none"), default="mean",
-                   help="mean: [lines, hidden] over tokens; cls: [CLS]'s hidden state; "
-                   "none: [lines, max_length, hidden] (default: mean)")
-    p.add_argument("--max-length", type=int, default=None,
-                   help="tokens per line incl. [CLS]/[SEP]; longer lines are truncated "
-                   "(default: the model's maximum, at most 512)")
+    p.add_argument(
+        "--pooling",
+        choices=("cls", "mean", "none"),
+        default="mean",
+        help="mean: [lines, hidden] over tokens; cls: [CLS]'s hidden state; "
+        "none: [lines, max_length, hidden] (default: mean)",
+    )
+    p.add_argument(
+        "--max-length",
+        type=int,
+        default=None,
+        help="tokens per line incl. [CLS]/[SEP]; longer lines are truncated "
+        "(default: the model's maximum, at most 512)",
+    )
     p.add_argument("--batch-size", type=int, default=32, help="lines per batch (default: 32)")
     p.add_argument("--normalize", action="store_true", help="L2-normalize pooled vectors")
     p.set_defaults(func=_encode)
 
-    p = sub.add_parser("prepare-data", help="corpus -> tokenized, (packed) pretraining rows",
-                       description="Tokenize a corpus and build pretraining examples (NSP, SOP, "
-                       "full sentences or ELECTRA) into ArrayRecord shards plus metadata.json. "
-                       "Override any config field with --config.FIELD=VALUE.")
-    p.add_argument("--config", required=True,
-                   help="config file and argument, e.g. configs/data/pretraining.py:bert")
+    p = sub.add_parser(
+        "prepare-data",
+        help="corpus -> tokenized, (packed) pretraining rows",
+        description="Tokenize a corpus and build pretraining examples (NSP, SOP, "
+        "full sentences or ELECTRA) into ArrayRecord shards plus metadata.json. "
+        "Override any config field with --config.FIELD=VALUE.",
+    )
+    p.add_argument(
+        "--config", required=True, help="config file and argument, e.g. configs/data/pretraining.py:bert"
+    )
     p.add_argument("--output", required=True, help="output directory")
-    p.add_argument("--overwrite", action="store_true",
-                   help="replace data prepared from another config in --output")
+    p.add_argument(
+        "--overwrite", action="store_true", help="replace data prepared from another config in --output"
+    )
     p.set_defaults(func=_prepare_data, takes_overrides=True)
 
-    p = sub.add_parser("pretrain", help="pretrain BERT / RoBERTa / ALBERT / ELECTRA",
-                       description="Pretrain on prepared data with checkpoints, evaluation and "
-                       "TensorBoard logs under --workdir; rerun to resume. Override any config "
-                       "field with --config.FIELD=VALUE.")
+    p = sub.add_parser(
+        "pretrain",
+        help="pretrain BERT / RoBERTa / ALBERT / ELECTRA",
+        description="Pretrain on prepared data with checkpoints, evaluation and "
+        "TensorBoard logs under --workdir; rerun to resume. Override any config "
+        "field with --config.FIELD=VALUE.",
+    )
     p.add_argument("--config", required=True, help="e.g. configs/pretrain/bert.py:size=tiny")
     p.add_argument("--workdir", required=True, help="checkpoints, logs, and (by default) the data")
     _distributed_flags(p)
     p.set_defaults(func=_pretrain, takes_overrides=True)
 
-    p = sub.add_parser("finetune", help="fine-tune on GLUE, SQuAD, CoNLL-2003 or your own files",
-                       description="Fine-tune a checkpoint (ours, `bert-jax import`ed, Hugging Face "
-                       "or TF1) on a task: several seeds, the best checkpoint per seed by the task's "
-                       "main metric, predictions, and mean/std/median over seeds in "
-                       "WORKDIR/results.md. Override any config field with --config.FIELD=VALUE.")
-    p.add_argument("--config", required=True,
-                   help="e.g. configs/finetune/glue.py:task=cola or "
-                   "configs/finetune/files.py:kind=classification")
-    p.add_argument("--init", default=None,
-                   help="checkpoint to start from: our workdir, a Hugging Face directory, or a TF1 "
-                   "checkpoint (default: config.init)")
+    p = sub.add_parser(
+        "finetune",
+        help="fine-tune on GLUE, SQuAD, CoNLL-2003 or your own files",
+        description="Fine-tune a checkpoint (ours, `bert-jax import`ed, Hugging Face "
+        "or TF1) on a task: several seeds, the best checkpoint per seed by the task's "
+        "main metric, predictions, and mean/std/median over seeds in "
+        "WORKDIR/results.md. Override any config field with --config.FIELD=VALUE.",
+    )
+    p.add_argument(
+        "--config",
+        required=True,
+        help="e.g. configs/finetune/glue.py:task=cola or configs/finetune/files.py:kind=classification",
+    )
+    p.add_argument(
+        "--init",
+        default=None,
+        help="checkpoint to start from: our workdir, a Hugging Face directory, or a TF1 "
+        "checkpoint (default: config.init)",
+    )
     p.add_argument("--workdir", required=True, help="checkpoints, predictions and results")
     _distributed_flags(p)
     p.set_defaults(func=_finetune, takes_overrides=True)
 
-    p = sub.add_parser("evaluate", help="score a fine-tuned checkpoint and write its predictions",
-                       description="Evaluate a fine-tuned checkpoint (a fine-tuning WORKDIR: its best "
-                       "seed; WORKDIR/seed_K; or a Hugging Face directory with a task head, given "
-                       "--config) on the task's eval splits; writes metrics.json and predictions. "
-                       "--config.task.FIELD=VALUE changes the data, e.g. "
-                       "--config.task.files.validation=other.csv.")
+    p = sub.add_parser(
+        "evaluate",
+        help="score a fine-tuned checkpoint and write its predictions",
+        description="Evaluate a fine-tuned checkpoint (a fine-tuning WORKDIR: its best "
+        "seed; WORKDIR/seed_K; or a Hugging Face directory with a task head, given "
+        "--config) on the task's eval splits; writes metrics.json and predictions. "
+        "--config.task.FIELD=VALUE changes the data, e.g. "
+        "--config.task.files.validation=other.csv.",
+    )
     p.add_argument("--checkpoint", required=True, help="fine-tuning WORKDIR, WORKDIR/seed_K or HF dir")
-    p.add_argument("--config", default=None,
-                   help="task config file (default: the one saved with the checkpoint)")
+    p.add_argument(
+        "--config", default=None, help="task config file (default: the one saved with the checkpoint)"
+    )
     p.add_argument("--output", default=None, help="predictions directory (default: CHECKPOINT/evaluation)")
     p.set_defaults(func=_evaluate, takes_overrides=True)
 
-    p = sub.add_parser("export", help="a checkpoint out as Hugging Face files or a serving artifact",
-                       description="Export one of our checkpoints: --format hf (transformers v5 "
-                       "loads it), stablehlo (jax.export) or savedmodel (TF). Writes manifest.json "
-                       "with the SHA-256 of every file and the source step and config.")
+    p = sub.add_parser(
+        "export",
+        help="a checkpoint out as Hugging Face files or a serving artifact",
+        description="Export one of our checkpoints: --format hf (transformers v5 "
+        "loads it), stablehlo (jax.export) or savedmodel (TF). Writes manifest.json "
+        "with the SHA-256 of every file and the source step and config.",
+    )
     p.add_argument("--checkpoint", required=True, help="WORKDIR (latest step) or WORKDIR/STEP")
     p.add_argument("--format", required=True, choices=("hf", "stablehlo", "savedmodel"))
     p.add_argument("--output", required=True, help="output directory")
     p.add_argument("--overwrite", action="store_true", help="replace a non-empty --output")
-    p.add_argument("--max-length", type=int, default=None,
-                   help="stablehlo/savedmodel: the fixed sequence length of the serving signature "
-                   "(default: the model's, e.g. 512)")
+    p.add_argument(
+        "--max-length",
+        type=int,
+        default=None,
+        help="stablehlo/savedmodel: the fixed sequence length of the serving signature "
+        "(default: the model's, e.g. 512)",
+    )
     p.set_defaults(func=_export)
 
-    p = sub.add_parser("import", help="a Hugging Face or original TF1 checkpoint into a workdir",
-                       description="Import a Hugging Face checkpoint directory (safetensors) or an "
-                       "original google-research bert/albert/electra TF1 checkpoint into a workdir "
-                       "that pretrain, encode, export and fine-tuning read.")
+    p = sub.add_parser(
+        "import",
+        help="a Hugging Face or original TF1 checkpoint into a workdir",
+        description="Import a Hugging Face checkpoint directory (safetensors) or an "
+        "original google-research bert/albert/electra TF1 checkpoint into a workdir "
+        "that pretrain, encode, export and fine-tuning read.",
+    )
     p.add_argument("--from", dest="source_kind", required=True, choices=("hf", "tf1"))
     p.add_argument("--source", required=True, help="checkpoint directory (or TF1 checkpoint prefix)")
     p.add_argument("--output", required=True, help="the workdir to create")
     p.add_argument("--overwrite", action="store_true", help="replace checkpoints already in --output")
     p.set_defaults(func=_import)
 
-    p = sub.add_parser("bench", help="time the train step on synthetic batches (JSON line)",
-                       description="Compile and time the pretraining step of a config on synthetic "
-                       "data; prints one JSON line: ms/step, tokens/s, model FLOPs, MFU against a "
-                       "matmul ceiling measured in the same run, compile time, peak host memory. "
-                       "Sequence length: --config.data.prepare.max_seq_length; batch: "
-                       "--config.train.global_batch_size.")
+    p = sub.add_parser(
+        "bench",
+        help="time the train step on synthetic batches (JSON line)",
+        description="Compile and time the pretraining step of a config on synthetic "
+        "data; prints one JSON line: ms/step, tokens/s, model FLOPs, MFU against a "
+        "matmul ceiling measured in the same run, compile time, peak host memory. "
+        "Sequence length: --config.data.prepare.max_seq_length; batch: "
+        "--config.train.global_batch_size.",
+    )
     p.add_argument("--config", required=True, help="e.g. configs/pretrain/bert.py:size=mini")
-    p.add_argument("--steps", type=int, default=None,
-                   help="step mode: timed steps after 2 warm-up steps (default 10); loop mode: "
-                   "steps of the whole loop (default 300)")
-    p.add_argument("--mode", choices=("step", "loop"), default="step",
-                   help="step: the train step alone on synthetic batches; loop: then the whole "
-                   "pretraining loop (real data pipeline, async checkpoints every "
-                   "train.checkpoint_every steps) and its ratio to the step alone")
-    p.add_argument("--workdir", default=None,
-                   help="loop mode: where the data and checkpoints go (default: a temporary dir)")
-    p.add_argument("--profile", default=None, metavar="DIR",
-                   help="step mode: trace 3 more steps with jax.profiler into DIR (TensorBoard "
-                   "profile plugin; a Perfetto trace.json.gz too)")
+    p.add_argument(
+        "--steps",
+        type=int,
+        default=None,
+        help="step mode: timed steps after 2 warm-up steps (default 10); loop mode: "
+        "steps of the whole loop (default 300)",
+    )
+    p.add_argument(
+        "--mode",
+        choices=("step", "loop"),
+        default="step",
+        help="step: the train step alone on synthetic batches; loop: then the whole "
+        "pretraining loop (real data pipeline, async checkpoints every "
+        "train.checkpoint_every steps) and its ratio to the step alone",
+    )
+    p.add_argument(
+        "--workdir",
+        default=None,
+        help="loop mode: where the data and checkpoints go (default: a temporary dir)",
+    )
+    p.add_argument(
+        "--profile",
+        default=None,
+        metavar="DIR",
+        help="step mode: trace 3 more steps with jax.profiler into DIR (TensorBoard "
+        "profile plugin; a Perfetto trace.json.gz too)",
+    )
     p.set_defaults(func=_bench, takes_overrides=True)
 
-    p = sub.add_parser("train-tokenizer", help="train a WordPiece / SentencePiece / BPE vocabulary",
-                       description="Train a vocabulary on text files and write files that "
-                       "bert_jax and transformers' tokenizers load.")
+    p = sub.add_parser(
+        "train-tokenizer",
+        help="train a WordPiece / SentencePiece / BPE vocabulary",
+        description="Train a vocabulary on text files and write files that "
+        "bert_jax and transformers' tokenizers load.",
+    )
     p.add_argument("--input", required=True, nargs="+", help="UTF-8 text files")
-    p.add_argument("--model-type", required=True,
-                   choices=("wordpiece", "unigram", "bpe", "byte_bpe"),
-                   help="wordpiece (BERT, ELECTRA), unigram (ALBERT), bpe (SentencePiece BPE), "
-                   "byte_bpe (RoBERTa)")
+    p.add_argument(
+        "--model-type",
+        required=True,
+        choices=("wordpiece", "unigram", "bpe", "byte_bpe"),
+        help="wordpiece (BERT, ELECTRA), unigram (ALBERT), bpe (SentencePiece BPE), byte_bpe (RoBERTa)",
+    )
     p.add_argument("--vocab-size", required=True, type=int, help="vocabulary size")
     p.add_argument("--output", required=True, help="output directory")
-    p.add_argument("--lowercase", action=argparse.BooleanOptionalAction, default=None,
-                   help="lower-case text first (default: the family's convention: yes for "
-                   "wordpiece/unigram/bpe, no for byte_bpe)")
+    p.add_argument(
+        "--lowercase",
+        action=argparse.BooleanOptionalAction,
+        default=None,
+        help="lower-case text first (default: the family's convention: yes for "
+        "wordpiece/unigram/bpe, no for byte_bpe)",
+    )
     p.add_argument("--overwrite", action="store_true", help="replace a non-empty --output")
     p.set_defaults(func=_train_tokenizer)
     return parser

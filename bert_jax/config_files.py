@@ -54,8 +54,9 @@ def load(spec: str, overrides: list[str] = ()) -> ml_collections.ConfigDict:
     except UserError:
         raise
     except Exception as e:  # noqa: BLE001
-        raise UserError(f"--config={spec!r}: get_config raised {_where(e, path)}{type(e).__name__}: "
-                        f"{e}") from None
+        raise UserError(
+            f"--config={spec!r}: get_config raised {_where(e, path)}{type(e).__name__}: {e}"
+        ) from None
     config = ml_collections.ConfigDict(config)
     config.lock()
     for item in overrides:

@@ -44,8 +44,9 @@ def read_lines(path: str) -> list[str]:
         try:
             texts.append(line.removesuffix(b"\r").decode("utf-8"))
         except UnicodeDecodeError as e:
-            raise UserError(f"{path}:{number}: line is not valid UTF-8 ({e.reason} at byte "
-                            f"{e.start})") from None
+            raise UserError(
+                f"{path}:{number}: line is not valid UTF-8 ({e.reason} at byte {e.start})"
+            ) from None
     return texts
 
 
@@ -57,9 +58,11 @@ def load_checkpoint(path: str):
     path = storage.fetch(path)  # transformers-style files are read locally
     ckpt = hf.load(path)
     if "vocab.txt" not in ckpt.tokenizer_files:
-        raise UserError(f"{path}: no vocab.txt; encode needs the checkpoint's WordPiece "
-                        f"vocabulary (found tokenizer files: "
-                        f"{', '.join(ckpt.tokenizer_files) or 'none'})")
+        raise UserError(
+            f"{path}: no vocab.txt; encode needs the checkpoint's WordPiece "
+            f"vocabulary (found tokenizer files: "
+            f"{', '.join(ckpt.tokenizer_files) or 'none'})"
+        )
     return ckpt.model(), WordPieceTokenizer.from_dir(path)
 
 
@@ -84,9 +87,16 @@ def _bucket(length: int, max_length: int) -> int:
     return min(max_length, -(-length // 32) * 32)
 
 
-def encode(checkpoint: str, input_path: str, output_path: str, pooling: str = "mean",
-           max_length: int | None = None, batch_size: int = 32, normalize: bool = False,
-           log=print) -> np.ndarray:
+def encode(
+    checkpoint: str,
+    input_path: str,
+    output_path: str,
+    pooling: str = "mean",
+    max_length: int | None = None,
+    batch_size: int = 32,
+    normalize: bool = False,
+    log=print,
+) -> np.ndarray:
     if pooling not in POOLINGS:
         raise UserError(f"--pooling={pooling!r}; choose one of: {', '.join(POOLINGS)}")
     if normalize and pooling == "none":
@@ -100,9 +110,11 @@ def encode(checkpoint: str, input_path: str, output_path: str, pooling: str = "m
     model, tokenizer = load_checkpoint(checkpoint)
     if tokenizer.vocab_size > model.config.vocab_size:
         # An id past the embedding table would embed as NaN (jnp.take fills), not fail.
-        raise UserError(f"{checkpoint}: its tokenizer has {tokenizer.vocab_size} tokens but the model "
-                        f"only {model.config.vocab_size} embeddings; the vocabulary does not belong "
-                        "to this model")
+        raise UserError(
+            f"{checkpoint}: its tokenizer has {tokenizer.vocab_size} tokens but the model "
+            f"only {model.config.vocab_size} embeddings; the vocabulary does not belong "
+            "to this model"
+        )
     limit = model.config.max_length
     max_length = max_length or min(limit, 512)
     if not 2 <= max_length <= limit:
@@ -110,8 +122,11 @@ def encode(checkpoint: str, input_path: str, output_path: str, pooling: str = "m
 
     ids, mask, n_truncated = tokenizer.encode_batch(texts, max_length)
     if n_truncated:
-        print(f"warning: {n_truncated} of {len(texts)} lines were longer than {max_length} "
-              "tokens and were truncated", file=sys.stderr)
+        print(
+            f"warning: {n_truncated} of {len(texts)} lines were longer than {max_length} "
+            "tokens and were truncated",
+            file=sys.stderr,
+        )
 
     graphdef, params = nnx.split(model)
 
@@ -130,8 +145,9 @@ def encode(checkpoint: str, input_path: str, output_path: str, pooling: str = "m
         return out
 
     hidden = model.config.hidden_size
-    result = np.zeros((len(texts), max_length, hidden) if pooling == "none"
-                      else (len(texts), hidden), np.float32)
+    result = np.zeros(
+        (len(texts), max_length, hidden) if pooling == "none" else (len(texts), hidden), np.float32
+    )
     lengths = mask.sum(1)
     for start in range(0, len(texts), batch_size):
         stop = min(start + batch_size, len(texts))
@@ -148,11 +164,15 @@ def encode(checkpoint: str, input_path: str, output_path: str, pooling: str = "m
 
     if not np.isfinite(result).all():
         bad = np.nonzero(~np.isfinite(result).reshape(len(texts), -1).all(1))[0]
-        raise UserError(f"non-finite embeddings for {len(bad)} line(s) (first: line {bad[0] + 1}); "
-                        f"nothing was written to {output_path}")
+        raise UserError(
+            f"non-finite embeddings for {len(bad)} line(s) (first: line {bad[0] + 1}); "
+            f"nothing was written to {output_path}"
+        )
     buffer = io.BytesIO()
     np.save(buffer, result)
     storage.write_atomic(output_path, buffer.getvalue())  # whole or not at all
-    log(f"encoded {len(texts)} lines with {checkpoint} -> {output_path} "
-        f"{tuple(result.shape)} ({pooling} pooling{', L2-normalized' if normalize else ''})")
+    log(
+        f"encoded {len(texts)} lines with {checkpoint} -> {output_path} "
+        f"{tuple(result.shape)} ({pooling} pooling{', L2-normalized' if normalize else ''})"
+    )
     return result

@@ -74,8 +74,9 @@ def write_manifest(output: str, source: dict) -> dict:
     return manifest
 
 
-def export(checkpoint: str, fmt: str, output: str, overwrite: bool = False,
-           max_length: int | None = None, log=print) -> dict:
+def export(
+    checkpoint: str, fmt: str, output: str, overwrite: bool = False, max_length: int | None = None, log=print
+) -> dict:
     from bert_jax.training.pretrain import load_params
 
     if fmt not in FORMATS:
@@ -86,8 +87,10 @@ def export(checkpoint: str, fmt: str, output: str, overwrite: bool = False,
     if storage.isdir(output) and storage.listdir(output) and not overwrite:
         raise UserError(f"output directory {output} is not empty; use --overwrite or another --output")
     if max_length is not None and fmt == "hf":
-        raise UserError("--max-length applies to the serving formats (stablehlo, savedmodel); an "
-                        "hf export keeps the model's whole position table")
+        raise UserError(
+            "--max-length applies to the serving formats (stablehlo, savedmodel); an "
+            "hf export keeps the model's whole position table"
+        )
     workdir, step = parse_checkpoint(checkpoint)
     enc, objective, params, extra, step = load_params(workdir, step)
     max_length = max_length or enc.max_length
@@ -124,23 +127,37 @@ def _upload(staging: str, output: str) -> None:
 
 
 def _files_but_manifest(root: str) -> list[str]:
-    return sorted(os.path.relpath(os.path.join(d, n), root) for d, _, names in os.walk(root)
-                  for n in names if os.path.relpath(os.path.join(d, n), root) != "manifest.json")
+    return sorted(
+        os.path.relpath(os.path.join(d, n), root)
+        for d, _, names in os.walk(root)
+        for n in names
+        if os.path.relpath(os.path.join(d, n), root) != "manifest.json"
+    )
 
 
 def _move_into_place(staging: str, output: str) -> None:
     old = None
     if os.path.exists(output):
-        old = tempfile.mkdtemp(prefix=f".{os.path.basename(output)}.old-",
-                               dir=os.path.dirname(os.path.abspath(output)))
+        old = tempfile.mkdtemp(
+            prefix=f".{os.path.basename(output)}.old-", dir=os.path.dirname(os.path.abspath(output))
+        )
         os.rename(output, os.path.join(old, "export"))
     os.rename(staging, output)
     if old is not None:
         shutil.rmtree(old)
 
 
-def _write(output: str, fmt: str, workdir: str, step: int, enc, objective: str, params: dict,
-           extra: dict, max_length: int) -> dict:
+def _write(
+    output: str,
+    fmt: str,
+    workdir: str,
+    step: int,
+    enc,
+    objective: str,
+    params: dict,
+    extra: dict,
+    max_length: int,
+) -> dict:
     from bert_jax.objectives import OBJECTIVES
 
     tokenizer_files = _tokenizer_files(workdir, extra)
@@ -156,14 +173,31 @@ def _write(output: str, fmt: str, workdir: str, step: int, enc, objective: str, 
             gen = dict(params["generator"])
             shared = params["discriminator"]["encoder"]["embeddings"]
             gen["encoder"] = {**gen["encoder"], "embeddings": shared}
-            hf.save(enc, ("rtd",), params["discriminator"], os.path.join(output, "discriminator"),
-                    tokenizer_files=tokenizer_files)
-            hf.save(generator_config(enc, fraction), ("mlm",), gen, os.path.join(output, "generator"),
-                    tokenizer_files=tokenizer_files)
+            hf.save(
+                enc,
+                ("rtd",),
+                params["discriminator"],
+                os.path.join(output, "discriminator"),
+                tokenizer_files=tokenizer_files,
+            )
+            hf.save(
+                generator_config(enc, fraction),
+                ("mlm",),
+                gen,
+                os.path.join(output, "generator"),
+                tokenizer_files=tokenizer_files,
+            )
         else:
             labels = tuple(extra["model"].get("label_names") or ()) or None
-            hf.save(enc, heads, params, output, tokenizer_files=tokenizer_files,
-                    num_labels=extra["model"].get("num_labels", 2), label_names=labels)
+            hf.save(
+                enc,
+                heads,
+                params,
+                output,
+                tokenizer_files=tokenizer_files,
+                num_labels=extra["model"].get("num_labels", 2),
+                label_names=labels,
+            )
     else:
         from flax import nnx
 
@@ -174,13 +208,21 @@ def _write(output: str, fmt: str, workdir: str, step: int, enc, objective: str, 
             enc_params, heads = params["discriminator"], ("rtd",)
         else:
             enc_params = params
-        model = nnx.merge(nnx.graphdef(model_lib.abstract(
-            enc, heads, extra["model"].get("num_labels", 2))), enc_params)
+        model = nnx.merge(
+            nnx.graphdef(model_lib.abstract(enc, heads, extra["model"].get("num_labels", 2))), enc_params
+        )
         if fmt == "stablehlo":
             serving.export_stablehlo(model, output, seq_len=max_length, overwrite=True)
         else:
             serving.export_savedmodel(model, output, seq_len=max_length, overwrite=True)
-    return write_manifest(output, {"workdir": storage.absolute(workdir), "step": step,
-                                   "objective": objective, "format": fmt,
-                                   "max_length": max_length if fmt != "hf" else None,
-                                   "config": extra.get("config")})
+    return write_manifest(
+        output,
+        {
+            "workdir": storage.absolute(workdir),
+            "step": step,
+            "objective": objective,
+            "format": fmt,
+            "max_length": max_length if fmt != "hf" else None,
+            "config": extra.get("config"),
+        },
+    )

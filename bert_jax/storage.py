@@ -117,8 +117,11 @@ def _remote_entries(path) -> list[tuple[str, bool]]:
     fs = fsspec.filesystem(scheme)
     if not fs.isdir(key):
         raise FileNotFoundError(f"{path}: no such directory")
-    return [(e["name"].rstrip("/")[len(key) + 1:], e["type"] == "directory")
-            for e in fs.ls(key, detail=True) if e["name"].rstrip("/") != key]
+    return [
+        (e["name"].rstrip("/")[len(key) + 1 :], e["type"] == "directory")
+        for e in fs.ls(key, detail=True)
+        if e["name"].rstrip("/") != key
+    ]
 
 
 def makedirs(path) -> None:

@@ -21,7 +21,8 @@ NOISE = re.compile(
     r"cuda_blas\.cc|All log messages before absl::InitializeLog\(\) is called|"
     r"Unable to register cu(DNN|FFT|BLAS) factory|computation placer already registered|"
     r"This TensorFlow binary is optimized to use available CPU instructions|"
-    r"rebuild TensorFlow with the appropriate compiler flags|TF-TRT Warning")
+    r"rebuild TensorFlow with the appropriate compiler flags|TF-TRT Warning"
+)
 
 
 def start() -> None:

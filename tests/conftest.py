@@ -28,12 +28,19 @@ jax.config.update("jax_num_cpu_devices", 8)
 
 # The longest test files start first, so the two workers (pyproject.toml: -n 2 --dist
 # loadfile) finish together rather than one waiting on a long file started last.
-LONGEST_FIRST = ("test_pretrain.py", "test_gcs.py", "test_finetune.py", "test_export.py",
-                 "test_preset_parity.py", "test_encode.py")
+LONGEST_FIRST = (
+    "test_pretrain.py",
+    "test_gcs.py",
+    "test_finetune.py",
+    "test_export.py",
+    "test_preset_parity.py",
+    "test_encode.py",
+)
 
 
 def pytest_collection_modifyitems(items):
     def rank(item):
         name = item.path.name
         return LONGEST_FIRST.index(name) if name in LONGEST_FIRST else len(LONGEST_FIRST)
+
     items.sort(key=rank)  # stable: the order within a file is kept

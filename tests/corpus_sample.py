@@ -21,5 +21,8 @@ def write(path: str | os.PathLike, documents: int = 100) -> str:
 
 def prepare_overrides(path: str | os.PathLike) -> list[str]:
     """The --config flags that make a pretraining run prepare its data from `path` in-process."""
-    return ["--config.data.prepare.corpus.source=files", f"--config.data.prepare.corpus.files={path}",
-            "--config.data.prepare.num_workers=1"]
+    return [
+        "--config.data.prepare.corpus.source=files",
+        f"--config.data.prepare.corpus.files={path}",
+        "--config.data.prepare.num_workers=1",
+    ]

@@ -70,9 +70,23 @@ main(sys.argv[1:])
 def emulator():
     """Run the emulator for the length of a `with` block; yields the client environment."""
     port = free_port()
-    proc = subprocess.Popen([sys.executable, "-c", _SERVER, "start", "--host", "127.0.0.1", "--port",
-                             str(port), "--in-memory", "--default-bucket", BUCKET],
-                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    proc = subprocess.Popen(
+        [
+            sys.executable,
+            "-c",
+            _SERVER,
+            "start",
+            "--host",
+            "127.0.0.1",
+            "--port",
+            str(port),
+            "--in-memory",
+            "--default-bucket",
+            BUCKET,
+        ],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
     try:
         deadline = time.time() + 30
         while True:

@@ -18,8 +18,17 @@ import sys
 GROUPS = {
     "numbers": ("math", "cmath", "statistics", "decimal", "fractions", "random", "numbers"),
     "files": ("os", "shutil", "pathlib", "glob", "tempfile", "zipfile", "tarfile", "filecmp", "fnmatch"),
-    "network": ("socket", "ssl", "smtplib", "http.client", "urllib.request", "urllib.parse", "ftplib",
-                "imaplib", "poplib"),
+    "network": (
+        "socket",
+        "ssl",
+        "smtplib",
+        "http.client",
+        "urllib.request",
+        "urllib.parse",
+        "ftplib",
+        "imaplib",
+        "poplib",
+    ),
     "text": ("string", "re", "textwrap", "difflib", "unicodedata", "codecs", "html", "csv"),
 }
 
@@ -65,7 +74,7 @@ def split(per_class_train: int = 100, per_class_dev: int = 40, seed: int = 0):
         texts = by_label[label]
         rng.shuffle(texts)
         train += [(t, label) for t in texts[:per_class_train]]
-        dev += [(t, label) for t in texts[per_class_train:per_class_train + per_class_dev]]
+        dev += [(t, label) for t in texts[per_class_train : per_class_train + per_class_dev]]
     rng.shuffle(train)
     rng.shuffle(dev)
     return train, dev

@@ -33,8 +33,10 @@ from bert_jax.training.checkpointing import Checkpointer, DamagedCheckpoint  # n
 def mesh():
     # Checked here, not at import, so collecting this module does not start the backend.
     if jax.device_count() < 8:
-        pytest.skip(f"needs 8 devices, found {jax.device_count()}: the JAX backend started before this "
-                    "module could ask for 8 fake CPU devices (set jax_num_cpu_devices=8 in conftest.py)")
+        pytest.skip(
+            f"needs 8 devices, found {jax.device_count()}: the JAX backend started before this "
+            "module could ask for 8 fake CPU devices (set jax_num_cpu_devices=8 in conftest.py)"
+        )
     return Mesh(np.array(jax.devices()[:8]).reshape(2, 2, 2), ("data", "fsdp", "tensor"))
 
 
@@ -57,7 +59,8 @@ def _state(mesh):
 
 def _abstract(state, sharding_for):
     return jax.tree_util.tree_map_with_path(
-        lambda p, x: jax.ShapeDtypeStruct(x.shape, x.dtype, sharding=sharding_for(p, x)), state)
+        lambda p, x: jax.ShapeDtypeStruct(x.shape, x.dtype, sharding=sharding_for(p, x)), state
+    )
 
 
 def _same_bits(a, b):
@@ -65,8 +68,13 @@ def _same_bits(a, b):
     return a.dtype == b.dtype and a.shape == b.shape and a.tobytes() == b.tobytes()
 
 
-EXTRA = {"data": {"epoch": 1, "index": 4096}, "config": {"model": "bert", "lr": 1e-4, "tags": ["a", "b"]},
-         "metrics": {"loss": 2.5}, "ok": True, "none": None}
+EXTRA = {
+    "data": {"epoch": 1, "index": 4096},
+    "config": {"model": "bert", "lr": 1e-4, "tags": ["a", "b"]},
+    "metrics": {"loss": 2.5},
+    "ok": True,
+    "none": None,
+}
 
 
 def test_round_trip_is_bitwise(tmp_path, mesh):
@@ -82,8 +90,9 @@ def test_round_trip_is_bitwise(tmp_path, mesh):
     assert ckpt.read_extra() == EXTRA
     restored, extra = ckpt.restore(None, _abstract(state, lambda p, x: x.sharding))
     assert extra == EXTRA
-    for (path, want), got in zip(jax.tree_util.tree_leaves_with_path(state), jax.tree.leaves(restored),
-                                 strict=True):
+    for (path, want), got in zip(
+        jax.tree_util.tree_leaves_with_path(state), jax.tree.leaves(restored), strict=True
+    ):
         assert _same_bits(got, want), jax.tree_util.keystr(path)
         assert got.sharding == want.sharding, jax.tree_util.keystr(path)
     ckpt.close()
@@ -99,8 +108,13 @@ def test_restore_onto_other_meshes(tmp_path, mesh):
         mesh22 = Mesh(np.array(devices[4:8]).reshape(2, 2), ("fsdp", "tensor"))
         # Per leaf: a spec on the 4-device mesh and a (different) one on the 2x2 mesh.
         specs4 = {"kernel": P("data"), "bias": P("data"), "ids": P(None, "data"), "rng": P(), "step": P()}
-        specs22 = {"kernel": P("tensor", "fsdp"), "bias": P(("fsdp", "tensor")), "ids": P("fsdp"),
-                   "rng": P("tensor"), "step": P()}
+        specs22 = {
+            "kernel": P("tensor", "fsdp"),
+            "bias": P(("fsdp", "tensor")),
+            "ids": P("fsdp"),
+            "rng": P("tensor"),
+            "step": P(),
+        }
         targets = {
             "1 device": lambda p, x: SingleDeviceSharding(devices[3]),
             "4 devices": lambda p, x: NamedSharding(mesh4, specs4[p[-1].key]),
@@ -110,8 +124,9 @@ def test_restore_onto_other_meshes(tmp_path, mesh):
             abstract = _abstract(state, sharding_for)
             restored, extra = ckpt.restore(1, abstract)
             assert extra == {"k": 1}
-            for want, got, target in zip(jax.tree.leaves(state), jax.tree.leaves(restored),
-                                         jax.tree.leaves(abstract), strict=True):
+            for want, got, target in zip(
+                jax.tree.leaves(state), jax.tree.leaves(restored), jax.tree.leaves(abstract), strict=True
+            ):
                 assert _same_bits(got, want), label
                 assert got.sharding == target.sharding, label
 
@@ -151,8 +166,13 @@ def test_flipped_byte_is_caught(tmp_path, mesh):
         ckpt.save(3, state, {"k": 1})
     step_dir = tmp_path / "checkpoints" / "3"
     needle = words[5, :4].tobytes()  # 16 bytes inside one 32x32 chunk row
-    hits = [(f, data.find(needle)) for f in step_dir.rglob("*") if f.is_file()
-            for data in [f.read_bytes()] if needle in data]
+    hits = [
+        (f, data.find(needle))
+        for f in step_dir.rglob("*")
+        if f.is_file()
+        for data in [f.read_bytes()]
+        if needle in data
+    ]
     assert len(hits) == 1, hits
     path, offset = hits[0]
     data = bytearray(path.read_bytes())
@@ -171,8 +191,10 @@ def test_flipped_byte_is_caught(tmp_path, mesh):
 
 def _damage_cases():
     def truncate(step_dir):
-        data = max((f for f in step_dir.rglob("*") if f.is_file() and f.parent.name == "d"),
-                   key=lambda f: f.stat().st_size)
+        data = max(
+            (f for f in step_dir.rglob("*") if f.is_file() and f.parent.name == "d"),
+            key=lambda f: f.stat().st_size,
+        )
         data.write_bytes(data.read_bytes()[: data.stat().st_size // 2])
 
     def remove_data(step_dir):
@@ -187,9 +209,12 @@ def _damage_cases():
         meta = next(f for f in (step_dir / "extra").iterdir() if f.name != "commit_success.txt")
         meta.write_text(meta.read_text().replace('"step": 2', '"step": 3'))
 
-    return {"truncated data file": (truncate, "state"), "missing data files": (remove_data, "state"),
-            "deleted _METADATA": (remove_metadata, "_METADATA"),
-            "edited JSON item": (edit_json, "does not match the digest")}
+    return {
+        "truncated data file": (truncate, "state"),
+        "missing data files": (remove_data, "state"),
+        "deleted _METADATA": (remove_metadata, "_METADATA"),
+        "edited JSON item": (edit_json, "does not match the digest"),
+    }
 
 
 @pytest.mark.parametrize("case", sorted(_damage_cases()))
@@ -213,8 +238,11 @@ def test_damaged_step_is_one_line_naming_it(tmp_path, mesh, case):
 def test_non_finite_state_is_refused(tmp_path, mesh):
     w = np.ones((8, 8), np.float32)
     w[3, 5] = np.nan
-    state = {"w": _put(w, mesh, "fsdp", "tensor"), "b": _put(jnp.array([1, jnp.inf], jnp.bfloat16), mesh),
-             "ok": _put(np.zeros(4, np.float32), mesh)}
+    state = {
+        "w": _put(w, mesh, "fsdp", "tensor"),
+        "b": _put(jnp.array([1, jnp.inf], jnp.bfloat16), mesh),
+        "ok": _put(np.zeros(4, np.float32), mesh),
+    }
     with Checkpointer(str(tmp_path), save_every=1, async_save=False) as ckpt:
         with pytest.raises(UserError, match=r"refusing to save step 4 .*non-finite values in b, w$"):
             ckpt.save(4, state, {}, force=True)
@@ -229,9 +257,13 @@ def test_different_model_is_listed(tmp_path, mesh):
         ckpt.save(1, state, {})
         ckpt.wait()
         repl = NamedSharding(mesh, P())
-        other = {"params": {"a": jax.ShapeDtypeStruct((8, 4), jnp.float32, sharding=repl),
-                            "c": jax.ShapeDtypeStruct((4,), jnp.float32, sharding=repl)},
-                 "step": jax.ShapeDtypeStruct((), jnp.int32, sharding=repl)}
+        other = {
+            "params": {
+                "a": jax.ShapeDtypeStruct((8, 4), jnp.float32, sharding=repl),
+                "c": jax.ShapeDtypeStruct((4,), jnp.float32, sharding=repl),
+            },
+            "step": jax.ShapeDtypeStruct((), jnp.int32, sharding=repl),
+        }
         with pytest.raises(UserError) as err:
             ckpt.restore(1, other)
     message = str(err.value)
@@ -258,8 +290,9 @@ def test_interrupted_save_is_ignored(tmp_path, mesh):
 
 
 def _tree(root):
-    return sorted((str(p.relative_to(root)), p.stat().st_size if p.is_file() else -1)
-                  for p in root.rglob("*"))
+    return sorted(
+        (str(p.relative_to(root)), p.stat().st_size if p.is_file() else -1) for p in root.rglob("*")
+    )
 
 
 def test_reader_leaves_a_live_async_save_intact(tmp_path, mesh):
@@ -269,8 +302,9 @@ def test_reader_leaves_a_live_async_save_intact(tmp_path, mesh):
     writer = Checkpointer(str(tmp_path), save_every=2)
     writer.save(2, small, {"step": 2})
     writer.wait()
-    big = {"w": _put(np.random.default_rng(0).standard_normal((8, 4096, 4096)).astype(np.float32),
-                     mesh, "fsdp")}  # 512 MB of incompressible data: the save takes a while
+    big = {
+        "w": _put(np.random.default_rng(0).standard_normal((8, 4096, 4096)).astype(np.float32), mesh, "fsdp")
+    }  # 512 MB of incompressible data: the save takes a while
     assert writer.save(4, big, {"step": 4})
     root = tmp_path / "checkpoints"
     assert writer._manager.is_saving_in_progress()
@@ -357,8 +391,16 @@ def test_two_processes_share_one_mesh(tmp_path):
         s.bind(("localhost", 0))
         port = str(s.getsockname()[1])
     env = {k: v for k, v in os.environ.items() if k != "XLA_FLAGS"}
-    procs = [subprocess.Popen([sys.executable, "-c", _WORKER, str(pid), port, str(tmp_path)], env=env,
-                              stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True) for pid in (0, 1)]
+    procs = [
+        subprocess.Popen(
+            [sys.executable, "-c", _WORKER, str(pid), port, str(tmp_path)],
+            env=env,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.STDOUT,
+            text=True,
+        )
+        for pid in (0, 1)
+    ]
     try:
         outputs = [p.communicate(timeout=180)[0] for p in procs]
     finally:

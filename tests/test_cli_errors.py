@@ -12,12 +12,15 @@ from bert_jax import cli
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
 
-@pytest.mark.parametrize("body,message", [
-    ("import nonexistent_module_xyz\n", "ModuleNotFoundError: No module named 'nonexistent_module_xyz'"),
-    ("def get_config(arg=''):\n    return {}['x']\n", "get_config raised"),
-    ("def get_config(arg=''):\n    return 1 / 0\n", "ZeroDivisionError"),
-    ("def get_config(:\n", "SyntaxError"),
-])
+@pytest.mark.parametrize(
+    "body,message",
+    [
+        ("import nonexistent_module_xyz\n", "ModuleNotFoundError: No module named 'nonexistent_module_xyz'"),
+        ("def get_config(arg=''):\n    return {}['x']\n", "get_config raised"),
+        ("def get_config(arg=''):\n    return 1 / 0\n", "ZeroDivisionError"),
+        ("def get_config(:\n", "SyntaxError"),
+    ],
+)
 def test_config_file_raising_anything_is_one_line(tmp_path, capsys, body, message):
     config = tmp_path / "bad_config.py"
     config.write_text(body)
@@ -30,9 +33,23 @@ def test_config_file_raising_anything_is_one_line(tmp_path, capsys, body, messag
 
 def test_non_integer_process_count_is_one_line(tmp_path):
     env = {**os.environ, "BERT_JAX_COORDINATOR": "127.0.0.1:1", "BERT_JAX_NUM_PROCESSES": "two"}
-    out = subprocess.run([sys.executable, "-m", "bert_jax.cli", "pretrain", "--config",
-                          f"{ROOT}/configs/pretrain/bert.py:size=tiny", "--workdir", str(tmp_path / "w")],
-                         cwd=ROOT, env=env, capture_output=True, text=True, timeout=300)
+    out = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "bert_jax.cli",
+            "pretrain",
+            "--config",
+            f"{ROOT}/configs/pretrain/bert.py:size=tiny",
+            "--workdir",
+            str(tmp_path / "w"),
+        ],
+        cwd=ROOT,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
     assert out.returncode == 2, out.stderr
     assert "BERT_JAX_NUM_PROCESSES='two' is not an integer" in out.stderr
     assert "Traceback" not in out.stderr

@@ -17,14 +17,20 @@ from bert_jax.data.masking import MaskingConfig
 from bert_jax.training import sharding
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-CONFIGS = ([f"configs/pretrain/{f}.py:size=tiny" for f in ("bert", "roberta", "albert", "electra")]
-           + ["configs/data/pretraining.py:bert", "configs/finetune/glue.py:task=sst2",
-              "configs/finetune/squad.py:version=2.0", "configs/finetune/conll2003.py",
-              "configs/finetune/files.py:kind=classification"])
+CONFIGS = [f"configs/pretrain/{f}.py:size=tiny" for f in ("bert", "roberta", "albert", "electra")] + [
+    "configs/data/pretraining.py:bert",
+    "configs/finetune/glue.py:task=sst2",
+    "configs/finetune/squad.py:version=2.0",
+    "configs/finetune/conll2003.py",
+    "configs/finetune/files.py:kind=classification",
+]
 # Sections read whole, by a fixed set of names: a dataclass they are unpacked into, the
 # mesh axes sharding.make_mesh looks up, the split names of task.files.
-UNPACKED = {"masking": {f.name for f in dataclasses.fields(MaskingConfig)},
-            "mesh": set(sharding.MESH_AXES), "files": {"train", "validation", "test"}}
+UNPACKED = {
+    "masking": {f.name for f in dataclasses.fields(MaskingConfig)},
+    "mesh": set(sharding.MESH_AXES),
+    "files": {"train", "validation", "test"},
+}
 # Leaves read by other means, with the reason.
 EXEMPT: dict[str, str] = {}
 

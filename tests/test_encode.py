@@ -31,9 +31,24 @@ def encoded(tmp_path_factory):
     out = {}
     for pooling, extra in (("none", []), ("mean", ["--normalize"]), ("cls", [])):
         path = d / f"{pooling}.npy"
-        rc = cli.main(["encode", "--checkpoint", CKPT, "--input", str(SENTENCES),
-                       "--output", str(path), "--pooling", pooling, "--max-length", "128",
-                       "--batch-size", "8", *extra])
+        rc = cli.main(
+            [
+                "encode",
+                "--checkpoint",
+                CKPT,
+                "--input",
+                str(SENTENCES),
+                "--output",
+                str(path),
+                "--pooling",
+                pooling,
+                "--max-length",
+                "128",
+                "--batch-size",
+                "8",
+                *extra,
+            ]
+        )
         assert rc == 0
         out[pooling] = np.load(path)
     return out
@@ -83,8 +98,9 @@ def test_token_ids_match_bert_tokenizer_fast(texts):
 
 def run_cli(*args):
     """The installed console script, in a subprocess: exit code and stderr."""
-    proc = subprocess.run([sys.executable, "-m", "bert_jax.cli", *args], capture_output=True,
-                          text=True, timeout=300)
+    proc = subprocess.run(
+        [sys.executable, "-m", "bert_jax.cli", *args], capture_output=True, text=True, timeout=300
+    )
     return proc.returncode, proc.stderr
 
 
@@ -102,8 +118,7 @@ def test_bad_input_one_line_errors(tmp_path):
         (["--checkpoint", CKPT, "--input", str(empty)], "is empty"),
         (["--checkpoint", str(tmp_path / "missing"), "--input", str(SENTENCES)], "does not exist"),
         (["--checkpoint", str(incomplete), "--input", str(SENTENCES)], "missing field"),
-        (["--checkpoint", CKPT, "--input", str(SENTENCES), "--max-length", "4096"],
-         "takes 2 to 512 tokens"),
+        (["--checkpoint", CKPT, "--input", str(SENTENCES), "--max-length", "4096"], "takes 2 to 512 tokens"),
     ]
     for args, message in cases:
         rc, err = run_cli("encode", *args, "--output", out)
@@ -118,8 +133,9 @@ def test_missing_weights_file_is_named(tmp_path):
     d.mkdir()
     for name in ("config.json", "vocab.txt", "tokenizer_config.json"):
         (d / name).write_bytes((Path(CKPT) / name).read_bytes())
-    rc, err = run_cli("encode", "--checkpoint", str(d), "--input", str(SENTENCES),
-                      "--output", str(tmp_path / "o.npy"))
+    rc, err = run_cli(
+        "encode", "--checkpoint", str(d), "--input", str(SENTENCES), "--output", str(tmp_path / "o.npy")
+    )
     assert rc == 2 and "no model.safetensors" in err, err
 
 
@@ -127,8 +143,19 @@ def test_long_lines_are_truncated_with_a_count(tmp_path):
     text = tmp_path / "long.txt"
     text.write_text("short line\n" + "word " * 300 + "\n" + "another " * 50 + "\nend\n")
     out = tmp_path / "o.npy"
-    rc, err = run_cli("encode", "--checkpoint", CKPT, "--input", str(text), "--output",
-                      str(out), "--max-length", "32", "--pooling", "cls")
+    rc, err = run_cli(
+        "encode",
+        "--checkpoint",
+        CKPT,
+        "--input",
+        str(text),
+        "--output",
+        str(out),
+        "--max-length",
+        "32",
+        "--pooling",
+        "cls",
+    )
     assert rc == 0, err
     assert "2 of 4 lines were longer than 32 tokens and were truncated" in err
     assert np.load(out).shape == (4, 384)

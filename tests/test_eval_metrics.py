@@ -528,7 +528,8 @@ def v1_evaluate(dataset, predictions):
                 ground_truths = list(map(lambda x: x["text"], qa["answers"]))
                 prediction = predictions[qa["id"]]
                 exact_match += v1_metric_max_over_ground_truths(
-                    v1_exact_match_score, prediction, ground_truths)
+                    v1_exact_match_score, prediction, ground_truths
+                )
                 f1 += v1_metric_max_over_ground_truths(v1_f1_score, prediction, ground_truths)
 
     exact_match = 100.0 * exact_match / total
@@ -539,14 +540,38 @@ def v1_evaluate(dataset, predictions):
 
 # -- end of the official scripts ---------------------------------------------------------------
 
-_WORDS = ["Paris", "the", "The", "a", "An", "river", "Seine", "1889", "Eiffel", "tower", "café", "Ünïcödé",
-          "naïve", "東京", "ΑΘΗΝΑ", "x", "an", "and", "theory", "über", "Ａ", "Ⅻ"]
+_WORDS = [
+    "Paris",
+    "the",
+    "The",
+    "a",
+    "An",
+    "river",
+    "Seine",
+    "1889",
+    "Eiffel",
+    "tower",
+    "café",
+    "Ünïcödé",
+    "naïve",
+    "東京",
+    "ΑΘΗΝΑ",
+    "x",
+    "an",
+    "and",
+    "theory",
+    "über",
+    "Ａ",
+    "Ⅻ",
+]
 _PUNCT = ["", "", "", ".", ",", "!", "?", "'", '"', "-", "(", ")", "«", "»", "—", "…", "$", "%"]
 
 
 def _random_text(rng, lo=1, hi=5) -> str:
-    words = [_WORDS[int(rng.integers(len(_WORDS)))] + _PUNCT[int(rng.integers(len(_PUNCT)))]
-             for _ in range(int(rng.integers(lo, hi)))]
+    words = [
+        _WORDS[int(rng.integers(len(_WORDS)))] + _PUNCT[int(rng.integers(len(_PUNCT)))]
+        for _ in range(int(rng.integers(lo, hi)))
+    ]
     sep = [" ", " ", "  ", "\t", "\n"][int(rng.integers(5))]
     return sep.join(words)
 
@@ -595,15 +620,30 @@ def _squad_case(seed: int, unanswerable: float = 0.3, missing: float = 0.0):
 
 def _dataset(gold):
     """The gold dict in SQuAD's JSON shape, for the official scripts."""
-    qas = [{"id": qid, "answers": [{"text": t, "answer_start": 0} for t in answers]}
-           for qid, answers in gold.items()]
+    qas = [
+        {"id": qid, "answers": [{"text": t, "answer_start": 0} for t in answers]}
+        for qid, answers in gold.items()
+    ]
     return [{"title": "t", "paragraphs": [{"context": "", "qas": qas}]}]
 
 
 def test_normalize_and_per_answer_scores_match_official():
     rng = np.random.default_rng(5)
-    texts = ["", " ", "the", "A", "a an the", "An apple.", "THE  Eiffel\tTower!", "l'an", "café, naïve",
-             "Ａ theory", "«the» river", "$1,889.00", "ΑΘΗΝΑ the"] + [_random_text(rng) for _ in range(150)]
+    texts = [
+        "",
+        " ",
+        "the",
+        "A",
+        "a an the",
+        "An apple.",
+        "THE  Eiffel\tTower!",
+        "l'an",
+        "café, naïve",
+        "Ａ theory",
+        "«the» river",
+        "$1,889.00",
+        "ΑΘΗΝΑ the",
+    ] + [_random_text(rng) for _ in range(150)]
     for s in texts:
         assert squad.normalize_answer(s) == normalize_answer(s) == v1_normalize_answer(s), s
     for _ in range(1500):
@@ -634,8 +674,15 @@ def test_all_unanswerable_and_all_answerable_keys():
     assert got["exact"] == 100.0  # b's na_prob 0.9 > 0.5 turns "x" into ""
     assert got == official_v2(_dataset(gold), {"a": "", "b": "x"}, {"a": 0.2, "b": 0.9}, 0.5) | {"missing": 0}
     got = squad.evaluate({"a": ["Paris"]}, {"a": "paris"})
-    assert got == {"exact": 100.0, "f1": 100.0, "total": 1, "missing": 0,
-                   "HasAns_exact": 100.0, "HasAns_f1": 100.0, "HasAns_total": 1}
+    assert got == {
+        "exact": 100.0,
+        "f1": 100.0,
+        "total": 1,
+        "missing": 0,
+        "HasAns_exact": 100.0,
+        "HasAns_f1": 100.0,
+        "HasAns_total": 1,
+    }
 
 
 @pytest.mark.parametrize("seed", range(8))
@@ -690,7 +737,8 @@ def test_squad_errors_name_the_id():
 def _brute_force(start, end, allowed, n_best, max_len, start_allowed):
     spans = [
         (i, j, float(start[i]) + float(end[j]))
-        for i in range(len(start)) for j in range(i, min(len(start), i + max_len))
+        for i in range(len(start))
+        for j in range(i, min(len(start), i + max_len))
         if allowed[i] and allowed[j] and (start_allowed is None or start_allowed[i])
     ]
     return sorted(spans, key=lambda s: (-s[2], s[0], s[1]))[:n_best]
@@ -698,6 +746,7 @@ def _brute_force(start, end, allowed, n_best, max_len, start_allowed):
 
 def _run_squad(start, end, allowed, n_best, max_len, start_allowed):
     """The candidate loop of BERT's run_squad.py write_predictions, over one feature."""
+
     def _get_best_indexes(logits, n_best_size):
         index_and_score = sorted(enumerate(logits), key=lambda x: x[1], reverse=True)
         return [index_and_score[i][0] for i in range(min(n_best_size, len(index_and_score)))]

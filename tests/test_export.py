@@ -22,8 +22,15 @@ B, S = 3, 12
 
 
 def tiny(family):
-    kw = dict(vocab_size=99, hidden_size=32, num_layers=2, num_heads=4, intermediate_size=37,
-              max_position_embeddings=40, family=family)
+    kw = dict(
+        vocab_size=99,
+        hidden_size=32,
+        num_layers=2,
+        num_heads=4,
+        intermediate_size=37,
+        max_position_embeddings=40,
+        family=family,
+    )
     if family == "roberta":
         kw.update(pad_token_id=1, type_vocab_size=1, layer_norm_eps=1e-5)
     if family == "albert":
@@ -48,11 +55,17 @@ def random_model(config, heads, num_labels=3, seed=0):
     return nnx.merge(graphdef, pure), pure
 
 
-CASES = [(f, heads) for f in ("bert", "roberta", "albert", "electra") for heads in (
-    (), ("mlm",), ("classification",), ("token_classification",), ("span",))]
+CASES = [
+    (f, heads)
+    for f in ("bert", "roberta", "albert", "electra")
+    for heads in ((), ("mlm",), ("classification",), ("token_classification",), ("span",))
+]
 CASES += [("bert", ("mlm", "nsp")), ("albert", ("mlm", "sop")), ("electra", ("rtd",))]
-OUTPUTS = {"mlm": ("mlm_logits", "logits"), "classification": ("classification_logits", "logits"),
-           "token_classification": ("token_classification_logits", "logits")}
+OUTPUTS = {
+    "mlm": ("mlm_logits", "logits"),
+    "classification": ("classification_logits", "logits"),
+    "token_classification": ("token_classification_logits", "logits"),
+}
 
 
 @pytest.mark.parametrize("family,heads", CASES, ids=[f"{f}-{'+'.join(h) or 'base'}" for f, h in CASES])
@@ -77,15 +90,23 @@ def test_transformers_loads_and_matches(tmp_path, family, heads):
     ids[mask == 0] = config.pad_token_id
     segments = rng.integers(0, config.type_vocab_size, (B, S)) * mask
     with torch.no_grad():
-        t = theirs(input_ids=torch.tensor(ids), attention_mask=torch.tensor(mask),
-                   token_type_ids=torch.tensor(segments), output_hidden_states=True)
+        t = theirs(
+            input_ids=torch.tensor(ids),
+            attention_mask=torch.tensor(mask),
+            token_type_ids=torch.tensor(segments),
+            output_hidden_states=True,
+        )
     o = ours(jnp.asarray(ids), jnp.asarray(mask), jnp.asarray(segments))
     diffs = {"hidden": np.abs(np.asarray(o["hidden"]) - t.hidden_states[-1].numpy()).max()}
     pairs = dict(OUTPUTS)
     if heads in (("mlm", "nsp"), ("mlm", "sop")):
-        pairs = {"mlm": ("mlm_logits", "prediction_logits"),
-                 heads[1]: (f"{heads[1]}_logits", "seq_relationship_logits" if heads[1] == "nsp"
-                            else "sop_logits")}
+        pairs = {
+            "mlm": ("mlm_logits", "prediction_logits"),
+            heads[1]: (
+                f"{heads[1]}_logits",
+                "seq_relationship_logits" if heads[1] == "nsp" else "sop_logits",
+            ),
+        }
     if heads == ("rtd",):
         pairs = {"rtd": ("rtd_logits", "logits")}
     if heads == ("span",):
@@ -99,10 +120,14 @@ def test_transformers_loads_and_matches(tmp_path, family, heads):
 
     # Round trip: ours -> HF files -> ours, bit for bit.
     back = hf.load(str(tmp_path))
-    assert back.heads == tuple(h for h in heads) and back.label_names == (labels if (
-        {"classification", "token_classification"} & set(heads)) else None)
-    expect = pure if config.use_pooler == back.config.use_pooler else {
-        **pure, "encoder": {k: v for k, v in pure["encoder"].items() if k != "pooler"}}
+    assert back.heads == tuple(h for h in heads) and back.label_names == (
+        labels if ({"classification", "token_classification"} & set(heads)) else None
+    )
+    expect = (
+        pure
+        if config.use_pooler == back.config.use_pooler
+        else {**pure, "encoder": {k: v for k, v in pure["encoder"].items() if k != "pooler"}}
+    )
     for a, b in zip(jax.tree.leaves(expect), jax.tree.leaves(back.params), strict=True):
         np.testing.assert_array_equal(np.asarray(a), b)
 
@@ -132,12 +157,19 @@ def workdirs(tmp_path_factory):
     corpus = corpus_sample.write(tmp / "corpus.txt", documents=100)
     out = {}
     for family in ("bert", "electra", "albert"):
-        cfg = config_files.load(f"{root}/configs/pretrain/{family}.py:size=tiny", [
-            "--config.train.steps=2", "--config.optim.warmup_steps=0",
-            "--config.train.global_batch_size=8", "--config.data.prepare.max_seq_length=64",
-            *corpus_sample.prepare_overrides(corpus),
-            "--config.data.prepare.train_tokenizer.vocab_size=1000", "--config.data.eval_rows=16",
-            "--config.train.peak_flops=1e11"])
+        cfg = config_files.load(
+            f"{root}/configs/pretrain/{family}.py:size=tiny",
+            [
+                "--config.train.steps=2",
+                "--config.optim.warmup_steps=0",
+                "--config.train.global_batch_size=8",
+                "--config.data.prepare.max_seq_length=64",
+                *corpus_sample.prepare_overrides(corpus),
+                "--config.data.prepare.train_tokenizer.vocab_size=1000",
+                "--config.data.eval_rows=16",
+                "--config.train.peak_flops=1e11",
+            ],
+        )
         pretrain.train_and_evaluate(cfg, str(tmp / family), log=lambda *a: None)
         out[family] = tmp / family
     return out
@@ -148,8 +180,10 @@ def test_cli_export_of_pretraining_workdirs(workdirs, tmp_path):
     from bert_jax.data.tokenizers import load_tokenizer
 
     out = tmp_path / "bert"
-    assert cli.main(["export", "--checkpoint", str(workdirs["bert"]), "--format", "hf",
-                     "--output", str(out)]) == 0
+    assert (
+        cli.main(["export", "--checkpoint", str(workdirs["bert"]), "--format", "hf", "--output", str(out)])
+        == 0
+    )
     model, info = T.AutoModelForPreTraining.from_pretrained(str(out), output_loading_info=True)
     assert type(model).__name__ == "BertForPreTraining" and not any(info.values())
     tok = T.AutoTokenizer.from_pretrained(str(out))
@@ -162,18 +196,37 @@ def test_cli_export_of_pretraining_workdirs(workdirs, tmp_path):
     assert "model.safetensors" in manifest["files"]
 
     out = tmp_path / "electra"
-    assert cli.main(["export", "--checkpoint", f"{workdirs['electra']}/2", "--format", "hf",
-                     "--output", str(out)]) == 0
-    disc, info = T.AutoModelForPreTraining.from_pretrained(str(out / "discriminator"),
-                                                           output_loading_info=True)
+    assert (
+        cli.main(
+            ["export", "--checkpoint", f"{workdirs['electra']}/2", "--format", "hf", "--output", str(out)]
+        )
+        == 0
+    )
+    disc, info = T.AutoModelForPreTraining.from_pretrained(
+        str(out / "discriminator"), output_loading_info=True
+    )
     assert type(disc).__name__ == "ElectraForPreTraining" and not any(info.values())
     gen, info = T.AutoModelForMaskedLM.from_pretrained(str(out / "generator"), output_loading_info=True)
     assert type(gen).__name__ == "ElectraForMaskedLM" and not any(info.values())
     # The generator carries the discriminator's (shared) embeddings.
-    np.testing.assert_array_equal(gen.electra.embeddings.word_embeddings.weight.detach().numpy(),
-                                  disc.electra.embeddings.word_embeddings.weight.detach().numpy())
-    assert cli.main(["export", "--checkpoint", str(workdirs["bert"]), "--format", "hf",
-                     "--output", str(tmp_path / "bert")]) == 2  # not empty: refused
+    np.testing.assert_array_equal(
+        gen.electra.embeddings.word_embeddings.weight.detach().numpy(),
+        disc.electra.embeddings.word_embeddings.weight.detach().numpy(),
+    )
+    assert (
+        cli.main(
+            [
+                "export",
+                "--checkpoint",
+                str(workdirs["bert"]),
+                "--format",
+                "hf",
+                "--output",
+                str(tmp_path / "bert"),
+            ]
+        )
+        == 2
+    )  # not empty: refused
 
 
 def test_cli_serving_exports_match_the_checkpoint(workdirs, tmp_path):
@@ -187,21 +240,55 @@ def test_cli_serving_exports_match_the_checkpoint(workdirs, tmp_path):
     mask = np.ones_like(ids)
     mask[1, 60:] = 0
     expected = ours(jnp.asarray(ids), jnp.asarray(mask), jnp.zeros_like(jnp.asarray(ids)))
-    assert cli.main(["export", "--checkpoint", str(workdirs["bert"]), "--format", "stablehlo",
-                     "--output", str(tmp_path / "s"), "--max-length", "128"]) == 0
+    assert (
+        cli.main(
+            [
+                "export",
+                "--checkpoint",
+                str(workdirs["bert"]),
+                "--format",
+                "stablehlo",
+                "--output",
+                str(tmp_path / "s"),
+                "--max-length",
+                "128",
+            ]
+        )
+        == 0
+    )
     got = serving.load_stablehlo(str(tmp_path / "s"))(ids, mask, np.zeros_like(ids))
     np.testing.assert_allclose(got["nsp_logits"], expected["nsp_logits"], atol=1e-5)
     np.testing.assert_allclose(got["hidden"], expected["hidden"], atol=1e-5)
     manifest = json.loads((tmp_path / "s" / "manifest.json").read_text())
     assert "model.stablehlo" in manifest["files"] and manifest["source"]["max_length"] == 128
     # Without --max-length the signature takes the model's whole length (512), not 128.
-    assert cli.main(["export", "--checkpoint", str(workdirs["bert"]), "--format", "stablehlo",
-                     "--output", str(tmp_path / "full")]) == 0
+    assert (
+        cli.main(
+            [
+                "export",
+                "--checkpoint",
+                str(workdirs["bert"]),
+                "--format",
+                "stablehlo",
+                "--output",
+                str(tmp_path / "full"),
+            ]
+        )
+        == 0
+    )
     signature = json.loads((tmp_path / "full" / "serving_signature.json").read_text())
     assert signature["seq_len"] == enc.max_length == 512
     for bad in (["--max-length", "513"], ["--max-length", "64", "--format", "hf"]):
-        args = ["export", "--checkpoint", str(workdirs["bert"]), "--format", "stablehlo",
-                "--output", str(tmp_path / "bad"), *bad]
+        args = [
+            "export",
+            "--checkpoint",
+            str(workdirs["bert"]),
+            "--format",
+            "stablehlo",
+            "--output",
+            str(tmp_path / "bad"),
+            *bad,
+        ]
         assert cli.main(args) == 2 and not (tmp_path / "bad").exists()
 
 
@@ -214,8 +301,10 @@ def test_albert_tiny_export_matches_encode(workdirs, tmp_path):
     from bert_jax.data.tokenizers import load_tokenizer
 
     out = tmp_path / "albert"
-    assert cli.main(["export", "--checkpoint", str(workdirs["albert"]), "--format", "hf",
-                     "--output", str(out)]) == 0
+    assert (
+        cli.main(["export", "--checkpoint", str(workdirs["albert"]), "--format", "hf", "--output", str(out)])
+        == 0
+    )
     model, info = T.AlbertForPreTraining.from_pretrained(str(out), output_loading_info=True)
     assert not any(info.values()), info
     assert tuple(model.albert.encoder.embedding_hidden_mapping_in.weight.shape) == (128, 128)
@@ -223,15 +312,32 @@ def test_albert_tiny_export_matches_encode(workdirs, tmp_path):
 
     lines = ["The quick brown fox returns a value from the function.", "Open the file."]
     (tmp_path / "in.txt").write_text("\n".join(lines) + "\n")
-    assert cli.main(["encode", "--checkpoint", str(workdirs["albert"]), "--input",
-                     str(tmp_path / "in.txt"), "--output", str(tmp_path / "h.npy"),
-                     "--pooling", "none", "--max-length", "32"]) == 0
+    assert (
+        cli.main(
+            [
+                "encode",
+                "--checkpoint",
+                str(workdirs["albert"]),
+                "--input",
+                str(tmp_path / "in.txt"),
+                "--output",
+                str(tmp_path / "h.npy"),
+                "--pooling",
+                "none",
+                "--max-length",
+                "32",
+            ]
+        )
+        == 0
+    )
     encoded = np.load(tmp_path / "h.npy")
     tokenizer = load_tokenizer(read_metadata(str(workdirs["albert"] / "data"))["tokenizer"])
     ids, mask, _ = tokenizer.encode_batch(lines, 32)
     with torch.no_grad():
-        hidden = model.albert(input_ids=torch.tensor(np.asarray(ids, np.int64)),
-                              attention_mask=torch.tensor(np.asarray(mask, np.int64))).last_hidden_state
+        hidden = model.albert(
+            input_ids=torch.tensor(np.asarray(ids, np.int64)),
+            attention_mask=torch.tensor(np.asarray(mask, np.int64)),
+        ).last_hidden_state
     theirs = hidden.numpy() * np.asarray(mask)[..., None]
     assert np.abs(theirs - encoded).max() <= 1e-5, np.abs(theirs - encoded).max()
 
@@ -284,8 +390,21 @@ def test_export_overwrite_replaces_the_whole_directory(workdirs, tmp_path):
     out = tmp_path / "x"
     out.mkdir()
     (out / "stale.txt").write_text("from an earlier export")
-    assert cli.main(["export", "--checkpoint", str(workdirs["bert"]), "--format", "hf",
-                     "--output", str(out), "--overwrite"]) == 0
+    assert (
+        cli.main(
+            [
+                "export",
+                "--checkpoint",
+                str(workdirs["bert"]),
+                "--format",
+                "hf",
+                "--output",
+                str(out),
+                "--overwrite",
+            ]
+        )
+        == 0
+    )
     assert not (out / "stale.txt").exists()
     manifest = json.loads((out / "manifest.json").read_text())
     assert sorted(manifest["files"]) == sorted(p.name for p in out.iterdir() if p.name != "manifest.json")
@@ -304,10 +423,24 @@ def test_export_from_a_live_workdir_writes_nothing_there(workdirs, tmp_path):
     ckpts = live / "checkpoints"
     shutil.copytree(ckpts / "2", ckpts / "4.orbax-checkpoint-tmp-1234")
     before = sorted((str(p.relative_to(live)), p.stat().st_size) for p in live.rglob("*"))
-    assert cli.main(["export", "--checkpoint", str(live), "--format", "hf",
-                     "--output", str(tmp_path / "out")]) == 0
+    assert (
+        cli.main(["export", "--checkpoint", str(live), "--format", "hf", "--output", str(tmp_path / "out")])
+        == 0
+    )
     assert json.loads((tmp_path / "out" / "manifest.json").read_text())["source"]["step"] == 2
     assert sorted((str(p.relative_to(live)), p.stat().st_size) for p in live.rglob("*")) == before
-    assert cli.main(["export", "--checkpoint", str(tmp_path / "typo"), "--format", "hf",
-                     "--output", str(tmp_path / "out2")]) == 2
+    assert (
+        cli.main(
+            [
+                "export",
+                "--checkpoint",
+                str(tmp_path / "typo"),
+                "--format",
+                "hf",
+                "--output",
+                str(tmp_path / "out2"),
+            ]
+        )
+        == 2
+    )
     assert not (tmp_path / "typo").exists() and not (tmp_path / "out2").exists()

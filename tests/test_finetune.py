@@ -39,10 +39,12 @@ def tiny(tmp_path_factory):
     """A random BERT-Tiny (L2 H128) with MiniLM's uncased WordPiece vocabulary, as a HF dir."""
     out = str(tmp_path_factory.mktemp("tiny"))
     enc = get_preset("bert-tiny", vocab_size=30522)
-    params = jax.tree.map(np.asarray, model_lib.nnx.to_pure_dict(
-        model_lib.nnx.state(model_lib.create(enc, (), seed=3))))
-    files = {n: os.path.join(MINILM, n) for n in ("vocab.txt", "tokenizer_config.json",
-                                                  "special_tokens_map.json")}
+    params = jax.tree.map(
+        np.asarray, model_lib.nnx.to_pure_dict(model_lib.nnx.state(model_lib.create(enc, (), seed=3)))
+    )
+    files = {
+        n: os.path.join(MINILM, n) for n in ("vocab.txt", "tokenizer_config.json", "special_tokens_map.json")
+    }
     hf.save(enc, (), params, out, tokenizer_files=files)
     return out
 
@@ -70,18 +72,32 @@ def results(workdir):
 def small_task(topics, tmp_path_factory):
     """48 training and 16 validation rows of the topics set, as CSV files."""
     tmp = tmp_path_factory.mktemp("small_task")
-    return (small_csv(tmp / "train.csv", read_rows(topics[0], 48)),
-            small_csv(tmp / "dev.csv", read_rows(topics[1], 16)))
+    return (
+        small_csv(tmp / "train.csv", read_rows(topics[0], 48)),
+        small_csv(tmp / "dev.csv", read_rows(topics[1], 16)),
+    )
 
 
 def small_task_args(task, init, workdir, *extra):
     """`bert-jax finetune` on the small task: 1 epoch of 6 steps of 8 rows of 32 tokens."""
     train, dev = task
-    return ["finetune", "--config", f"{FILES}:kind=classification", "--init", init,
-            "--workdir", str(workdir), f"--config.task.files.train={train}",
-            f"--config.task.files.validation={dev}", "--config.task.max_seq_length=32",
-            "--config.train.global_batch_size=8", "--config.train.epochs=1",
-            "--config.optim.learning_rate=1e-3", *extra, *QUIET]
+    return [
+        "finetune",
+        "--config",
+        f"{FILES}:kind=classification",
+        "--init",
+        init,
+        "--workdir",
+        str(workdir),
+        f"--config.task.files.train={train}",
+        f"--config.task.files.validation={dev}",
+        "--config.task.max_seq_length=32",
+        "--config.train.global_batch_size=8",
+        "--config.train.epochs=1",
+        "--config.optim.learning_rate=1e-3",
+        *extra,
+        *QUIET,
+    ]
 
 
 @pytest.fixture(scope="module")
@@ -99,16 +115,31 @@ def test_real_minilm_fine_tune_on_a_real_text_csv_then_evaluate_and_export(topic
     train, dev = topics
     work = str(tmp_path / "work")
     t0 = time.perf_counter()
-    assert cli.main(["finetune", "--config", f"{FILES}:kind=classification", "--init", MINILM,
-                     "--workdir", work, f"--config.task.files.train={train}",
-                     f"--config.task.files.validation={dev}", "--config.task.max_seq_length=48",
-                     "--config.train.global_batch_size=16", "--config.train.epochs=2",
-                     "--config.optim.learning_rate=1e-4", *QUIET]) == 0
+    assert (
+        cli.main(
+            [
+                "finetune",
+                "--config",
+                f"{FILES}:kind=classification",
+                "--init",
+                MINILM,
+                "--workdir",
+                work,
+                f"--config.task.files.train={train}",
+                f"--config.task.files.validation={dev}",
+                "--config.task.max_seq_length=48",
+                "--config.train.global_batch_size=16",
+                "--config.train.epochs=2",
+                "--config.optim.learning_rate=1e-4",
+                *QUIET,
+            ]
+        )
+        == 0
+    )
     seconds = time.perf_counter() - t0
     res = results(work)
     acc = res["per_seed"]["0"]["validation/accuracy"]
-    print(f"\nMiniLM-L6 fine-tune, 400 rows x 2 epochs: dev accuracy {acc:.3f} (chance 0.25), "
-          f"{seconds:.0f}s")
+    print(f"\nMiniLM-L6 fine-tune, 400 rows x 2 epochs: dev accuracy {acc:.3f} (chance 0.25), {seconds:.0f}s")
     assert acc > 0.7
     assert res["summary"]["validation/accuracy"]["n"] == 1
     assert "| validation/accuracy |" in capsys.readouterr().out
@@ -121,8 +152,20 @@ def test_real_minilm_fine_tune_on_a_real_text_csv_then_evaluate_and_export(topic
         assert json.load(f)["flat"]["validation/accuracy"] == pytest.approx(acc, abs=1e-6)
     # export: transformers loads a BertForSequenceClassification with the topic names, and its
     # logits equal ours.
-    assert cli.main(["export", "--checkpoint", os.path.join(work, "seed_0"), "--format", "hf",
-                     "--output", str(tmp_path / "hf")]) == 0
+    assert (
+        cli.main(
+            [
+                "export",
+                "--checkpoint",
+                os.path.join(work, "seed_0"),
+                "--format",
+                "hf",
+                "--output",
+                str(tmp_path / "hf"),
+            ]
+        )
+        == 0
+    )
     model = T.AutoModelForSequenceClassification.from_pretrained(str(tmp_path / "hf")).eval()
     assert sorted(model.config.id2label.values()) == ["files", "network", "numbers", "text"]
     tok = T.AutoTokenizer.from_pretrained(str(tmp_path / "hf"))
@@ -132,8 +175,9 @@ def test_real_minilm_fine_tune_on_a_real_text_csv_then_evaluate_and_export(topic
 
     with torch.no_grad():
         theirs = model(**enc).logits.numpy()
-    ours = hf.load(str(tmp_path / "hf")).model()(enc["input_ids"].numpy(), enc["attention_mask"].numpy(),
-                                                 enc["token_type_ids"].numpy())["classification_logits"]
+    ours = hf.load(str(tmp_path / "hf")).model()(
+        enc["input_ids"].numpy(), enc["attention_mask"].numpy(), enc["token_type_ids"].numpy()
+    )["classification_logits"]
     np.testing.assert_allclose(np.asarray(ours), theirs, atol=1e-4)
     # The same model with its labels in another order (as HF MNLI checkpoints differ from TFDS):
     # evaluate maps the outputs onto the task's labels and scores the same.
@@ -152,9 +196,23 @@ def test_real_minilm_fine_tune_on_a_real_text_csv_then_evaluate_and_export(topic
     for k in ("classifier.weight", "classifier.bias"):
         tensors[k] = np.ascontiguousarray(tensors[k][::-1])
     save_file(tensors, str(perm_dir / "model.safetensors"))
-    assert cli.main(["evaluate", "--checkpoint", str(perm_dir), "--config", f"{FILES}:kind=classification",
-                     f"--config.task.files.train={train}", f"--config.task.files.validation={dev}",
-                     "--config.task.max_seq_length=48", "--output", str(tmp_path / "perm_eval")]) == 0
+    assert (
+        cli.main(
+            [
+                "evaluate",
+                "--checkpoint",
+                str(perm_dir),
+                "--config",
+                f"{FILES}:kind=classification",
+                f"--config.task.files.train={train}",
+                f"--config.task.files.validation={dev}",
+                "--config.task.max_seq_length=48",
+                "--output",
+                str(tmp_path / "perm_eval"),
+            ]
+        )
+        == 0
+    )
     with open(tmp_path / "perm_eval" / "metrics.json") as f:
         assert json.load(f)["flat"]["validation/accuracy"] == pytest.approx(acc, abs=1e-6)
 
@@ -162,15 +220,30 @@ def test_real_minilm_fine_tune_on_a_real_text_csv_then_evaluate_and_export(topic
 TFDS_CASES = {
     "glue/cola": ("glue.py:task=cola", None, ["validation/mcc"], ["CoLA.tsv", "validation_predictions.tsv"]),
     "glue/stsb": ("glue.py:task=stsb", None, ["validation/pearson", "validation/spearman"], ["STS-B.tsv"]),
-    "glue/mnli": ("glue.py:task=mnli", None,
-                  ["validation_matched/accuracy", "validation_mismatched/accuracy"],
-                  ["MNLI-m.tsv", "MNLI-mm.tsv"]),
-    "squad/v1.1": ("squad.py:version=1.1", "squad", ["validation/exact", "validation/f1"],
-                   ["validation_predictions.json", "validation_nbest.json"]),
-    "squad/v2.0": ("squad.py:version=2.0", "squad", ["validation/best_f1", "validation/exact"],
-                   ["validation_predictions.json", "validation_null_odds.json", "validation_nbest.json"]),
-    "conll2003": ("conll2003.py", "conll", ["validation/f1", "test/f1"],
-                  ["validation_predictions.conll", "test_predictions.conll"]),
+    "glue/mnli": (
+        "glue.py:task=mnli",
+        None,
+        ["validation_matched/accuracy", "validation_mismatched/accuracy"],
+        ["MNLI-m.tsv", "MNLI-mm.tsv"],
+    ),
+    "squad/v1.1": (
+        "squad.py:version=1.1",
+        "squad",
+        ["validation/exact", "validation/f1"],
+        ["validation_predictions.json", "validation_nbest.json"],
+    ),
+    "squad/v2.0": (
+        "squad.py:version=2.0",
+        "squad",
+        ["validation/best_f1", "validation/exact"],
+        ["validation_predictions.json", "validation_null_odds.json", "validation_nbest.json"],
+    ),
+    "conll2003": (
+        "conll2003.py",
+        "conll",
+        ["validation/f1", "test/f1"],
+        ["validation_predictions.conll", "test_predictions.conll"],
+    ),
 }
 
 
@@ -189,15 +262,34 @@ def test_tfds_tasks_fine_tune_under_mock_data(tiny, name, tmp_path):
     from sklearn import metrics as sk
 
     spec, dataset_fn, keys, files = TFDS_CASES[name]
-    mock = {"squad": {"as_dataset_fn": data_tests.squad_as_dataset},
-            "conll": {"as_dataset_fn": data_tests.conll_as_dataset}}.get(dataset_fn, {"num_examples": 24})
+    mock = {
+        "squad": {"as_dataset_fn": data_tests.squad_as_dataset},
+        "conll": {"as_dataset_fn": data_tests.conll_as_dataset},
+    }.get(dataset_fn, {"num_examples": 24})
     work = str(tmp_path / "work")
     splits = list(dict.fromkeys(k.split("/")[0] for k in keys))  # the evaluated splits
     with tfds.testing.mock_data(policy=tfds.testing.MockPolicy.USE_CODE, **mock):
-        assert cli.main(["finetune", "--config", f"{ROOT}/configs/finetune/{spec}", "--init", tiny,
-                         "--workdir", work, "--config.task.max_seq_length=48", "--config.task.doc_stride=16",
-                         "--config.task.max_query_length=16", "--config.train.global_batch_size=8",
-                         "--config.train.epochs=2", "--config.optim.learning_rate=1e-3", *QUIET]) == 0
+        assert (
+            cli.main(
+                [
+                    "finetune",
+                    "--config",
+                    f"{ROOT}/configs/finetune/{spec}",
+                    "--init",
+                    tiny,
+                    "--workdir",
+                    work,
+                    "--config.task.max_seq_length=48",
+                    "--config.task.doc_stride=16",
+                    "--config.task.max_query_length=16",
+                    "--config.train.global_batch_size=8",
+                    "--config.train.epochs=2",
+                    "--config.optim.learning_rate=1e-3",
+                    *QUIET,
+                ]
+            )
+            == 0
+        )
         # The same splits read by TFDS itself: the reference for the prediction files.
         features = tfds.builder(name).info.features
         gold = {s: list(tfds.as_numpy(tfds.load(name, split=s))) for s in splits}
@@ -217,6 +309,7 @@ def test_tfds_tasks_fine_tune_under_mock_data(tiny, name, tmp_path):
     def squad_scores(predictions, answers):
         """evaluate-v2.0.py: (exact, f1) x 100, each question against its best gold answer
         ("" for an unanswerable one)."""
+
         def norm(s):
             s = "".join(c for c in s.lower() if c not in string.punctuation)
             return re.sub(r"\b(a|an|the)\b", " ", s).split()
@@ -246,14 +339,16 @@ def test_tfds_tasks_fine_tune_under_mock_data(tiny, name, tmp_path):
                 # Only the rows: the GLUE format's 3 decimals are too coarse to recompute
                 # Pearson / Spearman of a barely trained model (its outputs differ by 0.001).
                 assert sorted(zip(ids, labels, strict=True)) == sorted(
-                    (str(ex["idx"]), f"{ex['label']:.3f}") for ex in examples)
+                    (str(ex["idx"]), f"{ex['label']:.3f}") for ex in examples
+                )
                 assert all(np.isfinite(float(p)) for p in preds)
                 continue
             # MNLI's files name the labels; CoLA's give their ids (the leaderboard's format).
             names = features["label"].names
             label = (lambda i: names[i]) if name == "glue/mnli" else str
             assert sorted(zip(ids, labels, strict=True)) == sorted(
-                (str(ex["idx"]), label(ex["label"])) for ex in examples)
+                (str(ex["idx"]), label(ex["label"])) for ex in examples
+            )
             assert set(preds) <= {label(i) for i in range(len(names))}
             if name == "glue/cola":
                 assert score("mcc") == pytest.approx(sk.matthews_corrcoef(labels, preds), abs=1e-9)
@@ -271,14 +366,17 @@ def test_tfds_tasks_fine_tune_under_mock_data(tiny, name, tmp_path):
             # n-best text.
             assert squad_scores(read("predictions"), answers)[1] == pytest.approx(score("best_f1"))
             odds, nbest = read("null_odds"), read("nbest")
-            at_zero = {q: "" if odds[q] > 0 else next((e["text"] for e in nbest[q] if e["text"]), "")
-                       for q in odds}
+            at_zero = {
+                q: "" if odds[q] > 0 else next((e["text"] for e in nbest[q] if e["text"]), "") for q in odds
+            }
             assert squad_scores(at_zero, answers) == pytest.approx((score("exact"), score("f1")))
         else:  # CoNLL: "word gold prediction" lines, a blank line between sentences
             names = features["ner"].feature.names
             with open(os.path.join(out, f"{split}_predictions.conll")) as f:
-                sentences = [[line.split(" ") for line in block.split("\n")]
-                             for block in f.read().strip("\n").split("\n\n")]
+                sentences = [
+                    [line.split(" ") for line in block.split("\n")]
+                    for block in f.read().strip("\n").split("\n\n")
+                ]
             columns = [[list(c) for c in zip(*sentence, strict=True)] for sentence in sentences]
             words, tags, preds = ([c[k] for c in columns] for k in range(3))
             assert words == [[text(t) for t in ex["tokens"]] for ex in examples]
@@ -295,22 +393,46 @@ def test_local_files_of_every_kind_fine_tune(tiny, topics, tmp_path):
 
     rows = read_rows(topics[0], 40)
     reg = small_csv(tmp_path / "reg.csv", [(t, len(t.split()) / 10) for t, _ in rows])
-    questions = [("q0", "When was it built?", "1887-1889"), ("q1", "Where is it?", "Paris"),
-                 ("q2", "Who designed it?", "Gustave Eiffel"), ("q3", "What about the Moon?", None)]
+    questions = [
+        ("q0", "When was it built?", "1887-1889"),
+        ("q1", "Where is it?", "Paris"),
+        ("q2", "Who designed it?", "Gustave Eiffel"),
+        ("q3", "What about the Moon?", None),
+    ]
     squad = tmp_path / "squad.json"
     squad.write_text(data_tests.squad_json(questions))
     conll = tmp_path / "ner.conll"
-    conll.write_text("-DOCSTART- O\n\nEU B-ORG\nrejects O\nGerman B-MISC\ncall O\n\n"
-                     "Peter B-PER\nBlackburn I-PER\nin O\nBrussels B-LOC\n\n")
-    for kind, path, key, out in (("regression", reg, "validation/pearson", "validation_predictions.tsv"),
-                                 ("span", squad, "validation/best_f1", "validation_null_odds.json"),
-                                 ("token_classification", conll, "validation/f1",
-                                  "validation_predictions.conll")):
+    conll.write_text(
+        "-DOCSTART- O\n\nEU B-ORG\nrejects O\nGerman B-MISC\ncall O\n\n"
+        "Peter B-PER\nBlackburn I-PER\nin O\nBrussels B-LOC\n\n"
+    )
+    for kind, path, key, out in (
+        ("regression", reg, "validation/pearson", "validation_predictions.tsv"),
+        ("span", squad, "validation/best_f1", "validation_null_odds.json"),
+        ("token_classification", conll, "validation/f1", "validation_predictions.conll"),
+    ):
         work = str(tmp_path / kind)
-        assert cli.main(["finetune", "--config", f"{FILES}:kind={kind}", "--init", tiny, "--workdir", work,
-                         f"--config.task.files.train={path}", f"--config.task.files.validation={path}",
-                         "--config.task.max_seq_length=48", "--config.task.doc_stride=16",
-                         "--config.train.global_batch_size=8", "--config.train.epochs=2", *QUIET]) == 0, kind
+        assert (
+            cli.main(
+                [
+                    "finetune",
+                    "--config",
+                    f"{FILES}:kind={kind}",
+                    "--init",
+                    tiny,
+                    "--workdir",
+                    work,
+                    f"--config.task.files.train={path}",
+                    f"--config.task.files.validation={path}",
+                    "--config.task.max_seq_length=48",
+                    "--config.task.doc_stride=16",
+                    "--config.train.global_batch_size=8",
+                    "--config.train.epochs=2",
+                    *QUIET,
+                ]
+            )
+            == 0
+        ), kind
         assert np.isfinite(results(work)["per_seed"]["0"][key]), kind
         assert out in os.listdir(os.path.join(work, "seed_0", "predictions")), kind
 
@@ -319,18 +441,38 @@ def test_sharded_fine_tuning_matches_one_device(tiny, small_task, data8_run, tmp
     params = {"data8": jax.tree.map(np.asarray, load_params(os.path.join(data8_run, "seed_0"))[2])}
     for name, (d, f, t) in {"one": (1, 1, 1), "2x2x2": (2, 2, 2)}.items():
         work = str(tmp_path / name)
-        assert cli.main(small_task_args(small_task, tiny, work, f"--config.mesh.data={d}",
-                                        f"--config.mesh.fsdp={f}", f"--config.mesh.tensor={t}")) == 0
+        assert (
+            cli.main(
+                small_task_args(
+                    small_task,
+                    tiny,
+                    work,
+                    f"--config.mesh.data={d}",
+                    f"--config.mesh.fsdp={f}",
+                    f"--config.mesh.tensor={t}",
+                )
+            )
+            == 0
+        )
         params[name] = jax.tree.map(np.asarray, load_params(os.path.join(work, "seed_0"))[2])
     for name in ("2x2x2", "data8"):
-        jax.tree.map(lambda a, b: np.testing.assert_allclose(a, b, rtol=1e-5, atol=1e-6),
-                     params[name], params["one"])
+        jax.tree.map(
+            lambda a, b: np.testing.assert_allclose(a, b, rtol=1e-5, atol=1e-6), params[name], params["one"]
+        )
     # ... and it trained: the head moved away from its initialisation.
-    fresh = model_lib.nnx.to_pure_dict(model_lib.nnx.state(model_lib.Model(
-        get_preset("bert-tiny", vocab_size=30522), ("classification",), 4,
-        rngs=model_lib.nnx.Rngs(jax.random.key(0)))))["classification"]
-    moved = jax.tree.map(lambda a, b: float(np.abs(a - np.asarray(b)).max()), params["one"]["classification"],
-                         fresh)
+    fresh = model_lib.nnx.to_pure_dict(
+        model_lib.nnx.state(
+            model_lib.Model(
+                get_preset("bert-tiny", vocab_size=30522),
+                ("classification",),
+                4,
+                rngs=model_lib.nnx.Rngs(jax.random.key(0)),
+            )
+        )
+    )["classification"]
+    moved = jax.tree.map(
+        lambda a, b: float(np.abs(a - np.asarray(b)).max()), params["one"]["classification"], fresh
+    )
     assert min(jax.tree.leaves(moved)) > 1e-4
 
 
@@ -346,16 +488,35 @@ def test_two_processes_match_one(tiny, small_task, data8_run, tmp_path):
     assert cli.main(["import", "--from", "hf", "--source", tiny, "--output", imported]) == 0
 
     def start(workdir, env):
-        cmd = [sys.executable, "-m", "bert_jax.cli", *small_task_args(
-            small_task, imported, workdir, "--config.mesh.data=1", "--config.mesh.tensor=8")]
-        return subprocess.Popen(cmd, cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
-                                env={**os.environ, **env})
+        cmd = [
+            sys.executable,
+            "-m",
+            "bert_jax.cli",
+            *small_task_args(small_task, imported, workdir, "--config.mesh.data=1", "--config.mesh.tensor=8"),
+        ]
+        return subprocess.Popen(
+            cmd,
+            cwd=ROOT,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.STDOUT,
+            text=True,
+            env={**os.environ, **env},
+        )
 
     port = free_port()
-    procs = [start(tmp_path / "two", {
-        "BERT_JAX_COORDINATOR": f"127.0.0.1:{port}", "BERT_JAX_NUM_PROCESSES": "2",
-        "BERT_JAX_PROCESS_ID": str(i), "BERT_JAX_LOCAL_DEVICES": "4",
-        "XLA_FLAGS": "--xla_force_host_platform_device_count=4"}) for i in range(2)]
+    procs = [
+        start(
+            tmp_path / "two",
+            {
+                "BERT_JAX_COORDINATOR": f"127.0.0.1:{port}",
+                "BERT_JAX_NUM_PROCESSES": "2",
+                "BERT_JAX_PROCESS_ID": str(i),
+                "BERT_JAX_LOCAL_DEVICES": "4",
+                "XLA_FLAGS": "--xla_force_host_platform_device_count=4",
+            },
+        )
+        for i in range(2)
+    ]
     for p in procs:
         assert p.wait(timeout=600) == 0, p.stdout.read()
     a, b = results(data8_run), results(tmp_path / "two")
@@ -369,10 +530,17 @@ def test_two_processes_match_one(tiny, small_task, data8_run, tmp_path):
 def test_seeds_summary_rerun_skips_finished_seeds_and_init_sources(tiny, topics, tmp_path, capsys):
     train = small_csv(tmp_path / "train.csv", read_rows(topics[0], 32))
     dev = small_csv(tmp_path / "dev.csv", read_rows(topics[1], 16))
-    args = ["--config", f"{FILES}:kind=classification,seeds=3", f"--config.task.files.train={train}",
-            f"--config.task.files.validation={dev}", "--config.task.max_seq_length=32",
-            "--config.train.global_batch_size=8", "--config.train.epochs=1",
-            "--config.optim.learning_rate=1e-3", *QUIET]
+    args = [
+        "--config",
+        f"{FILES}:kind=classification,seeds=3",
+        f"--config.task.files.train={train}",
+        f"--config.task.files.validation={dev}",
+        "--config.task.max_seq_length=32",
+        "--config.train.global_batch_size=8",
+        "--config.train.epochs=1",
+        "--config.optim.learning_rate=1e-3",
+        *QUIET,
+    ]
     work = str(tmp_path / "work")
     assert cli.main(["finetune", "--init", tiny, "--workdir", work, *args]) == 0
     res = results(work)
@@ -409,21 +577,54 @@ def test_init_from_our_pretraining_workdir(tiny, topics, tmp_path):
     work = str(tmp_path / "pre")
     assert cli.main(["import", "--from", "hf", "--source", tiny, "--output", work]) == 0
     corpus = corpus_sample.write(tmp_path / "corpus.txt", documents=50)
-    assert cli.main(["pretrain", "--config", f"{ROOT}/configs/pretrain/bert.py:size=tiny", "--workdir", work,
-                     *corpus_sample.prepare_overrides(corpus), "--config.optim.warmup_steps=0",
-                     "--config.train.global_batch_size=8", "--config.data.prepare.max_seq_length=32",
-                     "--config.data.eval_rows=16", "--config.train.peak_flops=1e11",
-                     "--config.train.steps=2"]) == 0
+    assert (
+        cli.main(
+            [
+                "pretrain",
+                "--config",
+                f"{ROOT}/configs/pretrain/bert.py:size=tiny",
+                "--workdir",
+                work,
+                *corpus_sample.prepare_overrides(corpus),
+                "--config.optim.warmup_steps=0",
+                "--config.train.global_batch_size=8",
+                "--config.data.prepare.max_seq_length=32",
+                "--config.data.eval_rows=16",
+                "--config.train.peak_flops=1e11",
+                "--config.train.steps=2",
+            ]
+        )
+        == 0
+    )
     init = finetune.load_init(work)
     assert "step 2, bert" in init.source and "vocab.txt" in init.tokenizer_files
     pretrained = load_params(work)[2]["encoder"]
-    jax.tree.map(np.testing.assert_array_equal, jax.tree.map(np.asarray, init.encoder),
-                 jax.tree.map(np.asarray, pretrained))
+    jax.tree.map(
+        np.testing.assert_array_equal,
+        jax.tree.map(np.asarray, init.encoder),
+        jax.tree.map(np.asarray, pretrained),
+    )
     train = small_csv(tmp_path / "train.csv", read_rows(topics[0], 16))
     out = str(tmp_path / "ft")
-    assert cli.main(["finetune", "--config", f"{FILES}:kind=classification", "--init", work, "--workdir", out,
-                     f"--config.task.files.train={train}", f"--config.task.files.validation={train}",
-                     "--config.task.max_seq_length=32", "--config.train.global_batch_size=8", *QUIET]) == 0
+    assert (
+        cli.main(
+            [
+                "finetune",
+                "--config",
+                f"{FILES}:kind=classification",
+                "--init",
+                work,
+                "--workdir",
+                out,
+                f"--config.task.files.train={train}",
+                f"--config.task.files.validation={train}",
+                "--config.task.max_seq_length=32",
+                "--config.train.global_batch_size=8",
+                *QUIET,
+            ]
+        )
+        == 0
+    )
     assert results(out)["init"].startswith(work)
 
 
@@ -434,9 +635,23 @@ def test_layerwise_decay_scales_each_layers_update():
     grads = jax.tree.map(lambda p: np.ones_like(p), params)
 
     def first_update(decay):
-        cfg = type("C", (), dict(name="adamw", learning_rate=1e-2, warmup_steps=0, decay="constant",
-                                 power=1.0, end_learning_rate=0.0, weight_decay=0.01, b1=0.9, b2=0.999,
-                                 eps=1e-6, clip_norm=0.0))
+        cfg = type(
+            "C",
+            (),
+            dict(
+                name="adamw",
+                learning_rate=1e-2,
+                warmup_steps=0,
+                decay="constant",
+                power=1.0,
+                end_learning_rate=0.0,
+                weight_decay=0.01,
+                b1=0.9,
+                b2=0.999,
+                eps=1e-6,
+                clip_norm=0.0,
+            ),
+        )
         scales = optim.layerwise_scales(params, enc.num_layers, decay) if decay != 1 else None
         tx, _ = optim.make(cfg, 10, scales)
         updates, _ = tx.update(grads, tx.init(params), params)
@@ -450,14 +665,19 @@ def test_layerwise_decay_scales_each_layers_update():
     assert ratio("classification", "output", "kernel") == pytest.approx(1.0)
     assert ratio("encoder", "pooler", "kernel") == pytest.approx(0.5)
     q = _get(decayed, ("encoder", "layers", "attention", "query", "kernel")) / _get(
-        plain, ("encoder", "layers", "attention", "query", "kernel"))
+        plain, ("encoder", "layers", "attention", "query", "kernel")
+    )
     np.testing.assert_allclose(q[0], 0.125, rtol=1e-6)  # block 0: depth 1 -> 0.5^3
     np.testing.assert_allclose(q[1], 0.25, rtol=1e-6)  # block 1: depth 2 -> 0.5^2
     assert ratio("encoder", "embeddings", "word", "embedding") == pytest.approx(0.0625)
     # ALBERT's one shared block learns at the top layer's rate.
     albert = get_preset("albert-tiny", vocab_size=128)
-    shared = optim.layerwise_scales(model_lib.nnx.to_pure_dict(model_lib.nnx.state(model_lib.create(
-        albert, ("classification",), 3))), albert.num_layers, 0.5, shared_layers=True)
+    shared = optim.layerwise_scales(
+        model_lib.nnx.to_pure_dict(model_lib.nnx.state(model_lib.create(albert, ("classification",), 3))),
+        albert.num_layers,
+        0.5,
+        shared_layers=True,
+    )
     assert float(shared["encoder"]["layers"]["attention"]["query"]["kernel"]) == pytest.approx(0.25)
 
 
@@ -474,8 +694,7 @@ def test_init_from_a_tf1_checkpoint_equals_its_hf_twin(tmp_path):
     torch_model.save_pretrained(str(tmp_path / "hf"))
     with open(tmp_path / "hf" / "vocab.txt", "w") as f:
         f.write("[PAD]\n[UNK]\n")
-    t.write_tf1(tmp_path / "tf1", t.to_tf1(torch_model, [], t.BERT_EXACT), "bert_model.ckpt",
-                t.BERT_CONFIG)
+    t.write_tf1(tmp_path / "tf1", t.to_tf1(torch_model, [], t.BERT_EXACT), "bert_model.ckpt", t.BERT_CONFIG)
     a, b = finetune.load_init(str(tmp_path / "tf1")), finetune.load_init(str(tmp_path / "hf"))
     assert a.config == b.config and "(TF1)" in a.source
     jax.tree.map(np.testing.assert_array_equal, a.encoder, b.encoder)
@@ -484,8 +703,16 @@ def test_init_from_a_tf1_checkpoint_equals_its_hf_twin(tmp_path):
 
 def test_bad_setups_are_clear_errors(tiny, topics, tmp_path, capsys):
     train = small_csv(tmp_path / "train.csv", read_rows(topics[0], 16))
-    base = ["finetune", "--config", f"{FILES}:kind=classification", "--workdir", str(tmp_path / "w"),
-            f"--config.task.files.train={train}", f"--config.task.files.validation={train}", *QUIET]
+    base = [
+        "finetune",
+        "--config",
+        f"{FILES}:kind=classification",
+        "--workdir",
+        str(tmp_path / "w"),
+        f"--config.task.files.train={train}",
+        f"--config.task.files.validation={train}",
+        *QUIET,
+    ]
     cases = [
         (base, "no checkpoint to start from"),
         (base + ["--init", str(tmp_path / "nowhere")], "nowhere"),

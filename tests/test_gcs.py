@@ -35,8 +35,14 @@ def gcs():
 
 
 def _cli(*args, env=None, cwd=ROOT):
-    return subprocess.Popen([sys.executable, "-m", "bert_jax.cli", *args], cwd=cwd, stdout=subprocess.PIPE,
-                            stderr=subprocess.STDOUT, text=True, env={**os.environ, **(env or {})})
+    return subprocess.Popen(
+        [sys.executable, "-m", "bert_jax.cli", *args],
+        cwd=cwd,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+        env={**os.environ, **(env or {})},
+    )
 
 
 def _ok(proc, timeout=600):
@@ -63,9 +69,18 @@ def _all_ok(procs, timeout=600):
 
 
 def _two(start, port):
-    return [start({"BERT_JAX_COORDINATOR": f"127.0.0.1:{port}", "BERT_JAX_NUM_PROCESSES": "2",
-                   "BERT_JAX_PROCESS_ID": str(i), "BERT_JAX_LOCAL_DEVICES": "4",
-                   "XLA_FLAGS": "--xla_force_host_platform_device_count=4"}) for i in range(2)]
+    return [
+        start(
+            {
+                "BERT_JAX_COORDINATOR": f"127.0.0.1:{port}",
+                "BERT_JAX_NUM_PROCESSES": "2",
+                "BERT_JAX_PROCESS_ID": str(i),
+                "BERT_JAX_LOCAL_DEVICES": "4",
+                "XLA_FLAGS": "--xla_force_host_platform_device_count=4",
+            }
+        )
+        for i in range(2)
+    ]
 
 
 def test_storage_layer_on_gs(gcs, tmp_path):
@@ -114,17 +129,30 @@ def test_everything_on_gs_two_processes(gcs, tmp_path):
     run = f"{B}/run"
 
     def pretrain(env):
-        return _cli("pretrain", "--config", f"{ROOT}/configs/pretrain/bert.py:size=tiny", "--workdir", run,
-                    "--config.data.prepare.corpus.source=files",
-                    f"--config.data.prepare.corpus.files={B}/corpus/*.txt",
-                    f"--config.data.prepare.tokenizer={B}/vocab", "--config.data.prepare.max_seq_length=64",
-                    "--config.data.prepare.num_workers=1", "--config.data.eval_rows=16",
-                    "--config.train.steps=8", "--config.train.global_batch_size=16",
-                    "--config.train.log_every=1", "--config.train.eval_every=1000",
-                    "--config.train.checkpoint_every=2", "--config.train.eval_batches=1",
-                    "--config.train.peak_flops=1e11", "--config.masking.max_predictions=10",
-                    "--config.optim.warmup_steps=0",
-                    env=env, cwd=cwd)
+        return _cli(
+            "pretrain",
+            "--config",
+            f"{ROOT}/configs/pretrain/bert.py:size=tiny",
+            "--workdir",
+            run,
+            "--config.data.prepare.corpus.source=files",
+            f"--config.data.prepare.corpus.files={B}/corpus/*.txt",
+            f"--config.data.prepare.tokenizer={B}/vocab",
+            "--config.data.prepare.max_seq_length=64",
+            "--config.data.prepare.num_workers=1",
+            "--config.data.eval_rows=16",
+            "--config.train.steps=8",
+            "--config.train.global_batch_size=16",
+            "--config.train.log_every=1",
+            "--config.train.eval_every=1000",
+            "--config.train.checkpoint_every=2",
+            "--config.train.eval_batches=1",
+            "--config.train.peak_flops=1e11",
+            "--config.masking.max_predictions=10",
+            "--config.optim.warmup_steps=0",
+            env=env,
+            cwd=cwd,
+        )
 
     procs = _two(pretrain, free_port())
     start = time.time()
@@ -154,11 +182,23 @@ def test_everything_on_gs_two_processes(gcs, tmp_path):
     ft = f"{B}/ft"
 
     def finetune(env):
-        return _cli("finetune", "--config", f"{ROOT}/configs/finetune/files.py:kind=classification",
-                    "--init", run, "--workdir", ft, f"--config.task.files.train={B}/task/train.csv",
-                    f"--config.task.files.validation={B}/task/dev.csv", "--config.task.max_seq_length=32",
-                    "--config.train.global_batch_size=8", "--config.train.epochs=1",
-                    "--config.train.log_every=1000", env=env, cwd=cwd)
+        return _cli(
+            "finetune",
+            "--config",
+            f"{ROOT}/configs/finetune/files.py:kind=classification",
+            "--init",
+            run,
+            "--workdir",
+            ft,
+            f"--config.task.files.train={B}/task/train.csv",
+            f"--config.task.files.validation={B}/task/dev.csv",
+            "--config.task.max_seq_length=32",
+            "--config.train.global_batch_size=8",
+            "--config.train.epochs=1",
+            "--config.train.log_every=1000",
+            env=env,
+            cwd=cwd,
+        )
 
     _all_ok(_two(finetune, free_port()))
     results = storage.read_json(f"{ft}/results.json")
@@ -169,7 +209,8 @@ def test_everything_on_gs_two_processes(gcs, tmp_path):
     _ok(_cli("evaluate", "--checkpoint", ft, cwd=cwd))
     metrics = storage.read_json(f"{ft}/seed_0/evaluation/metrics.json")
     assert metrics["flat"]["validation/accuracy"] == pytest.approx(
-        results["per_seed"]["0"]["validation/accuracy"], abs=1e-6)
+        results["per_seed"]["0"]["validation/accuracy"], abs=1e-6
+    )
 
     assert os.listdir(cwd) == [], os.listdir(cwd)  # nothing went to a local "gs:" directory
     assert not json.dumps(summary).count(str(cwd))

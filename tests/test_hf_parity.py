@@ -16,53 +16,57 @@ from bert_jax.errors import UserError  # noqa: E402
 
 TOL = 1e-5
 B, S = 3, 12
-COMMON = dict(vocab_size=99, hidden_size=32, num_hidden_layers=3, num_attention_heads=4,
-              intermediate_size=37, max_position_embeddings=40, hidden_dropout_prob=0.1,
-              attention_probs_dropout_prob=0.1)
+COMMON = dict(
+    vocab_size=99,
+    hidden_size=32,
+    num_hidden_layers=3,
+    num_attention_heads=4,
+    intermediate_size=37,
+    max_position_embeddings=40,
+    hidden_dropout_prob=0.1,
+    attention_probs_dropout_prob=0.1,
+)
 CONFIGS = {
     "bert": lambda: tf.BertConfig(**COMMON, type_vocab_size=2),
-    "roberta": lambda: tf.RobertaConfig(**COMMON, type_vocab_size=1, pad_token_id=1,
-                                        layer_norm_eps=1e-5),
-    "albert": lambda: tf.AlbertConfig(**COMMON, type_vocab_size=2, embedding_size=16,
-                                      hidden_act="gelu_new"),
+    "roberta": lambda: tf.RobertaConfig(**COMMON, type_vocab_size=1, pad_token_id=1, layer_norm_eps=1e-5),
+    "albert": lambda: tf.AlbertConfig(**COMMON, type_vocab_size=2, embedding_size=16, hidden_act="gelu_new"),
     "electra": lambda: tf.ElectraConfig(**COMMON, type_vocab_size=2, embedding_size=16),
     # Embedding width equal to the hidden width: AlbertModel still has its projection,
     # ElectraModel has none (#18).
-    "albert_eq": lambda: tf.AlbertConfig(**COMMON, type_vocab_size=2, embedding_size=32,
-                                         hidden_act="gelu_new"),
+    "albert_eq": lambda: tf.AlbertConfig(
+        **COMMON, type_vocab_size=2, embedding_size=32, hidden_act="gelu_new"
+    ),
     "electra_eq": lambda: tf.ElectraConfig(**COMMON, type_vocab_size=2, embedding_size=32),
 }
 # (family, HF class, the outputs to compare: ours -> HF's)
 CASES = [
     ("bert", "BertModel", {"pooled": "pooler_output"}),
-    ("bert", "BertForPreTraining", {"mlm_logits": "prediction_logits",
-                                    "nsp_logits": "seq_relationship_logits"}),
+    (
+        "bert",
+        "BertForPreTraining",
+        {"mlm_logits": "prediction_logits", "nsp_logits": "seq_relationship_logits"},
+    ),
     ("bert", "BertForMaskedLM", {"mlm_logits": "logits"}),
     ("bert", "BertForSequenceClassification", {"classification_logits": "logits"}),
     ("bert", "BertForTokenClassification", {"token_classification_logits": "logits"}),
-    ("bert", "BertForQuestionAnswering", {"start_logits": "start_logits",
-                                          "end_logits": "end_logits"}),
+    ("bert", "BertForQuestionAnswering", {"start_logits": "start_logits", "end_logits": "end_logits"}),
     ("roberta", "RobertaModel", {"pooled": "pooler_output"}),
     ("roberta", "RobertaForMaskedLM", {"mlm_logits": "logits"}),
     ("roberta", "RobertaForSequenceClassification", {"classification_logits": "logits"}),
     ("roberta", "RobertaForTokenClassification", {"token_classification_logits": "logits"}),
-    ("roberta", "RobertaForQuestionAnswering", {"start_logits": "start_logits",
-                                                "end_logits": "end_logits"}),
+    ("roberta", "RobertaForQuestionAnswering", {"start_logits": "start_logits", "end_logits": "end_logits"}),
     ("albert", "AlbertModel", {"pooled": "pooler_output"}),
-    ("albert", "AlbertForPreTraining", {"mlm_logits": "prediction_logits",
-                                        "sop_logits": "sop_logits"}),
+    ("albert", "AlbertForPreTraining", {"mlm_logits": "prediction_logits", "sop_logits": "sop_logits"}),
     ("albert", "AlbertForMaskedLM", {"mlm_logits": "logits"}),
     ("albert", "AlbertForSequenceClassification", {"classification_logits": "logits"}),
     ("albert", "AlbertForTokenClassification", {"token_classification_logits": "logits"}),
-    ("albert", "AlbertForQuestionAnswering", {"start_logits": "start_logits",
-                                              "end_logits": "end_logits"}),
+    ("albert", "AlbertForQuestionAnswering", {"start_logits": "start_logits", "end_logits": "end_logits"}),
     ("electra", "ElectraModel", {}),
     ("electra", "ElectraForPreTraining", {"rtd_logits": "logits"}),
     ("electra", "ElectraForMaskedLM", {"mlm_logits": "logits"}),
     ("electra", "ElectraForSequenceClassification", {"classification_logits": "logits"}),
     ("electra", "ElectraForTokenClassification", {"token_classification_logits": "logits"}),
-    ("electra", "ElectraForQuestionAnswering", {"start_logits": "start_logits",
-                                                "end_logits": "end_logits"}),
+    ("electra", "ElectraForQuestionAnswering", {"start_logits": "start_logits", "end_logits": "end_logits"}),
 ]
 CASES += [(f + "_eq", cls, out) for f, cls, out in CASES if f in ("albert", "electra")]
 
@@ -93,13 +97,18 @@ def random_batch(config, seed: int = 1):
 
 def hf_outputs(model, ids, mask, segments):
     with torch.no_grad():
-        out = model(input_ids=torch.tensor(ids), attention_mask=torch.tensor(mask),
-                    token_type_ids=torch.tensor(segments), output_hidden_states=True)
+        out = model(
+            input_ids=torch.tensor(ids),
+            attention_mask=torch.tensor(mask),
+            token_type_ids=torch.tensor(segments),
+            output_hidden_states=True,
+        )
     return out
 
 
-@pytest.mark.parametrize("family,cls_name,outputs", CASES,
-                         ids=[c[1] + ("-E=H" if c[0].endswith("_eq") else "") for c in CASES])
+@pytest.mark.parametrize(
+    "family,cls_name,outputs", CASES, ids=[c[1] + ("-E=H" if c[0].endswith("_eq") else "") for c in CASES]
+)
 def test_parity(tmp_path, family, cls_name, outputs):
     num_labels = 2 if cls_name.endswith(("QuestionAnswering", "PreTraining")) else 3
     model = save_random_hf(family, cls_name, tmp_path, num_labels)
@@ -109,8 +118,11 @@ def test_parity(tmp_path, family, cls_name, outputs):
     ckpt = hf.load(str(tmp_path))
     ours = ckpt.model()(jnp.asarray(ids), jnp.asarray(mask), jnp.asarray(segments))
 
-    hidden = theirs.hidden_states[-1].numpy() if theirs.hidden_states is not None \
+    hidden = (
+        theirs.hidden_states[-1].numpy()
+        if theirs.hidden_states is not None
         else theirs.last_hidden_state.numpy()
+    )
     diffs = {"hidden": np.abs(np.asarray(ours["hidden"]) - hidden).max()}
     for mine, their_name in outputs.items():
         theirs_value = getattr(theirs, their_name).numpy()
@@ -120,8 +132,14 @@ def test_parity(tmp_path, family, cls_name, outputs):
 
     # HF -> ours -> HF: the same tensors, bit for bit (minus the buffers and tied copies
     # transformers may save beside the weights).
-    hf.save(ckpt.config, ckpt.heads, ckpt.params, str(tmp_path / "again"),
-            num_labels=ckpt.num_labels, label_names=ckpt.label_names)
+    hf.save(
+        ckpt.config,
+        ckpt.heads,
+        ckpt.params,
+        str(tmp_path / "again"),
+        num_labels=ckpt.num_labels,
+        label_names=ckpt.label_names,
+    )
     before = hf.read_safetensors(str(tmp_path / "model.safetensors"))
     after = hf.read_safetensors(str(tmp_path / "again" / "model.safetensors"))
     tied = hf._tied_aliases(ckpt.config.family, hf.PREFIXES[ckpt.config.family])
@@ -137,11 +155,13 @@ def test_mlm_at_masked_positions_equals_full_logits(tmp_path):
     m = hf.load(str(tmp_path)).model()
     positions = jnp.asarray([[1, 5, 0], [2, 3, 6], [0, 1, 3]])
     full = m(jnp.asarray(ids), jnp.asarray(mask), jnp.asarray(segments))["mlm_logits"]
-    at = m(jnp.asarray(ids), jnp.asarray(mask), jnp.asarray(segments),
-           masked_positions=positions)["mlm_logits"]
+    at = m(jnp.asarray(ids), jnp.asarray(mask), jnp.asarray(segments), masked_positions=positions)[
+        "mlm_logits"
+    ]
     assert at.shape == (B, 3, 99)
-    np.testing.assert_allclose(at, np.take_along_axis(np.asarray(full), np.asarray(positions)[..., None], 1),
-                               atol=1e-6)
+    np.testing.assert_allclose(
+        at, np.take_along_axis(np.asarray(full), np.asarray(positions)[..., None], 1), atol=1e-6
+    )
 
 
 def test_detects_heads_and_labels(tmp_path):
@@ -154,6 +174,7 @@ def test_detects_heads_and_labels(tmp_path):
 
 def test_missing_unexpected_misshaped_are_listed(tmp_path):
     from safetensors.numpy import save_file
+
     save_random_hf("bert", "BertModel", tmp_path)
     tensors = hf.read_safetensors(str(tmp_path / "model.safetensors"))
     del tensors["encoder.layer.1.attention.self.key.weight"]
@@ -187,12 +208,15 @@ def test_missing_directory_and_config(tmp_path):
         hf.load(str(tmp_path))
 
 
-@pytest.mark.parametrize("index,message", [
-    ("{not json", "not a safetensors index"),
-    ('{"metadata": {}}', "not a safetensors index"),
-    ('{"weight_map": {"a.weight": "../../etc/passwd"}}', "is not a file name in"),
-    ('{"weight_map": {"a.weight": "/abs/model.safetensors"}}', "is not a file name in"),
-])
+@pytest.mark.parametrize(
+    "index,message",
+    [
+        ("{not json", "not a safetensors index"),
+        ('{"metadata": {}}', "not a safetensors index"),
+        ('{"weight_map": {"a.weight": "../../etc/passwd"}}', "is not a file name in"),
+        ('{"weight_map": {"a.weight": "/abs/model.safetensors"}}', "is not a file name in"),
+    ],
+)
 def test_malformed_or_escaping_index_is_refused(tmp_path, index, message):
     save_random_hf("bert", "BertModel", tmp_path)
     os.remove(tmp_path / "model.safetensors")
@@ -212,8 +236,15 @@ def test_malformed_header_is_refused(tmp_path):
         hf.read_safetensors(str(bad))
 
 
-@pytest.mark.parametrize("header", [b"[1, 2]", b'{"t": 3}', b'{"t": {"dtype": "F32", "shape": [4]}}',
-                                    b'{"t": {"dtype": "F32", "shape": [-4], "data_offsets": [0, 16]}}'])
+@pytest.mark.parametrize(
+    "header",
+    [
+        b"[1, 2]",
+        b'{"t": 3}',
+        b'{"t": {"dtype": "F32", "shape": [4]}}',
+        b'{"t": {"dtype": "F32", "shape": [-4], "data_offsets": [0, 16]}}',
+    ],
+)
 def test_malformed_header_entries_are_one_line_errors(tmp_path, header):
     bad = tmp_path / "bad.safetensors"
     bad.write_bytes(len(header).to_bytes(8, "little") + header + bytes(16))

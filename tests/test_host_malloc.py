@@ -26,10 +26,15 @@ print(applied, resource.getrusage(resource.RUSAGE_SELF).ru_minflt - before)
 
 
 def probe(setting: str) -> tuple[bool, int]:
-    env = {**os.environ, "BERT_JAX_HOST_MALLOC": setting, "PYTHONPATH": ROOT,
-           "XLA_FLAGS": "--xla_force_host_platform_device_count=1"}
-    out = subprocess.run([sys.executable, "-c", PROBE], env=env, capture_output=True, text=True,
-                         check=True).stdout.split()
+    env = {
+        **os.environ,
+        "BERT_JAX_HOST_MALLOC": setting,
+        "PYTHONPATH": ROOT,
+        "XLA_FLAGS": "--xla_force_host_platform_device_count=1",
+    }
+    out = subprocess.run(
+        [sys.executable, "-c", PROBE], env=env, capture_output=True, text=True, check=True
+    ).stdout.split()
     return out[0] == "True", int(out[1])
 
 
@@ -56,6 +61,11 @@ print(calls)
 
 
 def test_cli_tunes_before_jax_starts():
-    out = subprocess.run([sys.executable, "-c", CLI_PROBE], env={**os.environ, "PYTHONPATH": ROOT},
-                         capture_output=True, text=True, check=True).stdout
+    out = subprocess.run(
+        [sys.executable, "-c", CLI_PROBE],
+        env={**os.environ, "PYTHONPATH": ROOT},
+        capture_output=True,
+        text=True,
+        check=True,
+    ).stdout
     assert out.strip() == "[False]"  # called once, before anything imported JAX

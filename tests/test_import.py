@@ -24,16 +24,27 @@ def test_import_hf_then_encode_export_and_continue_pretraining(tmp_path):
         assert cli.main(["encode", "--checkpoint", src, "--input", SENTENCES, "--output", str(out)]) == 0
     np.testing.assert_array_equal(np.load(tmp_path / "a.npy"), np.load(tmp_path / "b.npy"))
     # export back to HF: transformers loads it as the same BertModel.
-    assert cli.main(["export", "--checkpoint", str(work), "--format", "hf", "--output",
-                     str(tmp_path / "hf")]) == 0
+    assert (
+        cli.main(["export", "--checkpoint", str(work), "--format", "hf", "--output", str(tmp_path / "hf")])
+        == 0
+    )
     model, info = T.AutoModel.from_pretrained(str(tmp_path / "hf"), output_loading_info=True)
     assert type(model).__name__ == "BertModel" and not any(info.values())
     # pretraining continues from it (new MLM/NSP heads), then resumes normally.
     corpus = corpus_sample.write(tmp_path / "corpus.txt", documents=50)
-    args = ["pretrain", "--config", f"{ROOT}/configs/pretrain/bert.py:size=tiny", "--workdir", str(work),
-            *corpus_sample.prepare_overrides(corpus), "--config.optim.warmup_steps=0",
-            "--config.train.global_batch_size=8", "--config.data.prepare.max_seq_length=32",
-            "--config.data.eval_rows=16", "--config.train.peak_flops=1e11"]
+    args = [
+        "pretrain",
+        "--config",
+        f"{ROOT}/configs/pretrain/bert.py:size=tiny",
+        "--workdir",
+        str(work),
+        *corpus_sample.prepare_overrides(corpus),
+        "--config.optim.warmup_steps=0",
+        "--config.train.global_batch_size=8",
+        "--config.data.prepare.max_seq_length=32",
+        "--config.data.eval_rows=16",
+        "--config.train.peak_flops=1e11",
+    ]
     assert cli.main(args + ["--config.train.steps=2"]) == 0
     assert cli.main(args + ["--config.train.steps=3"]) == 0
     assert sorted(os.listdir(work / "checkpoints")) == ["0", "2", "3"]

@@ -207,8 +207,10 @@ def test_whole_word_with_single_token_words_equals_token():
     ids = make_batch(rng, 256, 64)
     keys = example_key(5, 1, np.arange(256))
     everything_starts = np.ones(V, bool)
-    outs = [mask_batch(ids, SPECIAL, everything_starts, keys, MaskingConfig(strategy=s), MASK, V)
-            for s in ("token", "whole_word")]
+    outs = [
+        mask_batch(ids, SPECIAL, everything_starts, keys, MaskingConfig(strategy=s), MASK, V)
+        for s in ("token", "whole_word")
+    ]
     for name in outs[0]:
         np.testing.assert_array_equal(outs[0][name], outs[1][name])
 
@@ -262,9 +264,13 @@ GEOMETRIC = 0.2 * 0.8 ** np.arange(10)  # SpanBERT: p = 0.2, clipped at 10 words
 
 @pytest.mark.parametrize(
     "config,probs",
-    [(MaskingConfig(strategy="span", span_distribution="geometric", span_p=0.2, max_span=10),
-      GEOMETRIC / GEOMETRIC.sum()),
-     (MaskingConfig(strategy="span", span_distribution="ngram", max_ngram=3), np.array([6, 3, 2]) / 11)],
+    [
+        (
+            MaskingConfig(strategy="span", span_distribution="geometric", span_p=0.2, max_span=10),
+            GEOMETRIC / GEOMETRIC.sum(),
+        ),
+        (MaskingConfig(strategy="span", span_distribution="ngram", max_ngram=3), np.array([6, 3, 2]) / 11),
+    ],
     ids=["geometric", "ngram"],
 )
 def test_span_lengths_follow_distribution(config, probs):
@@ -286,7 +292,7 @@ def test_span_lengths_follow_distribution(config, probs):
     observed = np.empty(batch, int)
     for b in range(batch):
         anchor_tok = starts[b][anchors[b, 0]]
-        (lo, hi), = [(lo, hi) for lo, hi in runs(chosen[b]) if lo <= anchor_tok < hi]
+        ((lo, hi),) = [(lo, hi) for lo, hi in runs(chosen[b]) if lo <= anchor_tok < hi]
         observed[b] = is_start[b, lo:hi].sum()
     np.testing.assert_array_equal(observed, lengths[:, 0])
     np.testing.assert_allclose(config.span_length_probs, probs, rtol=1e-12)
@@ -315,8 +321,11 @@ def test_deterministic_and_batch_independent(strategy):
     for i in (0, 17, 63):
         alone = run(ids[i : i + 1], config, keys=keys[i : i + 1])
         padded = run(np.pad(ids[i : i + 1], ((0, 0), (0, 23))), config, keys=keys[i : i + 1])
-        mixed = run(np.concatenate([other[:5], ids[i : i + 1], other[5:]]), config,
-                    keys=np.concatenate([other_keys[:5], keys[i : i + 1], other_keys[5:]]))
+        mixed = run(
+            np.concatenate([other[:5], ids[i : i + 1], other[5:]]),
+            config,
+            keys=np.concatenate([other_keys[:5], keys[i : i + 1], other_keys[5:]]),
+        )
         for name in out:
             np.testing.assert_array_equal(alone[name][0], out[name][i])
             np.testing.assert_array_equal(padded[name][0, : out[name].shape[1]], out[name][i])
@@ -344,9 +353,20 @@ def test_example_key():
 
 @pytest.mark.parametrize(
     "field,value",
-    [("rate", 0.0), ("rate", 1.5), ("mask_prob", -0.1), ("random_prob", 1.2), ("random_prob", 0.3),
-     ("max_predictions", 0), ("max_predictions", 2.0), ("strategy", "ngram"),
-     ("span_distribution", "poisson"), ("span_p", 0.0), ("max_span", 0), ("max_ngram", True)],
+    [
+        ("rate", 0.0),
+        ("rate", 1.5),
+        ("mask_prob", -0.1),
+        ("random_prob", 1.2),
+        ("random_prob", 0.3),
+        ("max_predictions", 0),
+        ("max_predictions", 2.0),
+        ("strategy", "ngram"),
+        ("span_distribution", "poisson"),
+        ("span_p", 0.0),
+        ("max_span", 0),
+        ("max_ngram", True),
+    ],
 )
 def test_config_validation_names_the_field(field, value):
     with pytest.raises(UserError, match=rf"MaskingConfig\.{field}="):

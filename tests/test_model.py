@@ -24,12 +24,21 @@ from bert_jax.models.config import PRESETS, EncoderConfig, get_preset  # noqa: E
 # have 58.7M / 222.6M; we hold the released figures.
 # ELECTRA-small: the paper's 14M counts the discriminator head, so we add it (H*H+2H+1).
 PUBLISHED = {
-    "bert-tiny": (4.4e6, 0.1e6), "bert-mini": (11.3e6, 0.1e6), "bert-small": (29.1e6, 0.1e6),
-    "bert-medium": (41.7e6, 0.1e6), "bert-base": (109_482_240, 1), "bert-large": (340e6, 1e6),
-    "roberta-base": (125e6, 1e6), "roberta-large": (355e6, 1e6),
-    "albert-base": (12e6, 1e6), "albert-large": (18e6, 1e6), "albert-xlarge": (58e6, 1e6),
+    "bert-tiny": (4.4e6, 0.1e6),
+    "bert-mini": (11.3e6, 0.1e6),
+    "bert-small": (29.1e6, 0.1e6),
+    "bert-medium": (41.7e6, 0.1e6),
+    "bert-base": (109_482_240, 1),
+    "bert-large": (340e6, 1e6),
+    "roberta-base": (125e6, 1e6),
+    "roberta-large": (355e6, 1e6),
+    "albert-base": (12e6, 1e6),
+    "albert-large": (18e6, 1e6),
+    "albert-xlarge": (58e6, 1e6),
     "albert-xxlarge": (223e6, 1e6),
-    "electra-small": (14e6, 1e6), "electra-base": (110e6, 1e6), "electra-large": (335e6, 1e6),
+    "electra-small": (14e6, 1e6),
+    "electra-base": (110e6, 1e6),
+    "electra-large": (335e6, 1e6),
     # keras-hub's exact counts include an H*H+H pooler ELECTRA does not have.
     "electra-small-generator": (13_548_800 - 256 * 257, 1),
     "electra-base-generator": (33_576_960 - 256 * 257, 1),
@@ -42,7 +51,11 @@ def test_presets_cover_the_grid_and_every_family():
         for hidden in (128, 256, 512, 768):
             c = PRESETS[f"bert-L{layers}-H{hidden}"]
             assert (c.num_layers, c.hidden_size, c.num_heads, c.intermediate_size) == (
-                layers, hidden, hidden // 64, 4 * hidden)
+                layers,
+                hidden,
+                hidden // 64,
+                4 * hidden,
+            )
     assert PRESETS["bert-tiny"] == PRESETS["bert-L2-H128"]
     assert PRESETS["bert-base"] == PRESETS["bert-L12-H768"]
     unpublished = {"roberta-tiny", "albert-tiny", "electra-tiny"}  # CPU demo / test sizes
@@ -90,8 +103,16 @@ def test_embedding_projection_follows_each_family():
 
 
 def tiny(family="bert", **kw):
-    base = dict(vocab_size=101, hidden_size=32, num_layers=3, num_heads=4, intermediate_size=48,
-                max_position_embeddings=64, hidden_dropout=0.0, attention_dropout=0.0)
+    base = dict(
+        vocab_size=101,
+        hidden_size=32,
+        num_layers=3,
+        num_heads=4,
+        intermediate_size=48,
+        max_position_embeddings=64,
+        hidden_dropout=0.0,
+        attention_dropout=0.0,
+    )
     if family == "roberta":
         base.update(pad_token_id=1, type_vocab_size=1)
     if family == "albert":
@@ -115,12 +136,12 @@ def test_packed_row_equals_sequences_run_separately(family):
     packing[0, :7], packing[0, 7:12] = 1, 2
     segments = np.zeros((1, S), np.int32)
     segments[0, 3:7] = 1 if config.type_vocab_size > 1 else 0
-    out = m(jnp.asarray(packed), segment_ids=jnp.asarray(segments),
-            packing_ids=jnp.asarray(packing))["hidden"][0]
+    out = m(jnp.asarray(packed), segment_ids=jnp.asarray(segments), packing_ids=jnp.asarray(packing))[
+        "hidden"
+    ][0]
     for seq, start, seg in ((a, 0, segments[0, :7]), (b, 7, segments[0, 7:12])):
-        alone = m(jnp.asarray(seq)[None], jnp.ones((1, len(seq))),
-                  jnp.asarray(seg)[None])["hidden"][0]
-        np.testing.assert_allclose(out[start:start + len(seq)], alone, atol=2e-5)
+        alone = m(jnp.asarray(seq)[None], jnp.ones((1, len(seq))), jnp.asarray(seg)[None])["hidden"][0]
+        np.testing.assert_allclose(out[start : start + len(seq)], alone, atol=2e-5)
 
 
 def test_scan_unrolled_and_remat_agree():
@@ -133,11 +154,16 @@ def test_scan_unrolled_and_remat_agree():
 
         def loss(params):
             return jnp.mean(nnx.merge(graphdef, params)(ids)["mlm_logits"] ** 2)
+
         return jax.jit(jax.value_and_grad(loss))(params)
 
     ref_loss, ref_grads = loss_and_grads(config)
-    for changes in ({"scan_layers": False}, {"remat_policy": "full"}, {"remat_policy": "dots"},
-                    {"remat_policy": "dots_no_batch", "scan_layers": False}):
+    for changes in (
+        {"scan_layers": False},
+        {"remat_policy": "full"},
+        {"remat_policy": "dots"},
+        {"remat_policy": "dots_no_batch", "scan_layers": False},
+    ):
         loss, grads = loss_and_grads(config.replace(**changes))
         np.testing.assert_allclose(loss, ref_loss, rtol=1e-6)
         for g, r in zip(jax.tree.leaves(grads), jax.tree.leaves(ref_grads), strict=True):
@@ -146,12 +172,14 @@ def test_scan_unrolled_and_remat_agree():
 
 def test_scan_compiles_one_block():
     """The HLO of a 12-layer scanned encoder is no bigger than a 2-layer one's."""
+
     def hlo_size(layers):
         cfg = tiny(num_layers=layers)
         m = M.abstract(cfg)
         graphdef, params = nnx.split(m)
         fn = jax.jit(lambda p, ids: nnx.merge(graphdef, p)(ids)["hidden"])
         return len(fn.lower(params, jax.ShapeDtypeStruct((2, 8), jnp.int32)).as_text())
+
     assert hlo_size(12) < 1.05 * hlo_size(2)
 
 

@@ -24,8 +24,19 @@ ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
 def _cfg(**changes):
     """An optimizer config: AdamW, constant 1e-2, no warmup, decay or clipping unless changed."""
-    fields = dict(name="adamw", learning_rate=1e-2, warmup_steps=0, decay="constant", power=1.0,
-                  end_learning_rate=0.0, weight_decay=0.0, b1=0.9, b2=0.999, eps=1e-6, clip_norm=0.0)
+    fields = dict(
+        name="adamw",
+        learning_rate=1e-2,
+        warmup_steps=0,
+        decay="constant",
+        power=1.0,
+        end_learning_rate=0.0,
+        weight_decay=0.0,
+        b1=0.9,
+        b2=0.999,
+        eps=1e-6,
+        clip_norm=0.0,
+    )
     return types.SimpleNamespace(**{**fields, **changes})
 
 
@@ -39,12 +50,13 @@ def _leaves(tree) -> dict:
 
 # --- weight decay: kernels and embedding tables, never LayerNorm or biases ---------------------
 
+
 def _expand(pattern: str) -> list[str]:
     """'a/{b,c}/d' -> ['a/b/d', 'a/c/d']."""
     m = re.search(r"\{([^{}]*)\}", pattern)
     if not m:
         return [pattern]
-    head, tail = pattern[:m.start()], pattern[m.end():]
+    head, tail = pattern[: m.start()], pattern[m.end() :]
     return [p for alt in m.group(1).split(",") for p in _expand(head + alt + tail)]
 
 
@@ -93,17 +105,27 @@ CLASSIFIER = "classification/output/kernel decay\nclassification/output/bias -"
 DENSE_CLASSIFIER = "classification/{dense,output}/kernel decay\nclassification/{dense,output}/bias -"
 # Each family's pretraining network, then its fine-tuning model with every task head.
 DECAY = {
-    "bert": (_table(EMBEDDINGS, BLOCKS, POOLER, MLM, NSP),
-             _table(EMBEDDINGS, BLOCKS, POOLER, TASK_HEADS, CLASSIFIER)),
-    "roberta": (_table(EMBEDDINGS, BLOCKS, POOLER, MLM),
-                _table(EMBEDDINGS, BLOCKS, POOLER, TASK_HEADS, DENSE_CLASSIFIER)),
-    "albert": (_table(EMBEDDINGS, PROJECTION, BLOCKS, POOLER, MLM, SOP),
-               _table(EMBEDDINGS, PROJECTION, BLOCKS, POOLER, TASK_HEADS, CLASSIFIER)),
+    "bert": (
+        _table(EMBEDDINGS, BLOCKS, POOLER, MLM, NSP),
+        _table(EMBEDDINGS, BLOCKS, POOLER, TASK_HEADS, CLASSIFIER),
+    ),
+    "roberta": (
+        _table(EMBEDDINGS, BLOCKS, POOLER, MLM),
+        _table(EMBEDDINGS, BLOCKS, POOLER, TASK_HEADS, DENSE_CLASSIFIER),
+    ),
+    "albert": (
+        _table(EMBEDDINGS, PROJECTION, BLOCKS, POOLER, MLM, SOP),
+        _table(EMBEDDINGS, PROJECTION, BLOCKS, POOLER, TASK_HEADS, CLASSIFIER),
+    ),
     # ELECTRA pretrains a generator (no embeddings of its own, a projection to its width) and
     # a discriminator; fine-tuning keeps the discriminator, which has no pooler.
-    "electra": ({**_table(EMBEDDINGS, BLOCKS, RTD, prefix="discriminator/"),
-                 **_table(PROJECTION, BLOCKS, MLM, prefix="generator/")},
-                _table(EMBEDDINGS, BLOCKS, TASK_HEADS, DENSE_CLASSIFIER)),
+    "electra": (
+        {
+            **_table(EMBEDDINGS, BLOCKS, RTD, prefix="discriminator/"),
+            **_table(PROJECTION, BLOCKS, MLM, prefix="generator/"),
+        },
+        _table(EMBEDDINGS, BLOCKS, TASK_HEADS, DENSE_CLASSIFIER),
+    ),
 }
 
 
@@ -137,6 +159,7 @@ def test_weight_decay_on_kernels_and_embeddings_only(family):
 
 # --- learning-rate schedules and clipping --------------------------------------------------
 
+
 def _closed_form(step, lr, warmup, total, decay, end, power):
     """Linear warmup 0 -> lr over `warmup` steps, then `decay` to `end` at `total`, held after."""
     if step < warmup:
@@ -147,9 +170,16 @@ def _closed_form(step, lr, warmup, total, decay, end, power):
     return end + (lr - end) * (1.0 - done) ** (1.0 if decay == "linear" else power)
 
 
-@pytest.mark.parametrize("decay,warmup,end,power", [
-    ("linear", 10, 1e-4, 1.0), ("polynomial", 10, 1e-4, 2.0), ("polynomial", 0, 2e-4, 3.0),
-    ("constant", 10, 0.0, 1.0), ("linear", 0, 0.0, 1.0)])
+@pytest.mark.parametrize(
+    "decay,warmup,end,power",
+    [
+        ("linear", 10, 1e-4, 1.0),
+        ("polynomial", 10, 1e-4, 2.0),
+        ("polynomial", 0, 2e-4, 3.0),
+        ("constant", 10, 0.0, 1.0),
+        ("linear", 0, 0.0, 1.0),
+    ],
+)
 def test_schedule_is_its_closed_form(decay, warmup, end, power):
     """The schedule at step 0, mid-warmup, end of warmup, mid-decay, last step and beyond;
     then the update the optimizer takes at every step: Adam on a constant gradient of 1 moves
@@ -177,8 +207,11 @@ def test_gradients_are_clipped_by_their_global_norm(clip_norm):
     when above clip_norm, untouched below it or with clip_norm=0. Adam with eps=1 makes the
     first update -g / (|g| + 1), so it shows the gradient Adam was given."""
     rng = np.random.default_rng(1)
-    grads = {"a": {"kernel": rng.normal(size=(3, 4)) * 2}, "b": rng.normal(size=(5,)) * 3,
-             "c": {"d": {"kernel": rng.normal(size=(2, 2, 2))}}}
+    grads = {
+        "a": {"kernel": rng.normal(size=(3, 4)) * 2},
+        "b": rng.normal(size=(5,)) * 3,
+        "c": {"d": {"kernel": rng.normal(size=(2, 2, 2))}},
+    }
     grads = jax.tree.map(lambda g: g.astype(np.float32), grads)
     norm = np.sqrt(sum(np.sum(np.square(g.astype(np.float64))) for g in jax.tree.leaves(grads)))
     assert 5.0 < norm < 20.0
@@ -192,6 +225,7 @@ def test_gradients_are_clipped_by_their_global_norm(clip_norm):
 
 
 # --- layer-wise learning-rate decay in fine-tuning ---------------------------------------------
+
 
 def _depth(path: str, num_layers: int, shared: bool):
     """configs/finetune/finetune_base.py: depth 0 for the embeddings (ELECTRA: and the
@@ -207,18 +241,27 @@ def _depth(path: str, num_layers: int, shared: bool):
     return num_layers + 2
 
 
-@pytest.mark.parametrize("preset,head", [("bert-tiny", "classification"), ("electra-tiny", "span"),
-                                         ("albert-tiny", "token_classification")])
+@pytest.mark.parametrize(
+    "preset,head",
+    [("bert-tiny", "classification"), ("electra-tiny", "span"), ("albert-tiny", "token_classification")],
+)
 def test_layerwise_decay_multiplies_each_parameters_update(preset, head):
     """Fine-tuning's optimizer with layerwise_decay=0.8 on a 3-layer encoder: every
     parameter's first update is -lr * 0.8^(L+2-depth) / (1 + eps) (Adam on a gradient of 1),
     layer by layer within the stacked blocks."""
     enc = get_preset(preset, num_layers=3, vocab_size=64)
     decay, lr, L = 0.8, 1e-3, 3
-    config = config_files.load(f"{ROOT}/configs/finetune/files.py:kind=classification", [
-        "--config.optim.layerwise_decay=0.8", f"--config.optim.learning_rate={lr}",
-        "--config.optim.weight_decay=0", "--config.optim.clip_norm=0", "--config.optim.decay=constant",
-        "--config.train.warmup_fraction=0"])
+    config = config_files.load(
+        f"{ROOT}/configs/finetune/files.py:kind=classification",
+        [
+            "--config.optim.layerwise_decay=0.8",
+            f"--config.optim.learning_rate={lr}",
+            "--config.optim.weight_decay=0",
+            "--config.optim.clip_norm=0",
+            "--config.optim.decay=constant",
+            "--config.train.warmup_fraction=0",
+        ],
+    )
     task = types.SimpleNamespace(head=head, num_labels=3)
     pure = nnx.to_pure_dict(nnx.state(model_lib.create(enc, (head,), 3)))
     init = finetune.Init(enc, pure["encoder"], {}, "test")
@@ -230,8 +273,9 @@ def test_layerwise_decay_multiplies_each_parameters_update(preset, head):
     for path, u in updates.items():
         multiplier = decay ** (L + 2 - _depth(path, L, enc.share_layers))
         multiplier = np.reshape(multiplier, np.shape(multiplier) + (1,) * (u.ndim - np.ndim(multiplier)))
-        np.testing.assert_allclose(u, np.broadcast_to(-lr * multiplier / (1 + 1e-6), u.shape), rtol=1e-5,
-                                   err_msg=path)
+        np.testing.assert_allclose(
+            u, np.broadcast_to(-lr * multiplier / (1 + 1e-6), u.shape), rtol=1e-5, err_msg=path
+        )
 
 
 # --- LAMB ------------------------------------------------------------------------------------
@@ -263,8 +307,14 @@ def test_lamb_trust_ratio_is_per_layer(preset):
     n = 1 if enc.share_layers else enc.num_layers
     split = (lambda t: t) if enc.share_layers else (lambda t: _unstack(t, n))
     # decay_mask itself is pinned to hand-written tables by test_weight_decay_on_kernels_and_embeddings_only.
-    ref_tx = optax.lamb(CFG.learning_rate, b1=CFG.b1, b2=CFG.b2, eps=CFG.eps, weight_decay=CFG.weight_decay,
-                        mask=optim.decay_mask)
+    ref_tx = optax.lamb(
+        CFG.learning_rate,
+        b1=CFG.b1,
+        b2=CFG.b2,
+        eps=CFG.eps,
+        weight_decay=CFG.weight_decay,
+        mask=optim.decay_mask,
+    )
     ref, _ = ref_tx.update(split(grads), ref_tx.init(split(params)), split(params))
     jax.tree.map(lambda a, b: np.testing.assert_allclose(a, b, rtol=1e-5, atol=1e-9), split(ours), ref)
     # The stacked trust ratio differs from one ratio over all layers (what optax.lamb would do).

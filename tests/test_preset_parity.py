@@ -35,13 +35,18 @@ NUM_LABELS = 3
 # The transformers classes of each family, as the heads that select them, and the outputs
 # compared: ours -> theirs.
 CLASSES = {
-    "bert": [(), ("mlm",), ("mlm", "nsp"), ("nsp",), ("classification",),
-             ("token_classification",), ("span",)],
+    "bert": [
+        (),
+        ("mlm",),
+        ("mlm", "nsp"),
+        ("nsp",),
+        ("classification",),
+        ("token_classification",),
+        ("span",),
+    ],
     "roberta": [(), ("mlm",), ("classification",), ("token_classification",), ("span",)],
-    "albert": [(), ("mlm",), ("mlm", "sop"), ("classification",), ("token_classification",),
-               ("span",)],
-    "electra": [(), ("mlm",), ("rtd",), ("classification",), ("token_classification",),
-                ("span",)],
+    "albert": [(), ("mlm",), ("mlm", "sop"), ("classification",), ("token_classification",), ("span",)],
+    "electra": [(), ("mlm",), ("rtd",), ("classification",), ("token_classification",), ("span",)],
 }
 OUTPUTS = {
     ("mlm",): {"mlm_logits": "logits"},
@@ -129,8 +134,12 @@ def test_preset_exports_match_transformers(tmp_path, config, names):
         assert not any(info.values()), (names[0], heads, info)  # no missing/unexpected/mismatched
         theirs.eval()
         with torch.no_grad():
-            t = theirs(input_ids=torch.tensor(ids), attention_mask=torch.tensor(mask),
-                       token_type_ids=torch.tensor(segments), output_hidden_states=True)
+            t = theirs(
+                input_ids=torch.tensor(ids),
+                attention_mask=torch.tensor(mask),
+                token_type_ids=torch.tensor(segments),
+                output_hidden_states=True,
+            )
         diffs = {"hidden": np.abs(mine["hidden"] - t.hidden_states[-1].numpy()).max()}
         if heads == () and family != "electra":
             diffs["pooled"] = np.abs(mine["pooled"] - t.pooler_output.numpy()).max()
@@ -143,8 +152,7 @@ def test_preset_exports_match_transformers(tmp_path, config, names):
         # ours -> HF -> ours: bit for bit (the pooler only where the class builds one).
         back = hf.load(str(out))
         has_pooler = getattr(theirs.base_model, "pooler", None) is not None
-        expect = dict(keep, encoder={k: v for k, v in keep["encoder"].items()
-                                     if k != "pooler" or has_pooler})
+        expect = dict(keep, encoder={k: v for k, v in keep["encoder"].items() if k != "pooler" or has_pooler})
         want = dict(jax.tree_util.tree_flatten_with_path(expect)[0])
         got = dict(jax.tree_util.tree_flatten_with_path(back.params)[0])
         assert set(want) == set(got), (heads, set(want) ^ set(got))

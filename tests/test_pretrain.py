@@ -39,20 +39,39 @@ def data(tmp_path_factory):
     train_tokenizer([str(text)], "wordpiece", 2000, str(tmp / "vocab"))
     out = {}
     for family, kind in DATA_KINDS.items():
-        cfg = config_files.to_dict(config_files.load(f"{ROOT}/configs/data/pretraining.py:{family}", [
-            "--config.corpus.source=files", f"--config.corpus.files={text}",
-            f"--config.tokenizer={tmp / 'vocab'}", "--config.max_seq_length=64",
-            "--config.num_workers=1"]))
+        cfg = config_files.to_dict(
+            config_files.load(
+                f"{ROOT}/configs/data/pretraining.py:{family}",
+                [
+                    "--config.corpus.source=files",
+                    f"--config.corpus.files={text}",
+                    f"--config.tokenizer={tmp / 'vocab'}",
+                    "--config.max_seq_length=64",
+                    "--config.num_workers=1",
+                ],
+            )
+        )
         prepare.prepare(cfg, str(tmp / kind), progress=False, log=lambda *a: None)
         out[family] = str(tmp / kind)
     return out
 
 
 def overrides(data_dir, **fields):
-    base = {"data.dir": data_dir, "data.eval_rows": 32, "train.steps": 12, "train.global_batch_size": 16,
-            "train.log_every": 1, "train.eval_every": 1000, "train.checkpoint_every": 1000,
-            "train.eval_batches": 2, "train.peak_flops": 1e11, "optim.warmup_steps": 0,
-            "optim.decay": "constant", "optim.learning_rate": 1e-3, "masking.max_predictions": 10}
+    base = {
+        "data.dir": data_dir,
+        "data.eval_rows": 32,
+        "train.steps": 12,
+        "train.global_batch_size": 16,
+        "train.log_every": 1,
+        "train.eval_every": 1000,
+        "train.checkpoint_every": 1000,
+        "train.eval_batches": 2,
+        "train.peak_flops": 1e11,
+        "optim.warmup_steps": 0,
+        "optim.decay": "constant",
+        "optim.learning_rate": 1e-3,
+        "masking.max_predictions": 10,
+    }
     base.update(fields)
     return [f"--config.{k}={v}" for k, v in base.items()]
 
@@ -75,8 +94,9 @@ REFERENCE = {"train.steps": 30, "train.log_every": 1, "train.checkpoint_every": 
 def reference(data, tmp_path_factory):
     """(workdir, summary) of the reference run; a test copies the workdir before writing to it."""
     workdir = tmp_path_factory.mktemp("reference")
-    summary = pretrain.train_and_evaluate(config_for("bert", data["bert"], **REFERENCE), str(workdir),
-                                          log=lambda *a: None)
+    summary = pretrain.train_and_evaluate(
+        config_for("bert", data["bert"], **REFERENCE), str(workdir), log=lambda *a: None
+    )
     return workdir, summary
 
 
@@ -84,8 +104,11 @@ def reference(data, tmp_path_factory):
 def sharded(data, tmp_path_factory):
     """(workdir, summary) of the reference config's first 6 steps on a 2x2x2 mesh."""
     workdir = tmp_path_factory.mktemp("sharded")
-    cfg = config_for("bert", data["bert"], **{**REFERENCE, "train.steps": 6, "mesh.data": 2, "mesh.fsdp": 2,
-                                              "mesh.tensor": 2})
+    cfg = config_for(
+        "bert",
+        data["bert"],
+        **{**REFERENCE, "train.steps": 6, "mesh.data": 2, "mesh.fsdp": 2, "mesh.tensor": 2},
+    )
     return workdir, pretrain.train_and_evaluate(cfg, str(workdir), log=lambda *a: None)
 
 
@@ -117,8 +140,11 @@ def test_each_family_learns(family, data, tmp_path, request):
 
 
 def test_sharded_mesh_matches_one_device(data, sharded, tmp_path):
-    cfg = config_for("bert", data["bert"], **{**REFERENCE, "train.steps": 6, "mesh.data": 1, "mesh.fsdp": 1,
-                                              "mesh.tensor": 1})
+    cfg = config_for(
+        "bert",
+        data["bert"],
+        **{**REFERENCE, "train.steps": 6, "mesh.data": 1, "mesh.fsdp": 1, "mesh.tensor": 1},
+    )
     one = losses(pretrain.train_and_evaluate(cfg, str(tmp_path), log=lambda *a: None))
     np.testing.assert_allclose(losses(sharded[1]), one, rtol=1e-5)
 
@@ -126,11 +152,18 @@ def test_sharded_mesh_matches_one_device(data, sharded, tmp_path):
 def test_gradient_accumulation_equals_one_big_step(data, tmp_path):
     params = {}
     for m in (1, 4):
-        cfg = config_for("bert", data["bert"], **{"train.steps": 3, "train.microbatches": m,
-                                                  "train.global_batch_size": 32,
-                                                  "model.hidden_dropout": 0.0,
-                                                  "model.attention_dropout": 0.0,
-                                                  "train.checkpoint_every": 3})
+        cfg = config_for(
+            "bert",
+            data["bert"],
+            **{
+                "train.steps": 3,
+                "train.microbatches": m,
+                "train.global_batch_size": 32,
+                "model.hidden_dropout": 0.0,
+                "model.attention_dropout": 0.0,
+                "train.checkpoint_every": 3,
+            },
+        )
         pretrain.train_and_evaluate(cfg, str(tmp_path / f"m{m}"), log=lambda *a: None)
         params[m] = pretrain.load_params(str(tmp_path / f"m{m}"))[2]
     for a, b in zip(jax.tree.leaves(params[1]), jax.tree.leaves(params[4]), strict=True):
@@ -138,11 +171,26 @@ def test_gradient_accumulation_equals_one_big_step(data, tmp_path):
 
 
 def _cli(workdir, data_dir, *extra, env=None, **fields):
-    cmd = [sys.executable, "-m", "bert_jax.cli", "pretrain", "--config",
-           f"{ROOT}/configs/pretrain/bert.py:size=tiny", "--workdir", str(workdir),
-           *overrides(data_dir, **fields), *extra]
-    return subprocess.Popen(cmd, cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
-                            env={**os.environ, **(env or {})})
+    cmd = [
+        sys.executable,
+        "-m",
+        "bert_jax.cli",
+        "pretrain",
+        "--config",
+        f"{ROOT}/configs/pretrain/bert.py:size=tiny",
+        "--workdir",
+        str(workdir),
+        *overrides(data_dir, **fields),
+        *extra,
+    ]
+    return subprocess.Popen(
+        cmd,
+        cwd=ROOT,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+        env={**os.environ, **(env or {})},
+    )
 
 
 def _summary(workdir):
@@ -152,11 +200,21 @@ def _summary(workdir):
 def test_two_processes_match_one(data, reference, tmp_path):
     """2 processes x 4 devices == 1 process x 8 devices (the reference run's first 4 steps)."""
     port = free_port()
-    procs = [_cli(tmp_path / "two", data["bert"], env={
-        "BERT_JAX_COORDINATOR": f"127.0.0.1:{port}", "BERT_JAX_NUM_PROCESSES": "2",
-        "BERT_JAX_PROCESS_ID": str(i), "BERT_JAX_LOCAL_DEVICES": "4",
-        "XLA_FLAGS": "--xla_force_host_platform_device_count=4"}, **{"train.steps": 4})
-        for i in range(2)]
+    procs = [
+        _cli(
+            tmp_path / "two",
+            data["bert"],
+            env={
+                "BERT_JAX_COORDINATOR": f"127.0.0.1:{port}",
+                "BERT_JAX_NUM_PROCESSES": "2",
+                "BERT_JAX_PROCESS_ID": str(i),
+                "BERT_JAX_LOCAL_DEVICES": "4",
+                "XLA_FLAGS": "--xla_force_host_platform_device_count=4",
+            },
+            **{"train.steps": 4},
+        )
+        for i in range(2)
+    ]
     for p in procs:
         assert p.wait(timeout=600) == 0, p.stdout.read()
     np.testing.assert_allclose(losses(_summary(tmp_path / "two")), losses(reference[1])[:4], rtol=1e-5)
@@ -186,8 +244,9 @@ def _saving(workdir, step=None):
     """Whether an async save (of `step`, or of any step) is in flight in `workdir`."""
     root = workdir / "checkpoints"
     prefix = f"{'' if step is None else step}"
-    return root.is_dir() and any("orbax-checkpoint-tmp" in p.name and p.name.startswith(prefix)
-                                 for p in root.iterdir())
+    return root.is_dir() and any(
+        "orbax-checkpoint-tmp" in p.name and p.name.startswith(prefix) for p in root.iterdir()
+    )
 
 
 def test_sigkill_at_random_moments_then_resume_is_bit_exact(data, reference, tmp_path):
@@ -225,8 +284,10 @@ def test_sigkill_at_random_moments_then_resume_is_bit_exact(data, reference, tmp
     out = final.communicate(timeout=600)[0]
     assert final.returncode == 0 and "resumed from" in out, out
     assert "cuInit" not in out and "cudart_stub" not in out, out  # a quiet start (tf_setup)
-    print("chaos:", json.dumps({"kills": len(kills), "mid_save": sum(k["mid_save"] for k in kills),
-                                "runs": kills}))
+    print(
+        "chaos:",
+        json.dumps({"kills": len(kills), "mid_save": sum(k["mid_save"] for k in kills), "runs": kills}),
+    )
     assert sum(k["mid_save"] for k in kills) >= 2, kills
     start = int(out.split("resumed from")[1].split("at step ")[1].split()[0])
     assert start == kills[-1]["killed_at"], (start, kills)  # a kill never leaves a damaged step
@@ -255,16 +316,28 @@ def test_resume_onto_another_mesh(data, reference, sharded, tmp_path):
     expected = losses(reference[1])
     shutil.copytree(sharded[0], tmp_path, dirs_exist_ok=True)
     for mesh, steps in (((1, 1, 1), 8), ((1, 2, 2), 9)):
-        cfg = config_for("bert", data["bert"], **{**REFERENCE, "train.steps": steps, "mesh.data": mesh[0],
-                                                  "mesh.fsdp": mesh[1], "mesh.tensor": mesh[2]})
+        cfg = config_for(
+            "bert",
+            data["bert"],
+            **{
+                **REFERENCE,
+                "train.steps": steps,
+                "mesh.data": mesh[0],
+                "mesh.fsdp": mesh[1],
+                "mesh.tensor": mesh[2],
+            },
+        )
         got = losses(pretrain.train_and_evaluate(cfg, str(tmp_path), log=lambda *a: None))
         assert len(got) == (2 if steps == 8 else 1)  # resumed, not started again
-        np.testing.assert_allclose(got, expected[steps - len(got):steps], rtol=1e-5)
+        np.testing.assert_allclose(got, expected[steps - len(got) : steps], rtol=1e-5)
 
 
 def test_non_finite_steps_stop_with_a_clear_error(data, tmp_path):
-    cfg = config_for("bert", data["bert"], **{"optim.learning_rate": 1e30, "optim.clip_norm": 0.0,
-                                              "train.max_nonfinite_steps": 3})
+    cfg = config_for(
+        "bert",
+        data["bert"],
+        **{"optim.learning_rate": 1e30, "optim.clip_norm": 0.0, "train.max_nonfinite_steps": 3},
+    )
     with pytest.raises(UserError, match="consecutive steps had non-finite loss"):
         pretrain.train_and_evaluate(cfg, str(tmp_path), log=lambda *a: None)
 
@@ -279,9 +352,17 @@ def _nan_on_steps(monkeypatch, data_dir, cfg, steps):
     from bert_jax.objectives import OBJECTIVES
 
     n_train = prepare.read_metadata(data_dir)["num_rows"] - cfg.data.eval_rows
-    stream = PretrainingStream(StreamConfig(
-        data_dir, cfg.train.global_batch_size, cfg.train.seed,
-        masking_lib.MaskingConfig(**cfg.masking.to_dict()), (0, n_train)), 0, 1)
+    stream = PretrainingStream(
+        StreamConfig(
+            data_dir,
+            cfg.train.global_batch_size,
+            cfg.train.seed,
+            masking_lib.MaskingConfig(**cfg.masking.to_dict()),
+            (0, n_train),
+        ),
+        0,
+        1,
+    )
     first = {s: int(stream.host_rows(s - 1)[0][0]) for s in range(1, cfg.train.steps + 1)}
     bad = {first[s] for s in steps}
     assert all(first[s] not in bad for s in first if s not in steps)  # unambiguous
@@ -301,13 +382,19 @@ def test_a_burst_between_log_steps_stops_the_run(data, tmp_path, monkeypatch):
     """With the default log_every (25) and limit (10), 12 skipped steps in a row between two
     log steps stop the run at the next log step; 5 are skipped, counted and reported."""
     default = config_files.load(f"{ROOT}/configs/pretrain/bert.py:size=tiny")
-    fields = {"train.steps": 30, "train.log_every": default.train.log_every,
-              "train.max_nonfinite_steps": default.train.max_nonfinite_steps}
+    fields = {
+        "train.steps": 30,
+        "train.log_every": default.train.log_every,
+        "train.max_nonfinite_steps": default.train.max_nonfinite_steps,
+    }
     assert (fields["train.log_every"], fields["train.max_nonfinite_steps"]) == (25, 10)
     cfg = config_for("bert", data["bert"], **fields)
     _nan_on_steps(monkeypatch, data["bert"], cfg, range(3, 15))
-    with pytest.raises(UserError, match="12 consecutive steps had non-finite loss or gradients "
-                                        r"\(each skipped\) by step 25 \(12 in all\)"):
+    with pytest.raises(
+        UserError,
+        match="12 consecutive steps had non-finite loss or gradients "
+        r"\(each skipped\) by step 25 \(12 in all\)",
+    ):
         pretrain.train_and_evaluate(cfg, str(tmp_path / "burst"), log=lambda *a: None)
 
     _nan_on_steps(monkeypatch, data["bert"], cfg, [4, 5, 6, 20, 21])
@@ -331,28 +418,35 @@ def test_damaged_latest_step_resumes_from_the_newest_intact_one(data, reference,
     shutil.copytree(reference[0], tmp_path, dirs_exist_ok=True)  # steps 16, 24 and 30
     ckpts = tmp_path / "checkpoints"
     assert sorted(int(p.name) for p in ckpts.iterdir() if p.name.isdigit()) == [16, 24, 30]
-    data_file = max((f for f in (ckpts / "30" / "state").rglob("*") if f.is_file() and f.parent.name == "d"),
-                    key=lambda f: f.stat().st_size)
+    data_file = max(
+        (f for f in (ckpts / "30" / "state").rglob("*") if f.is_file() and f.parent.name == "d"),
+        key=lambda f: f.stat().st_size,
+    )
     data_file.write_bytes(data_file.read_bytes()[:100])
     lines = []
     summary = pretrain.train_and_evaluate(
-        config_for("bert", data["bert"], **{**REFERENCE, "train.steps": 34}), str(tmp_path), log=lines.append)
+        config_for("bert", data["bert"], **{**REFERENCE, "train.steps": 34}), str(tmp_path), log=lines.append
+    )
     warning = next(line for line in lines if line.startswith("WARNING"))
     assert "checkpoint step 30" in warning and "is damaged" in warning, lines
     assert any(line.endswith("at step 24") for line in lines if line.startswith("resumed from")), lines
     assert summary["steps"] == 34
     assert sorted(p.name.split("-")[0] for p in ckpts.iterdir() if "damaged" in p.name) == ["30.damaged"]
     assert [int(p.name) for p in ckpts.iterdir() if p.name.isdigit()] and 34 in [
-        int(p.name) for p in ckpts.iterdir() if p.name.isdigit()]
+        int(p.name) for p in ckpts.iterdir() if p.name.isdigit()
+    ]
 
 
-@pytest.mark.parametrize("field,value,message", [
-    ("train.log_every", 0, "config.train.log_every=0; expected a positive integer"),
-    ("train.eval_every", 0, "config.train.eval_every=0"),
-    ("train.global_batch_size", 0, "config.train.global_batch_size=0"),
-    ("train.global_batch_size", -8, "config.train.global_batch_size=-8"),
-    ("data.prepare.max_seq_length", 1024, "exceeds bert-tiny's 512 positions"),
-])
+@pytest.mark.parametrize(
+    "field,value,message",
+    [
+        ("train.log_every", 0, "config.train.log_every=0; expected a positive integer"),
+        ("train.eval_every", 0, "config.train.eval_every=0"),
+        ("train.global_batch_size", 0, "config.train.global_batch_size=0"),
+        ("train.global_batch_size", -8, "config.train.global_batch_size=-8"),
+        ("data.prepare.max_seq_length", 1024, "exceeds bert-tiny's 512 positions"),
+    ],
+)
 def test_config_errors_come_before_data_preparation(tmp_path, field, value, message):
     cfg = config_files.load(f"{ROOT}/configs/pretrain/bert.py:size=tiny", [f"--config.{field}={value}"])
     with pytest.raises(UserError, match=message):
@@ -365,18 +459,23 @@ def test_workdir_data_with_other_settings_is_refused_or_prepared_again(data, tmp
     naming the field, or prepared again with data.reprepare=True (and then the checkpoint,
     made from the old data, cannot resume: the stream's fingerprint differs)."""
     meta = prepare.read_metadata(data["bert"])
-    fields = {"data.prepare.corpus.source": "files",
-              "data.prepare.corpus.files": meta["config"]["corpus"]["files"],
-              "data.prepare.tokenizer": meta["tokenizer"], "data.prepare.max_seq_length": 64,
-              "data.prepare.num_workers": 1, "train.steps": 1}
+    fields = {
+        "data.prepare.corpus.source": "files",
+        "data.prepare.corpus.files": meta["config"]["corpus"]["files"],
+        "data.prepare.tokenizer": meta["tokenizer"],
+        "data.prepare.max_seq_length": 64,
+        "data.prepare.num_workers": 1,
+        "train.steps": 1,
+    }
     pretrain.train_and_evaluate(config_for("bert", "", **fields), str(tmp_path), log=lambda *a: None)
     changed = {**fields, "data.prepare.max_seq_length": 32, "train.steps": 2}
     with pytest.raises(UserError, match=r"other settings \(max_seq_length: 64 -> 32\)"):
         pretrain.train_and_evaluate(config_for("bert", "", **changed), str(tmp_path), log=lambda *a: None)
     assert prepare.read_metadata(str(tmp_path / "data"))["max_seq_length"] == 64
     with pytest.raises(UserError, match="cannot resume the data stream"):
-        pretrain.train_and_evaluate(config_for("bert", "", **changed, **{"data.reprepare": True}),
-                                    str(tmp_path), log=lambda *a: None)
+        pretrain.train_and_evaluate(
+            config_for("bert", "", **changed, **{"data.reprepare": True}), str(tmp_path), log=lambda *a: None
+        )
     assert prepare.read_metadata(str(tmp_path / "data"))["max_seq_length"] == 32
 
 
@@ -403,14 +502,27 @@ def test_encode_reads_our_checkpoint(electra_run, tmp_path):
     from bert_jax import cli
 
     out = tmp_path / "e.npy"
-    assert cli.main(["encode", "--checkpoint", str(electra_run[0]), "--input",
-                     f"{ROOT}/bert_jax/data/samples/sentences.txt", "--output", str(out)]) == 0
+    assert (
+        cli.main(
+            [
+                "encode",
+                "--checkpoint",
+                str(electra_run[0]),
+                "--input",
+                f"{ROOT}/bert_jax/data/samples/sentences.txt",
+                "--output",
+                str(out),
+            ]
+        )
+        == 0
+    )
     assert np.load(out).shape == (36, 128)
 
 
 def test_bf16_compute_trains_with_fp32_params(data, tmp_path):
-    cfg = config_for("bert", data["bert"], **{"model.dtype": "bfloat16", "train.steps": 8,
-                                              "train.checkpoint_every": 8})
+    cfg = config_for(
+        "bert", data["bert"], **{"model.dtype": "bfloat16", "train.steps": 8, "train.checkpoint_every": 8}
+    )
     loss = losses(pretrain.train_and_evaluate(cfg, str(tmp_path), log=lambda *a: None))
     assert np.all(np.isfinite(loss))
     params = pretrain.load_params(str(tmp_path))[2]
@@ -418,8 +530,17 @@ def test_bf16_compute_trains_with_fp32_params(data, tmp_path):
 
 
 def test_unreachable_coordinator_is_a_clear_error(data, tmp_path):
-    proc = _cli(tmp_path, data["bert"], "--coordinator-address", "127.0.0.1:1", "--num-processes", "2",
-                "--process-id", "1", **{"distributed.timeout_seconds": 5})
+    proc = _cli(
+        tmp_path,
+        data["bert"],
+        "--coordinator-address",
+        "127.0.0.1:1",
+        "--num-processes",
+        "2",
+        "--process-id",
+        "1",
+        **{"distributed.timeout_seconds": 5},
+    )
     out = proc.communicate(timeout=300)[0]
     assert proc.returncode == 2, out
     assert "bert-jax: error: jax.distributed could not start (coordinator 127.0.0.1:1, process 1 of 2" in out
@@ -435,8 +556,10 @@ def test_mlm_terms_equal_optax_cross_entropy_and_argmax_accuracy():
     logits = jnp.asarray(rng.normal(size=(4, 6, 300)) * 3, jnp.float32)
     labels = rng.integers(0, 300, (4, 6))
     labels[:, :3] = np.asarray(jnp.argmax(logits, -1))[:, :3]  # half the predictions right
-    batch = {"masked_ids": jnp.asarray(labels), "masked_weights": jnp.asarray(rng.integers(0, 2, (4, 6)),
-                                                                             jnp.float32)}
+    batch = {
+        "masked_ids": jnp.asarray(labels),
+        "masked_weights": jnp.asarray(rng.integers(0, 2, (4, 6)), jnp.float32),
+    }
     w = batch["masked_weights"]
 
     def reference(x):
@@ -444,8 +567,9 @@ def test_mlm_terms_equal_optax_cross_entropy_and_argmax_accuracy():
 
     loss, sums = mlm_terms(logits, batch, jnp.float32(7.0))
     np.testing.assert_allclose(loss, reference(logits), rtol=1e-6)
-    np.testing.assert_allclose(jax.grad(lambda x: mlm_terms(x, batch, 7.0)[0])(logits),
-                               jax.grad(reference)(logits), atol=1e-7)
+    np.testing.assert_allclose(
+        jax.grad(lambda x: mlm_terms(x, batch, 7.0)[0])(logits), jax.grad(reference)(logits), atol=1e-7
+    )
     argmax_correct = ((jnp.argmax(logits, -1) == batch["masked_ids"]) * w).sum()
     assert float(sums["mlm_correct"]) == float(argmax_correct) > 0
     assert float(sums["mlm_count"]) == float(w.sum())

@@ -43,19 +43,29 @@ def make_config(family="bert", **changes):
 
 
 def prepared(tmp_path, vocab_dir, corpus, **changes):
-    cfg = make_config(**{"corpus.source": "files", "corpus.files": str(corpus),
-                         "tokenizer": str(vocab_dir), "max_seq_length": 64, "num_workers": 1,
-                         "docs_per_chunk": 8, **changes})
+    cfg = make_config(
+        **{
+            "corpus.source": "files",
+            "corpus.files": str(corpus),
+            "tokenizer": str(vocab_dir),
+            "max_seq_length": 64,
+            "num_workers": 1,
+            "docs_per_chunk": 8,
+            **changes,
+        }
+    )
     out = str(tmp_path / "data")
     meta = prepare.prepare(cfg, out, progress=False, log=lambda *a: None)
     return out, meta
 
 
 def rows_of(data_dir, meta):
-    stream = PretrainingStream(StreamConfig(data_dir, meta["num_rows"],
-                                            masking=masking.MaskingConfig(rate=0.0001)))
+    stream = PretrainingStream(
+        StreamConfig(data_dir, meta["num_rows"], masking=masking.MaskingConfig(rate=0.0001))
+    )
     rows = stream.read(np.arange(meta["num_rows"]))
     from bert_jax.data import records
+
     return records.decode_rows(rows, meta["max_seq_length"], np.dtype(meta["id_dtype"]), 0)
 
 
@@ -81,8 +91,9 @@ def test_nsp_pairs_are_consecutive_or_from_another_document(tmp_path, marker_voc
     batch = rows_of(data, meta)
     labels = batch["label"]
     n_next = n_random = 0
-    for ids, segs, label, mask in zip(batch["input_ids"], batch["segment_ids"], labels,
-                                      batch["attention_mask"], strict=True):
+    for ids, segs, label, mask in zip(
+        batch["input_ids"], batch["segment_ids"], labels, batch["attention_mask"], strict=True
+    ):
         a, b = split_segments(ids, segs, mask.sum())
         a, b = which(a, words), which(b, words)
         if label == 0:  # IsNext: B starts with the sentence after A's last, same document
@@ -102,8 +113,9 @@ def test_sop_swaps_in_order_segments(tmp_path, marker_vocab, marker_corpus):
     words = ids_to_words(marker_vocab)
     batch = rows_of(data, meta)
     swapped = 0
-    for ids, segs, label, mask in zip(batch["input_ids"], batch["segment_ids"], batch["label"],
-                                      batch["attention_mask"], strict=True):
+    for ids, segs, label, mask in zip(
+        batch["input_ids"], batch["segment_ids"], batch["label"], batch["attention_mask"], strict=True
+    ):
         a, b = split_segments(ids, segs, mask.sum())
         a, b = which(a, words), which(b, words)
         first, second = (a, b) if label == 0 else (b, a)
@@ -119,7 +131,7 @@ def test_full_sentences_cross_documents_with_a_separator(tmp_path, marker_vocab,
     batch = rows_of(data, meta)
     crossings = 0
     for ids, mask in zip(batch["input_ids"], batch["attention_mask"], strict=True):
-        inner = ids[1:mask.sum() - 1]
+        inner = ids[1 : mask.sum() - 1]
         assert ids[0] == 2 and ids[mask.sum() - 1] == 3
         seps = np.nonzero(inner == 3)[0]
         crossings += len(seps)
@@ -132,8 +144,9 @@ def test_full_sentences_cross_documents_with_a_separator(tmp_path, marker_vocab,
 
 
 def test_packing_restarts_positions_at_every_sequence(tmp_path, marker_vocab, marker_corpus):
-    data, meta = prepared(tmp_path, marker_vocab, marker_corpus, objective="electra", pack=True,
-                          short_seq_prob=0.5)
+    data, meta = prepared(
+        tmp_path, marker_vocab, marker_corpus, objective="electra", pack=True, short_seq_prob=0.5
+    )
     assert meta["packed"] and meta["num_examples"] > meta["num_rows"]
     batch = rows_of(data, meta)
     for ids, pack, pos in zip(batch["input_ids"], batch["packing_ids"], batch["position_ids"], strict=True):
@@ -171,8 +184,9 @@ def test_permutation_is_a_bijection():
 
 def test_resume_at_any_step_equals_the_uninterrupted_stream(stream_data):
     data, meta = stream_data
-    cfg = StreamConfig(data, global_batch_size=16, seed=7,
-                       masking=masking.MaskingConfig(strategy="whole_word"))
+    cfg = StreamConfig(
+        data, global_batch_size=16, seed=7, masking=masking.MaskingConfig(strategy="whole_word")
+    )
     stream = PretrainingStream(cfg)
     ds = stream.dataset(start_step=0)
     straight = [b for _, b in zip(range(40), ds.as_numpy_iterator(), strict=False)]  # crosses epochs
@@ -189,8 +203,10 @@ def test_resume_at_any_step_equals_the_uninterrupted_stream(stream_data):
     # Masks are dynamic: in the next epoch the same row (same tokens) is masked at other
     # positions (a short row with one masked word of six may draw it again: rows with 3+).
     n = meta["num_rows"]
-    flat = {k: np.concatenate([b[k] for b in straight])
-            for k in ("row_index", "input_ids", "masked_positions", "masked_ids", "masked_weights")}
+    flat = {
+        k: np.concatenate([b[k] for b in straight])
+        for k in ("row_index", "input_ids", "masked_positions", "masked_ids", "masked_weights")
+    }
 
     def unmasked(i):
         """The original ids of entry i of `flat`, and its masked positions."""
@@ -210,9 +226,13 @@ def test_resume_at_any_step_equals_the_uninterrupted_stream(stream_data):
             compared += 1
     assert compared > 100
     # What a checkpoint records to resume the stream at step 12.
-    assert stream.state(12) == {"step": 12, "seed": 7, "global_batch_size": 16,
-                                "rows": [0, meta["num_rows"]],
-                                "data_fingerprint": meta["config_fingerprint"]}
+    assert stream.state(12) == {
+        "step": 12,
+        "seed": 7,
+        "global_batch_size": 16,
+        "rows": [0, meta["num_rows"]],
+        "data_fingerprint": meta["config_fingerprint"],
+    }
 
 
 def test_host_slices_partition_the_global_batch(stream_data):
@@ -239,8 +259,17 @@ def test_stream_fields(stream_data):
     data, meta = stream_data
     b = PretrainingStream(StreamConfig(data, global_batch_size=8)).host_batch(0)
     assert b["input_ids"].shape == (8, 64) and b["masked_positions"].shape == (8, 20)
-    assert set(b) >= {"input_ids", "segment_ids", "position_ids", "packing_ids", "attention_mask",
-                      "masked_positions", "masked_ids", "masked_weights", "sentence_label"}
+    assert set(b) >= {
+        "input_ids",
+        "segment_ids",
+        "position_ids",
+        "packing_ids",
+        "attention_mask",
+        "masked_positions",
+        "masked_ids",
+        "masked_weights",
+        "sentence_label",
+    }
     assert set(np.unique(b["sentence_label"])) <= {0, 1}
 
 
@@ -251,23 +280,37 @@ def test_tfds_corpus_under_mock_data(tmp_path, marker_vocab):
         stats = collections.Counter()
         docs = list(corpora.tfds_corpus("wikipedia/20230601.en", "train", "text", stats))
         assert len(docs) == 20 and all(isinstance(s, str) for d in docs for s in d)
-        cfg = make_config(**{"corpus.source": "tfds", "tokenizer": str(marker_vocab),
-                             "objective": "electra", "num_workers": 1})
+        cfg = make_config(
+            **{
+                "corpus.source": "tfds",
+                "tokenizer": str(marker_vocab),
+                "objective": "electra",
+                "num_workers": 1,
+            }
+        )
         meta = prepare.prepare(cfg, str(tmp_path / "out"), progress=False, log=lambda *a: None)
     assert meta["num_rows"] >= 1
 
 
 def test_bad_input_is_counted_or_refused(tmp_path, marker_vocab):
     corpus = tmp_path / "bad.txt"
-    corpus.write_bytes(b"d1s1 d1s1\nd1s2 \xff\xfe d1s2\n\nd2s1 d2s1\n\n" + b"d3s0 " * 400_000
-                       + b"\n\nd4s1\nd4s2\n")
+    corpus.write_bytes(
+        b"d1s1 d1s1\nd1s2 \xff\xfe d1s2\n\nd2s1 d2s1\n\n" + b"d3s0 " * 400_000 + b"\n\nd4s1\nd4s2\n"
+    )
     out, meta = prepared(tmp_path, marker_vocab, corpus, **{"corpus.max_line_chars": 1000})
     assert meta["skipped"]["lines_with_invalid_utf8"] == 1
     assert meta["skipped"]["lines_cut_to_max_line_chars"] == 1
     assert meta["skipped"]["documents_with_one_sentence"] == 2
     # Another config into the same directory: refused, then allowed with overwrite.
-    cfg = make_config(**{"corpus.source": "files", "corpus.files": str(corpus),
-                         "tokenizer": str(marker_vocab), "max_seq_length": 32, "num_workers": 1})
+    cfg = make_config(
+        **{
+            "corpus.source": "files",
+            "corpus.files": str(corpus),
+            "tokenizer": str(marker_vocab),
+            "max_seq_length": 32,
+            "num_workers": 1,
+        }
+    )
     with pytest.raises(UserError, match="holds data prepared from other settings"):
         prepare.prepare(cfg, out, progress=False, log=lambda *a: None)
     meta = prepare.prepare(cfg, out, overwrite=True, progress=False, log=lambda *a: None)
@@ -285,11 +328,27 @@ def test_bad_input_is_counted_or_refused(tmp_path, marker_vocab):
 
 
 def test_cli_prepare_data_errors_are_one_line(tmp_path, capsys):
-    rc = cli.main(["prepare-data", "--config", f"{CONFIG}:bert", "--output", str(tmp_path),
-                   "--config.max_seq_lenght=64"])
+    rc = cli.main(
+        [
+            "prepare-data",
+            "--config",
+            f"{CONFIG}:bert",
+            "--output",
+            str(tmp_path),
+            "--config.max_seq_lenght=64",
+        ]
+    )
     assert rc == 2 and "no field 'max_seq_lenght'" in capsys.readouterr().err
-    rc = cli.main(["prepare-data", "--config", f"{CONFIG}:bert", "--output", str(tmp_path),
-                   "--config.max_seq_length=abc"])
+    rc = cli.main(
+        [
+            "prepare-data",
+            "--config",
+            f"{CONFIG}:bert",
+            "--output",
+            str(tmp_path),
+            "--config.max_seq_length=abc",
+        ]
+    )
     assert rc == 2 and "max_seq_length" in capsys.readouterr().err
 
 
@@ -301,12 +360,39 @@ def test_cli_train_tokenizer_then_prepare_data_on_the_default_corpus(tmp_path, c
     assert len(docs) > 500 and sum(len(s) for d in docs for s in d) > 1_500_000
     text.write_text("\n".join(s for d in docs[:150] for s in d))
     vocab = tmp_path / "vocab"
-    assert cli.main(["train-tokenizer", "--input", str(text), "--model-type", "wordpiece",
-                     "--vocab-size", "2000", "--output", str(vocab)]) == 0
+    assert (
+        cli.main(
+            [
+                "train-tokenizer",
+                "--input",
+                str(text),
+                "--model-type",
+                "wordpiece",
+                "--vocab-size",
+                "2000",
+                "--output",
+                str(vocab),
+            ]
+        )
+        == 0
+    )
     out = tmp_path / "data"
-    assert cli.main(["prepare-data", "--config", f"{CONFIG}:electra", "--output", str(out),
-                     f"--config.tokenizer={vocab}", "--config.pack=True", "--config.num_workers=2",
-                     "--config.max_seq_length=64"]) == 0
+    assert (
+        cli.main(
+            [
+                "prepare-data",
+                "--config",
+                f"{CONFIG}:electra",
+                "--output",
+                str(out),
+                f"--config.tokenizer={vocab}",
+                "--config.pack=True",
+                "--config.num_workers=2",
+                "--config.max_seq_length=64",
+            ]
+        )
+        == 0
+    )
     meta = json.loads((out / "metadata.json").read_text())
     assert meta["vocab_fingerprint"] == load_tokenizer(str(vocab)).vocab_fingerprint()
     assert meta["documents"] == len(docs) and meta["packed"] and meta["workers"] == 2
@@ -315,9 +401,22 @@ def test_cli_train_tokenizer_then_prepare_data_on_the_default_corpus(tmp_path, c
     batch = stream.host_batch(3)
     assert batch["masked_weights"].sum() > 32 * 5
     # Same config again: nothing to do, the data is kept.
-    assert cli.main(["prepare-data", "--config", f"{CONFIG}:electra", "--output", str(out),
-                     f"--config.tokenizer={vocab}", "--config.pack=True", "--config.num_workers=1",
-                     "--config.max_seq_length=64"]) == 0
+    assert (
+        cli.main(
+            [
+                "prepare-data",
+                "--config",
+                f"{CONFIG}:electra",
+                "--output",
+                str(out),
+                f"--config.tokenizer={vocab}",
+                "--config.pack=True",
+                "--config.num_workers=1",
+                "--config.max_seq_length=64",
+            ]
+        )
+        == 0
+    )
     assert "already holds this data" in capsys.readouterr().out
 
 
@@ -325,8 +424,10 @@ def test_document_per_line_files(tmp_path):
     f = tmp_path / "docs.txt"
     f.write_text("First sentence here. Second one follows! A third? Yes.\n\nOther doc. Two.\n")
     docs = list(corpora.file_corpus([str(f)], "documents", collections.Counter()))
-    assert docs == [["First sentence here.", "Second one follows!", "A third?", "Yes."],
-                    ["Other doc.", "Two."]]
+    assert docs == [
+        ["First sentence here.", "Second one follows!", "A third?", "Yes."],
+        ["Other doc.", "Two."],
+    ]
 
 
 def test_other_settings_or_corpus_content_are_refused_by_name(tmp_path, marker_vocab, marker_corpus):
@@ -345,8 +446,15 @@ def test_other_settings_or_corpus_content_are_refused_by_name(tmp_path, marker_v
         f.write("\nOne more sentence about the corpus.\n")
     with pytest.raises(prepare.OtherData, match="another vocabulary or corpus content"):
         prepared(tmp_path, marker_vocab, corpus)
-    cfg = make_config(**{"corpus.source": "files", "corpus.files": str(corpus),
-                         "tokenizer": str(marker_vocab), "max_seq_length": 128, "num_workers": 1,
-                         "docs_per_chunk": 8})
+    cfg = make_config(
+        **{
+            "corpus.source": "files",
+            "corpus.files": str(corpus),
+            "tokenizer": str(marker_vocab),
+            "max_seq_length": 128,
+            "num_workers": 1,
+            "docs_per_chunk": 8,
+        }
+    )
     again = prepare.prepare(cfg, out, overwrite=True, progress=False, log=lambda *a: None)
     assert again["max_seq_length"] == 128 and again["config_fingerprint"] != meta["config_fingerprint"]

@@ -11,12 +11,15 @@ ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
 
 def test_tensorflow_starts_without_cuda_lines():
-    code = ("from bert_jax import tf_setup; tf_setup.start()\n"
-            "import tensorflow as tf\n"
-            "print(int(tf.constant(1) + 1), tf.config.get_visible_devices('GPU'))\n")
+    code = (
+        "from bert_jax import tf_setup; tf_setup.start()\n"
+        "import tensorflow as tf\n"
+        "print(int(tf.constant(1) + 1), tf.config.get_visible_devices('GPU'))\n"
+    )
     env = {k: v for k, v in os.environ.items() if k != "TF_CPP_MIN_LOG_LEVEL"}
-    out = subprocess.run([sys.executable, "-c", code], cwd=ROOT, env=env, capture_output=True,
-                         text=True, timeout=300)
+    out = subprocess.run(
+        [sys.executable, "-c", code], cwd=ROOT, env=env, capture_output=True, text=True, timeout=300
+    )
     assert out.returncode == 0, out.stderr
     assert out.stdout.strip() == "2 []"
     for noise in ("cuInit", "cudart_stub", "absl::InitializeLog", "E0000", "I0000"):
@@ -24,9 +27,11 @@ def test_tensorflow_starts_without_cuda_lines():
 
 
 def test_noise_filter_keeps_other_lines():
-    seen = ["I0000 00:00:1 123 cudart_stub.cc:31] Could not find cuda drivers on your machine",
-            "E0000 00:00:1 123 cuda_platform.cc:52] failed call to cuInit: INTERNAL: CUDA error",
-            "WARNING: All log messages before absl::InitializeLog() is called are written to STDERR"]
+    seen = [
+        "I0000 00:00:1 123 cudart_stub.cc:31] Could not find cuda drivers on your machine",
+        "E0000 00:00:1 123 cuda_platform.cc:52] failed call to cuInit: INTERNAL: CUDA error",
+        "WARNING: All log messages before absl::InitializeLog() is called are written to STDERR",
+    ]
     assert all(tf_setup.NOISE.search(line) for line in seen)
     assert not tf_setup.NOISE.search("E0000 ... dataset.cc:12] Failed to open gs://b/x: NOT_FOUND")
 

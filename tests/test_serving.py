@@ -22,14 +22,24 @@ def _bert():
 
 
 def _electra():
-    config = EncoderConfig(family="electra", vocab_size=VOCAB, hidden_size=32, num_layers=2, num_heads=4,
-                           intermediate_size=48, embedding_size=16, use_pooler=False,
-                           max_position_embeddings=64)
+    config = EncoderConfig(
+        family="electra",
+        vocab_size=VOCAB,
+        hidden_size=32,
+        num_layers=2,
+        num_heads=4,
+        intermediate_size=48,
+        embedding_size=16,
+        use_pooler=False,
+        max_position_embeddings=64,
+    )
     return M.create(config, heads=("rtd",))
 
 
-MODELS = {"bert": (_bert, ["classification_logits", "hidden", "pooled"]),
-          "electra": (_electra, ["hidden", "rtd_logits"])}
+MODELS = {
+    "bert": (_bert, ["classification_logits", "hidden", "pooled"]),
+    "electra": (_electra, ["hidden", "rtd_logits"]),
+}
 
 
 @pytest.fixture(scope="module", params=sorted(MODELS))
@@ -79,8 +89,9 @@ def test_stablehlo_symbolic_batch(case, tmp_path):
 
 def test_stablehlo_fixed_batch_some_outputs_two_platforms(tmp_path):
     model = _bert()
-    info = serving.export_stablehlo(model, str(tmp_path), batch=3, seq_len=S,
-                                    outputs=["classification_logits"], platforms=["cpu", "cuda"])
+    info = serving.export_stablehlo(
+        model, str(tmp_path), batch=3, seq_len=S, outputs=["classification_logits"], platforms=["cpu", "cuda"]
+    )
     assert info["platforms"] == ["cpu", "cuda"]
     assert info["outputs"] == [{"name": "classification_logits", "dtype": "float32", "shape": [3, 3]}]
     serve = serving.load_stablehlo(str(tmp_path))
@@ -104,8 +115,9 @@ def test_savedmodel(case, tmp_path):
     assert all(s.dtype == tf.int32 and s.shape.as_list() == [None, S] for s in specs.values())
     for batch, seed in ((2, 4), (4, 5)):
         ids, mask, types = _batch(batch, seed)
-        got = fn(input_ids=tf.constant(ids), attention_mask=tf.constant(mask),
-                 token_type_ids=tf.constant(types))
+        got = fn(
+            input_ids=tf.constant(ids), attention_mask=tf.constant(mask), token_type_ids=tf.constant(types)
+        )
         _check({k: v.numpy() for k, v in got.items()}, model, ids, mask, types, outputs)
 
 
@@ -117,8 +129,9 @@ def test_bad_input(tmp_path):
         serving.export_stablehlo(model, str(tmp_path / "full"), seq_len=S)
     with pytest.raises(UserError, match="not empty"):
         serving.export_savedmodel(model, str(tmp_path / "full"), seq_len=S)
-    info = serving.export_stablehlo(model, str(tmp_path / "full"), seq_len=S, outputs=["pooled"],
-                                    overwrite=True)
+    info = serving.export_stablehlo(
+        model, str(tmp_path / "full"), seq_len=S, outputs=["pooled"], overwrite=True
+    )
     assert [o["name"] for o in info["outputs"]] == ["pooled"]
 
     with pytest.raises(UserError, match=r"unknown output\(s\) \['rtd_logits'\].*classification_logits"):

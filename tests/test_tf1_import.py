@@ -27,17 +27,40 @@ from bert_jax.errors import UserError  # noqa: E402
 
 TOL = 1e-5
 B, S = 3, 12
-SIZES = dict(vocab_size=99, hidden_size=32, num_hidden_layers=2, num_attention_heads=4,
-             intermediate_size=37, max_position_embeddings=40, type_vocab_size=2)
+SIZES = dict(
+    vocab_size=99,
+    hidden_size=32,
+    num_hidden_layers=2,
+    num_attention_heads=4,
+    intermediate_size=37,
+    max_position_embeddings=40,
+    type_vocab_size=2,
+)
 # What the original repos write beside their checkpoints (hidden_act "gelu" in both: BERT's
 # is the erf GELU, ALBERT's modeling.py computes the tanh approximation).
-BERT_CONFIG = dict(SIZES, hidden_act="gelu", hidden_dropout_prob=0.1,
-                   attention_probs_dropout_prob=0.1, initializer_range=0.02)
-ALBERT_CONFIG = dict(BERT_CONFIG, embedding_size=16, num_hidden_groups=1, inner_group_num=1,
-                     net_structure_type=0, gap_size=0, num_memory_blocks=0, down_scale_factor=1)
+BERT_CONFIG = dict(
+    SIZES,
+    hidden_act="gelu",
+    hidden_dropout_prob=0.1,
+    attention_probs_dropout_prob=0.1,
+    initializer_range=0.02,
+)
+ALBERT_CONFIG = dict(
+    BERT_CONFIG,
+    embedding_size=16,
+    num_hidden_groups=1,
+    inner_group_num=1,
+    net_structure_type=0,
+    gap_size=0,
+    num_memory_blocks=0,
+    down_scale_factor=1,
+)
 # Optimizer state a real pretraining checkpoint carries; all of it must be skipped.
-SLOTS = ("bert/embeddings/word_embeddings/adam_m", "bert/embeddings/word_embeddings/adam_v",
-         "cls/predictions/output_bias/adam_m")
+SLOTS = (
+    "bert/embeddings/word_embeddings/adam_m",
+    "bert/embeddings/word_embeddings/adam_v",
+    "cls/predictions/output_bias/adam_m",
+)
 
 
 # --- transformers state dict -> TF1 variables (the inverse of the import) ------------------
@@ -56,7 +79,7 @@ def to_tf1(model, scopes: list[tuple[str, str]], exact: dict[str, str]) -> dict[
             continue  # tied to the word embeddings / buffers
         for hf_scope, tf_scope in scopes:
             if name.startswith(hf_scope):
-                name = tf_scope + name[len(hf_scope):]
+                name = tf_scope + name[len(hf_scope) :]
                 break
         path, leaf = name.rsplit(".", 1)
         path = re.sub(r"\.layer\.(\d+)\.", r"/layer_\1/", path).replace(".", "/")
@@ -69,32 +92,48 @@ def to_tf1(model, scopes: list[tuple[str, str]], exact: dict[str, str]) -> dict[
     return out
 
 
-BERT_EXACT = {"cls.predictions.bias": "cls/predictions/output_bias",
-              "cls.seq_relationship.weight": "cls/seq_relationship/output_weights",
-              "cls.seq_relationship.bias": "cls/seq_relationship/output_bias",
-              "classifier.weight": "output_weights", "classifier.bias": "output_bias",
-              "qa_outputs.weight": "cls/squad/output_weights", "qa_outputs.bias": "cls/squad/output_bias"}
-_G, _T = "albert.encoder.albert_layer_groups.0.albert_layers.0.", \
-    "bert/encoder/transformer/group_0/inner_group_0/"
-ALBERT_SCOPES = [(_G + "attention.query", _T + "attention_1/self/query"),
-                 (_G + "attention.key", _T + "attention_1/self/key"),
-                 (_G + "attention.value", _T + "attention_1/self/value"),
-                 (_G + "attention.dense", _T + "attention_1/output/dense"),
-                 (_G + "attention.LayerNorm", _T + "LayerNorm"),
-                 (_G + "ffn_output", _T + "ffn_1/intermediate/output/dense"),
-                 (_G + "ffn", _T + "ffn_1/intermediate/dense"),
-                 (_G + "full_layer_layer_norm", _T + "LayerNorm_1"),
-                 ("albert.pooler", "bert/pooler/dense"), ("albert.", "bert/"),
-                 ("predictions.dense", "cls/predictions/transform/dense"),
-                 ("predictions.LayerNorm", "cls/predictions/transform/LayerNorm")]
-ALBERT_EXACT = {"predictions.bias": "cls/predictions/output_bias",
-                "sop_classifier.classifier.weight": "cls/seq_relationship/output_weights",
-                "sop_classifier.classifier.bias": "cls/seq_relationship/output_bias"}
+BERT_EXACT = {
+    "cls.predictions.bias": "cls/predictions/output_bias",
+    "cls.seq_relationship.weight": "cls/seq_relationship/output_weights",
+    "cls.seq_relationship.bias": "cls/seq_relationship/output_bias",
+    "classifier.weight": "output_weights",
+    "classifier.bias": "output_bias",
+    "qa_outputs.weight": "cls/squad/output_weights",
+    "qa_outputs.bias": "cls/squad/output_bias",
+}
+_G, _T = (
+    "albert.encoder.albert_layer_groups.0.albert_layers.0.",
+    "bert/encoder/transformer/group_0/inner_group_0/",
+)
+ALBERT_SCOPES = [
+    (_G + "attention.query", _T + "attention_1/self/query"),
+    (_G + "attention.key", _T + "attention_1/self/key"),
+    (_G + "attention.value", _T + "attention_1/self/value"),
+    (_G + "attention.dense", _T + "attention_1/output/dense"),
+    (_G + "attention.LayerNorm", _T + "LayerNorm"),
+    (_G + "ffn_output", _T + "ffn_1/intermediate/output/dense"),
+    (_G + "ffn", _T + "ffn_1/intermediate/dense"),
+    (_G + "full_layer_layer_norm", _T + "LayerNorm_1"),
+    ("albert.pooler", "bert/pooler/dense"),
+    ("albert.", "bert/"),
+    ("predictions.dense", "cls/predictions/transform/dense"),
+    ("predictions.LayerNorm", "cls/predictions/transform/LayerNorm"),
+]
+ALBERT_EXACT = {
+    "predictions.bias": "cls/predictions/output_bias",
+    "sop_classifier.classifier.weight": "cls/seq_relationship/output_weights",
+    "sop_classifier.classifier.bias": "cls/seq_relationship/output_bias",
+}
 
 
-def write_tf1(directory, variables: dict[str, np.ndarray], prefix: str = "model.ckpt-7",
-              config: dict | None = None, config_name: str = "bert_config.json",
-              vocab: str | None = "vocab.txt") -> str:
+def write_tf1(
+    directory,
+    variables: dict[str, np.ndarray],
+    prefix: str = "model.ckpt-7",
+    config: dict | None = None,
+    config_name: str = "bert_config.json",
+    vocab: str | None = "vocab.txt",
+) -> str:
     """A real TF1 checkpoint: graph-mode variables under `variables`' names, saved by a v1 Saver."""
     os.makedirs(directory, exist_ok=True)
     graph = tf.Graph()
@@ -137,8 +176,12 @@ def max_diffs(model, ckpt, outputs: dict[str, str]) -> dict[str, float]:
     """Max abs difference of the final hidden states and of each head (ours -> HF output)."""
     ids, mask, segments = random_batch()
     with torch.no_grad():
-        theirs = model(input_ids=torch.tensor(ids), attention_mask=torch.tensor(mask),
-                       token_type_ids=torch.tensor(segments), output_hidden_states=True)
+        theirs = model(
+            input_ids=torch.tensor(ids),
+            attention_mask=torch.tensor(mask),
+            token_type_ids=torch.tensor(segments),
+            output_hidden_states=True,
+        )
     ours = ckpt.model()(jnp.asarray(ids), jnp.asarray(mask), jnp.asarray(segments))
     diffs = {"hidden": np.abs(np.asarray(ours["hidden"]) - theirs.hidden_states[-1].numpy()).max()}
     for mine, their_name in outputs.items():
@@ -150,8 +193,11 @@ def max_diffs(model, ckpt, outputs: dict[str, str]) -> dict[str, float]:
 
 # --- exact imports ------------------------------------------------------------------------
 CASES = [
-    ("BertForPreTraining", {"mlm_logits": "prediction_logits", "nsp_logits": "seq_relationship_logits"},
-     ("mlm", "nsp")),
+    (
+        "BertForPreTraining",
+        {"mlm_logits": "prediction_logits", "nsp_logits": "seq_relationship_logits"},
+        ("mlm", "nsp"),
+    ),
     ("BertForSequenceClassification", {"classification_logits": "logits"}, ("classification",)),
     ("BertForQuestionAnswering", {"start_logits": "start_logits", "end_logits": "end_logits"}, ("span",)),
 ]
@@ -162,8 +208,9 @@ def test_bert(tmp_path, cls_name, outputs, heads):
     num_labels = 2 if cls_name.endswith("QuestionAnswering") else 3  # start/end: 2 outputs
     model = randomize(getattr(hf_lib, cls_name)(hf_lib.BertConfig(**SIZES, num_labels=num_labels)), seed=0)
     variables = to_tf1(model, [], BERT_EXACT)
-    variables.update({n: np.zeros_like(variables[n.rsplit("/", 1)[0]]) for n in SLOTS
-                      if n.rsplit("/", 1)[0] in variables})
+    variables.update(
+        {n: np.zeros_like(variables[n.rsplit("/", 1)[0]]) for n in SLOTS if n.rsplit("/", 1)[0] in variables}
+    )
     write_tf1(tmp_path, variables, "bert_model.ckpt", BERT_CONFIG)
 
     ckpt = load_tf1(str(tmp_path))
@@ -182,8 +229,9 @@ def test_albert(tmp_path):
     model = randomize(hf_lib.AlbertForPreTraining(config), seed=2)
     variables = to_tf1(model, ALBERT_SCOPES, ALBERT_EXACT)
     assert _T + "ffn_1/intermediate/output/dense/kernel" in variables
-    write_tf1(tmp_path, variables, "model.ckpt-best", ALBERT_CONFIG, "albert_config.json",
-              vocab="30k-clean.model")
+    write_tf1(
+        tmp_path, variables, "model.ckpt-best", ALBERT_CONFIG, "albert_config.json", vocab="30k-clean.model"
+    )
 
     ckpt = load_tf1(str(tmp_path / "model.ckpt-best"))  # a prefix works as well as the directory
     assert ckpt.config.family == "albert" and ckpt.heads == ("mlm", "sop")
@@ -208,8 +256,14 @@ def test_albert_embedding_as_wide_as_hidden(tmp_path, projection):
             model.albert.encoder.embedding_hidden_mapping_in.bias.zero_()
         for leaf in ("kernel", "bias"):
             del variables[f"bert/encoder/embedding_hidden_mapping_in/{leaf}"]
-    write_tf1(tmp_path, variables, "model.ckpt-1", dict(ALBERT_CONFIG, embedding_size=32),
-              "albert_config.json", vocab="30k-clean.model")
+    write_tf1(
+        tmp_path,
+        variables,
+        "model.ckpt-1",
+        dict(ALBERT_CONFIG, embedding_size=32),
+        "albert_config.json",
+        vocab="30k-clean.model",
+    )
 
     ckpt = load_tf1(str(tmp_path))
     assert ckpt.config.embed_dim == 32 and ckpt.config.embedding_projection
@@ -221,16 +275,29 @@ def test_electra_discriminator_and_generator(tmp_path):
     """The original layout: discriminator under electra/, generator under generator/, both
     on electra/embeddings; no config file, so every size is read off the shapes."""
     common = dict(SIZES, embedding_size=16)
-    disc = randomize(hf_lib.ElectraForPreTraining(hf_lib.ElectraConfig(
-        **dict(common, hidden_size=128, num_attention_heads=2))), seed=3)
-    gen = randomize(hf_lib.ElectraForMaskedLM(hf_lib.ElectraConfig(
-        **dict(common, hidden_size=64, num_hidden_layers=1, num_attention_heads=1, intermediate_size=29))),
-        seed=4)
+    disc = randomize(
+        hf_lib.ElectraForPreTraining(
+            hf_lib.ElectraConfig(**dict(common, hidden_size=128, num_attention_heads=2))
+        ),
+        seed=3,
+    )
+    gen = randomize(
+        hf_lib.ElectraForMaskedLM(
+            hf_lib.ElectraConfig(
+                **dict(
+                    common, hidden_size=64, num_hidden_layers=1, num_attention_heads=1, intermediate_size=29
+                )
+            )
+        ),
+        seed=4,
+    )
     gen.electra.embeddings.load_state_dict(disc.electra.embeddings.state_dict())  # shared in ELECTRA
-    variables = to_tf1(disc, [("discriminator_predictions.dense_prediction",
-                               "discriminator_predictions.dense_1")], {})
-    gen_vars = to_tf1(gen, [("electra.", "generator.")],
-                      {"generator_lm_head.bias": "generator_predictions/output_bias"})
+    variables = to_tf1(
+        disc, [("discriminator_predictions.dense_prediction", "discriminator_predictions.dense_1")], {}
+    )
+    gen_vars = to_tf1(
+        gen, [("electra.", "generator.")], {"generator_lm_head.bias": "generator_predictions/output_bias"}
+    )
     variables.update({n: v for n, v in gen_vars.items() if not n.startswith("generator/embeddings/")})
     assert {"generator/embeddings_project/kernel", "electra/embeddings_project/kernel"} <= set(variables)
     variables["electra/encoder/layer_0/output/dense/kernel/adam_m"] = np.zeros((37, 128), np.float32)
@@ -252,8 +319,9 @@ def test_electra_discriminator_and_generator(tmp_path):
     assert ckpt.tokenizer_files == {"vocab.txt": str(tmp_path / "vocab.txt")}
 
     # With a (discriminator) config: it rules the discriminator; the generator keeps its shapes.
-    (tmp_path / "electra_config.json").write_text(json.dumps(dict(BERT_CONFIG, hidden_size=128,
-                                                                  num_attention_heads=4)))
+    (tmp_path / "electra_config.json").write_text(
+        json.dumps(dict(BERT_CONFIG, hidden_size=128, num_attention_heads=4))
+    )
     assert load_tf1(str(tmp_path)).config.num_heads == 4
     assert load_tf1(str(tmp_path), part="generator").config.num_heads == 1
 
@@ -319,8 +387,10 @@ def test_no_checkpoint_or_not_tf1(tmp_path):
 
 def test_imports_neither_torch_nor_tensorflow_up_front():
     """TF is imported only when a checkpoint is read; torch/transformers never."""
-    code = ("import sys, bert_jax.convert.tf1; "
-            "print(sorted(m for m in ('torch', 'transformers', 'tensorflow') if m in sys.modules))")
+    code = (
+        "import sys, bert_jax.convert.tf1; "
+        "print(sorted(m for m in ('torch', 'transformers', 'tensorflow') if m in sys.modules))"
+    )
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     assert out.stdout.strip() == "[]", out.stdout + out.stderr
 
@@ -331,10 +401,26 @@ def test_cli_import_tf1_into_a_workdir_then_export_to_hf(tmp_path, bert_variable
     from bert_jax import cli
 
     write_tf1(tmp_path / "tf1", bert_variables, "bert_model.ckpt", BERT_CONFIG)
-    assert cli.main(["import", "--from", "tf1", "--source", str(tmp_path / "tf1"),
-                     "--output", str(tmp_path / "work")]) == 0
-    assert cli.main(["export", "--checkpoint", str(tmp_path / "work"), "--format", "hf",
-                     "--output", str(tmp_path / "hf")]) == 0
+    assert (
+        cli.main(
+            ["import", "--from", "tf1", "--source", str(tmp_path / "tf1"), "--output", str(tmp_path / "work")]
+        )
+        == 0
+    )
+    assert (
+        cli.main(
+            [
+                "export",
+                "--checkpoint",
+                str(tmp_path / "work"),
+                "--format",
+                "hf",
+                "--output",
+                str(tmp_path / "hf"),
+            ]
+        )
+        == 0
+    )
     model, info = hf_lib.BertForPreTraining.from_pretrained(str(tmp_path / "hf"), output_loading_info=True)
     assert not any(info.values())
     query = model.bert.encoder.layer[1].attention.self.query.weight.detach().numpy()

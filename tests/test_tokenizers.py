@@ -293,9 +293,31 @@ def test_malformed_config(tmp_path):
 # ---------------------------------------------------------------------------------------------
 # Real text: paragraphs of standard-library docstrings (English technical prose, code, numbers).
 
-DOC_MODULES = ("argparse", "asyncio", "collections", "csv", "datetime", "decimal", "email", "json",
-               "logging", "os", "pathlib", "re", "shutil", "socket", "sqlite3", "string", "subprocess",
-               "tarfile", "textwrap", "threading", "typing", "unittest", "zipfile")
+DOC_MODULES = (
+    "argparse",
+    "asyncio",
+    "collections",
+    "csv",
+    "datetime",
+    "decimal",
+    "email",
+    "json",
+    "logging",
+    "os",
+    "pathlib",
+    "re",
+    "shutil",
+    "socket",
+    "sqlite3",
+    "string",
+    "subprocess",
+    "tarfile",
+    "textwrap",
+    "threading",
+    "typing",
+    "unittest",
+    "zipfile",
+)
 
 
 @functools.cache
@@ -401,8 +423,13 @@ def _tf_ids(tok, texts):
 
 @pytest.mark.parametrize(
     "config",
-    [{}, {"do_lower_case": False}, {"do_lower_case": True, "strip_accents": False},
-     {"do_lower_case": False, "strip_accents": True}, {"tokenize_chinese_chars": False}],
+    [
+        {},
+        {"do_lower_case": False},
+        {"do_lower_case": True, "strip_accents": False},
+        {"do_lower_case": False, "strip_accents": True},
+        {"tokenize_chinese_chars": False},
+    ],
     ids=["uncased", "cased", "lower-keep-accents", "cased-strip-accents", "no-chinese"],
 )
 def test_tf_tokenize_matches_hf(tmp_path, config):
@@ -411,8 +438,14 @@ def test_tf_tokenize_matches_hf(tmp_path, config):
     path = _vocab_dir(tmp_path, config, EXTRA_TOKENS)
     hf = BertTokenizerFast.from_pretrained(str(path))
     tok = load_tokenizer(path)
-    texts = [*OPTION_SENTENCES, *stdlib_docs()[:200], "ж" * 51 + " " + "ж" * 101, "ΣΑΣ σας ΟΔΟΣ.",
-             "ß ẞ ﬁ ½ … Ⅻ ⓐ ℌ", "nul\x00inside [MA\x00SK] [MASK]"]
+    texts = [
+        *OPTION_SENTENCES,
+        *stdlib_docs()[:200],
+        "ж" * 51 + " " + "ж" * 101,
+        "ΣΑΣ σας ΟΔΟΣ.",
+        "ß ẞ ﬁ ½ … Ⅻ ⓐ ℌ",
+        "nul\x00inside [MA\x00SK] [MASK]",
+    ]
     assert _tf_ids(tok, texts) == hf(texts, add_special_tokens=False)["input_ids"]
 
 
@@ -429,12 +462,42 @@ def test_tf_tokenize_in_tf_data(fast):
 
 
 # Where TensorFlow's ICU and HF's Unicode tables disagree (tf_tokenize's docstring).
-TF_LOWERCASE_DIFFS = [0x1C89, 0x2C2F, 0xA7C0, 0xA7CB, 0xA7CC, 0xA7CE, 0xA7D0, 0xA7D2, 0xA7D4, 0xA7D6,
-                      0xA7D8, 0xA7DA, 0xA7DC, *range(0x10570, 0x1057B), *range(0x1057C, 0x1058B),
-                      *range(0x1058C, 0x10593), 0x10594, 0x10595, *range(0x10D50, 0x10D66),
-                      *range(0x16EA0, 0x16EB9)]
-TF_NFD_DIFFS = [0x105C9, 0x105E4, 0x11383, 0x11385, 0x1138E, 0x11391, 0x113C5, 0x113C7, 0x113C8,
-                0x11938, *range(0x16121, 0x16129), *range(0x16D68, 0x16D6B)]
+TF_LOWERCASE_DIFFS = [
+    0x1C89,
+    0x2C2F,
+    0xA7C0,
+    0xA7CB,
+    0xA7CC,
+    0xA7CE,
+    0xA7D0,
+    0xA7D2,
+    0xA7D4,
+    0xA7D6,
+    0xA7D8,
+    0xA7DA,
+    0xA7DC,
+    *range(0x10570, 0x1057B),
+    *range(0x1057C, 0x1058B),
+    *range(0x1058C, 0x10593),
+    0x10594,
+    0x10595,
+    *range(0x10D50, 0x10D66),
+    *range(0x16EA0, 0x16EB9),
+]
+TF_NFD_DIFFS = [
+    0x105C9,
+    0x105E4,
+    0x11383,
+    0x11385,
+    0x1138E,
+    0x11391,
+    0x113C5,
+    0x113C7,
+    0x113C8,
+    0x11938,
+    *range(0x16121, 0x16129),
+    *range(0x16D68, 0x16D6B),
+]
 
 
 def test_tf_tokenize_unicode_differences_are_exactly_the_documented_ones(tmp_path):
@@ -443,8 +506,15 @@ def test_tf_tokenize_unicode_differences_are_exactly_the_documented_ones(tmp_pat
     exactly the documented characters."""
     assert len(TF_LOWERCASE_DIFFS) == 95 and len(TF_NFD_DIFFS) == 21
     documented = TF_LOWERCASE_DIFFS + TF_NFD_DIFFS
-    code_points = {*range(0x3000), *range(0x3040, 0x30FF), *range(0xAC00, 0xAC80), *range(0xFF00, 0xFFF0),
-                   *range(0x1F300, 0x1F700), *range(0x1D400, 0x1D500), *documented}
+    code_points = {
+        *range(0x3000),
+        *range(0x3040, 0x30FF),
+        *range(0xAC00, 0xAC80),
+        *range(0xFF00, 0xFFF0),
+        *range(0x1F300, 0x1F700),
+        *range(0x1D400, 0x1D500),
+        *documented,
+    }
     chars = [chr(cp) for cp in sorted(code_points)]
     hf = BertTokenizerFast.from_pretrained(str(MODEL_DIR))
     hf_normalize = hf.backend_tokenizer.normalizer.normalize_str
@@ -452,8 +522,11 @@ def test_tf_tokenize_unicode_differences_are_exactly_the_documented_ones(tmp_pat
     path = _vocab_dir(tmp_path, {}, [*extra, *(f"##{c}" for c in extra)])
     tok = load_tokenizer(path)
     texts = [f"a{c}b {c}{c}" for c in chars]
-    differ = [ord(c) for c, x, y in zip(chars, _tf_ids(tok, texts), tok.encode_batch_ids(texts), strict=True)
-              if x != y]
+    differ = [
+        ord(c)
+        for c, x, y in zip(chars, _tf_ids(tok, texts), tok.encode_batch_ids(texts), strict=True)
+        if x != y
+    ]
     assert differ == sorted(documented)
 
 
@@ -474,9 +547,17 @@ def _train_spm(path, model_type, lowercase=True):
     normalize = sentencepiece_prenormalizer(do_lower_case=lowercase).normalize_str
     path.mkdir(parents=True, exist_ok=True)
     spm.SentencePieceTrainer.train(
-        sentence_iterator=iter([normalize(t) for t in stdlib_docs()[::2]]), model_prefix=str(path / "spiece"),
-        model_type=model_type, vocab_size=1500, pad_id=0, unk_id=1, bos_id=-1, eos_id=-1,
-        control_symbols=["[CLS]", "[SEP]", "[MASK]"], minloglevel=2, num_threads=1,
+        sentence_iterator=iter([normalize(t) for t in stdlib_docs()[::2]]),
+        model_prefix=str(path / "spiece"),
+        model_type=model_type,
+        vocab_size=1500,
+        pad_id=0,
+        unk_id=1,
+        bos_id=-1,
+        eos_id=-1,
+        control_symbols=["[CLS]", "[SEP]", "[MASK]"],
+        minloglevel=2,
+        num_threads=1,
     )
     (path / "tokenizer_config.json").write_text(json.dumps({"do_lower_case": lowercase}), encoding="utf-8")
     return path
@@ -566,12 +647,23 @@ def bbpe_dir(tmp_path_factory):
     tk = tokenizers.Tokenizer(models.BPE())
     tk.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
     tk.decoder = decoders.ByteLevel()
-    trainer = trainers.BpeTrainer(vocab_size=2000, special_tokens=["<s>", "<pad>", "</s>", "<unk>", "<mask>"],
-                                  initial_alphabet=pre_tokenizers.ByteLevel.alphabet(), show_progress=False)
+    trainer = trainers.BpeTrainer(
+        vocab_size=2000,
+        special_tokens=["<s>", "<pad>", "</s>", "<unk>", "<mask>"],
+        initial_alphabet=pre_tokenizers.ByteLevel.alphabet(),
+        show_progress=False,
+    )
     tk.train_from_iterator(iter(stdlib_docs()[::2]), trainer)
     tk.model.save(str(path))
-    mask = {"content": "<mask>", "lstrip": True, "rstrip": False, "normalized": False, "single_word": False,
-            "special": True, "__type": "AddedToken"}
+    mask = {
+        "content": "<mask>",
+        "lstrip": True,
+        "rstrip": False,
+        "normalized": False,
+        "single_word": False,
+        "special": True,
+        "__type": "AddedToken",
+    }
     (path / "tokenizer_config.json").write_text(json.dumps({"mask_token": mask}), encoding="utf-8")
     return path
 
@@ -617,8 +709,9 @@ def test_byte_bpe_from_tokenizer_json(tmp_path, bbpe_dir):
     """A roberta-style tokenizer.json alone loads the same tokenizer."""
     import tokenizers
 
-    rust = tokenizers.Tokenizer(tokenizers.models.BPE.from_file(str(bbpe_dir / "vocab.json"),
-                                                                str(bbpe_dir / "merges.txt")))
+    rust = tokenizers.Tokenizer(
+        tokenizers.models.BPE.from_file(str(bbpe_dir / "vocab.json"), str(bbpe_dir / "merges.txt"))
+    )
     rust.pre_tokenizer = tokenizers.pre_tokenizers.ByteLevel(add_prefix_space=False)
     rust.add_special_tokens(["<s>", "<pad>", "</s>", "<unk>", "<mask>"])
     rust.save(str(tmp_path / "tokenizer.json"))
@@ -651,8 +744,9 @@ def test_load_tokenizer_errors(tmp_path, unigram_dir):
     with pytest.raises(UserError, match="bad.model: not a SentencePiece model"):
         load_tokenizer(tmp_path / "bad.model")
     unigram_json = tmp_path / "unigram.json"
-    unigram_json.write_text(json.dumps({"model": {"type": "Unigram", "vocab": [["a", 0.0]]}}),
-                            encoding="utf-8")
+    unigram_json.write_text(
+        json.dumps({"model": {"type": "Unigram", "vocab": [["a", 0.0]]}}), encoding="utf-8"
+    )
     with pytest.raises(UserError, match="'Unigram' is not supported"):
         load_tokenizer(unigram_json)
     lonely = tmp_path / "lonely"
@@ -666,8 +760,12 @@ def test_sentencepiece_missing_special_pieces(tmp_path):
     import sentencepiece as spm
 
     # T5-style pieces: <unk> <s> </s>, no [CLS].
-    spm.SentencePieceTrainer.train(sentence_iterator=iter(stdlib_docs()[:300]),
-                                   model_prefix=str(tmp_path / "t5"), vocab_size=300, minloglevel=2)
+    spm.SentencePieceTrainer.train(
+        sentence_iterator=iter(stdlib_docs()[:300]),
+        model_prefix=str(tmp_path / "t5"),
+        vocab_size=300,
+        minloglevel=2,
+    )
     with pytest.raises(UserError, match=r"t5.model lacks special piece\(s\) '\[CLS\]', '\[SEP\]', '<pad>'"):
         load_tokenizer(tmp_path / "t5.model")
 

@@ -40,8 +40,12 @@ CASES = {
     "bpe": (1500, "PreTrainedTokenizerFast"),
     "byte_bpe": (2000, "RobertaTokenizerFast"),
 }
-OUR_CLASS = {"wordpiece": FastWordPieceTokenizer, "unigram": SentencePieceTokenizer,
-             "bpe": SentencePieceTokenizer, "byte_bpe": ByteLevelBPETokenizer}
+OUR_CLASS = {
+    "wordpiece": FastWordPieceTokenizer,
+    "unigram": SentencePieceTokenizer,
+    "bpe": SentencePieceTokenizer,
+    "byte_bpe": ByteLevelBPETokenizer,
+}
 
 
 @pytest.fixture(scope="module")
@@ -62,8 +66,10 @@ def trained(tmp_path_factory, corpus):
     out = {}
     for model_type, (vocab_size, _) in CASES.items():
         output_dir = tmp_path_factory.mktemp(model_type) / "tok"
-        out[model_type] = output_dir, train_tokenizer([str(f) for f in files], model_type, vocab_size,
-                                                      str(output_dir))
+        out[model_type] = (
+            output_dir,
+            train_tokenizer([str(f) for f in files], model_type, vocab_size, str(output_dir)),
+        )
     return out
 
 
@@ -76,16 +82,19 @@ def test_trained_directory_matches_transformers(trained, corpus, model_type):
     ours = load_tokenizer(output_dir)
     assert type(ours) is OUR_CLASS[model_type]
     expected = ours.encode_batch_ids(held_out)
-    for hf in (transformers.AutoTokenizer.from_pretrained(str(output_dir)),
-               getattr(transformers, CASES[model_type][1]).from_pretrained(str(output_dir))):
+    for hf in (
+        transformers.AutoTokenizer.from_pretrained(str(output_dir)),
+        getattr(transformers, CASES[model_type][1]).from_pretrained(str(output_dir)),
+    ):
         got = hf(held_out, add_special_tokens=False)["input_ids"]
         for text, theirs, mine in zip(held_out, got, expected, strict=True):
             if theirs != mine and model_type == "unigram":
                 # A Viterbi tie: the same pieces in another order ("a"+"aa" = "aa"+"a"), equal
                 # scores; sentencepiece and HF's Unigram break ties differently. The training
                 # (multithreaded) decides whether a corpus has one.
-                assert sorted(theirs) == sorted(mine) and "".join(hf.convert_ids_to_tokens(theirs)) \
-                    == "".join(hf.convert_ids_to_tokens(mine)), (type(hf).__name__, text)
+                assert sorted(theirs) == sorted(mine) and "".join(
+                    hf.convert_ids_to_tokens(theirs)
+                ) == "".join(hf.convert_ids_to_tokens(mine)), (type(hf).__name__, text)
             else:
                 assert theirs == mine, (type(hf).__name__, text)
         assert hf.convert_ids_to_tokens(expected[0]) == ours.tokenize(held_out[0])
@@ -93,7 +102,9 @@ def test_trained_directory_matches_transformers(trained, corpus, model_type):
         a, b = held_out[0], held_out[1]
         pair = hf(a, b, return_token_type_ids=True)
         assert ours.build_pair(ours.encode_ids(a), ours.encode_ids(b)) == (
-            pair["input_ids"], pair["token_type_ids"])
+            pair["input_ids"],
+            pair["token_type_ids"],
+        )
     if model_type == "unigram":  # AlbertTokenizer reads spiece.model itself (no tokenizer.json)
         assert not (output_dir / "tokenizer.json").exists()
 
@@ -118,7 +129,12 @@ def test_summary_and_special_tokens_first(trained, corpus):
         first5 = [tok.id_to_token(i) for i in range(5)]
         ids = summary["special_ids"]
         assert [ids[k] for k in ("cls", "sep", "pad", "mask", "unk")] == [
-            tok.cls_id, tok.sep_id, tok.pad_id, tok.mask_id, tok.unk_id]
+            tok.cls_id,
+            tok.sep_id,
+            tok.pad_id,
+            tok.mask_id,
+            tok.unk_id,
+        ]
         if model_type == "wordpiece":
             assert first5 == ["[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]"]
             assert (output_dir / "vocab.txt").read_text(encoding="utf-8").splitlines()[:5] == first5
@@ -179,11 +195,19 @@ def _write(path, text: str | bytes):
     [
         ("wordpiece", 5, r"vocab_size=5 leaves no room beside the 5 special tokens"),
         ("wordpiece", 40, r"vocab_size=40 is too small for wordpiece on this corpus: .* alone need \d+"),
-        ("unigram", 40, r"vocab_size=40 does not fit this corpus for a unigram SentencePiece model: "
-                        r"Vocabulary size is smaller than required_chars\. 40 vs \d+"),
+        (
+            "unigram",
+            40,
+            r"vocab_size=40 does not fit this corpus for a unigram SentencePiece model: "
+            r"Vocabulary size is smaller than required_chars\. 40 vs \d+",
+        ),
         ("bpe", 5, r"vocab_size=5 leaves no room beside the 5 special pieces"),
-        ("unigram", 100_000, r"vocab_size=100000 does not fit .*: Vocabulary size too high \(100000\)\. "
-                             r"Please set it to a value <= \d+"),
+        (
+            "unigram",
+            100_000,
+            r"vocab_size=100000 does not fit .*: Vocabulary size too high \(100000\)\. "
+            r"Please set it to a value <= \d+",
+        ),
         ("byte_bpe", 260, r"vocab_size=260 is too small for byte_bpe: .* need 261"),
         ("wordpiece", 0, r"vocab_size must be a positive int, got 0"),
         ("spm", 100, r"model_type='spm' is not one of: wordpiece, unigram, bpe, byte_bpe"),

@@ -24,8 +24,9 @@ time.sleep(600)
 
 
 def test_live_holder_refuses_and_killed_holder_does_not_block(tmp_path):
-    proc = subprocess.Popen([sys.executable, "-c", HOLDER, str(tmp_path / "w")], stdout=subprocess.PIPE,
-                            text=True)
+    proc = subprocess.Popen(
+        [sys.executable, "-c", HOLDER, str(tmp_path / "w")], stdout=subprocess.PIPE, text=True
+    )
     try:
         assert proc.stdout.readline().strip() == "held"
         with pytest.raises(UserError) as e:
@@ -50,8 +51,11 @@ def test_prepare_data_takes_the_output_lock(tmp_path):
 
     root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
     cfg = config_files.to_dict(config_files.load(f"{root}/configs/data/pretraining.py:bert"))
-    holder = subprocess.Popen([sys.executable, "-c", HOLDER.replace('"pretrain"', '"prepare-data"'),
-                               str(tmp_path / "data")], stdout=subprocess.PIPE, text=True)
+    holder = subprocess.Popen(
+        [sys.executable, "-c", HOLDER.replace('"pretrain"', '"prepare-data"'), str(tmp_path / "data")],
+        stdout=subprocess.PIPE,
+        text=True,
+    )
     try:
         assert holder.stdout.readline().strip() == "held"
         with pytest.raises(UserError, match=f"in use by a running prepare-data .*pid {holder.pid}"):
@@ -63,6 +67,7 @@ def test_prepare_data_takes_the_output_lock(tmp_path):
 
 
 # --- a gs:// workdir: a lease object with a heartbeat, on a local Cloud Storage emulator ----------
+
 
 @pytest.fixture(scope="module")
 def gcs():
@@ -138,8 +143,13 @@ def test_gcs_holder_killed_on_this_host_does_not_block(gcs, request):
 def test_gcs_other_host_fresh_refuses_stale_is_taken_over(gcs, request, monkeypatch):
     workdir = _workdir(request)
     monkeypatch.setenv(STALE_ENV, "30")
-    other = {"command": "pretrain", "host": "tpu-vm-7", "pid": 4242, "started": "2030-01-02T03:04:05+00:00",
-             "token": "theirs"}
+    other = {
+        "command": "pretrain",
+        "host": "tpu-vm-7",
+        "pid": 4242,
+        "started": "2030-01-02T03:04:05+00:00",
+        "token": "theirs",
+    }
     _put(gcs, workdir, **other, heartbeat=time.time() - 5)
     with pytest.raises(UserError) as e:
         WriterLock(workdir, "finetune").acquire()
@@ -162,11 +172,25 @@ def test_gcs_heartbeat_advances_and_stops_when_taken_over(gcs, request, monkeypa
         second = _stored(gcs, workdir)
         assert second["heartbeat"] > first and second["token"] == _stored(gcs, workdir)["token"]
         # Another run takes over (as if this one had stalled past the limit): this one stops renewing.
-        _put(gcs, workdir, command="finetune", host="tpu-vm-7", pid=7, started="x", token="theirs",
-             heartbeat=123.0)
+        _put(
+            gcs,
+            workdir,
+            command="finetune",
+            host="tpu-vm-7",
+            pid=7,
+            started="x",
+            token="theirs",
+            heartbeat=123.0,
+        )
         time.sleep(2.5)
-        assert _stored(gcs, workdir) == {"command": "finetune", "host": "tpu-vm-7", "pid": 7,
-                                         "started": "x", "token": "theirs", "heartbeat": 123.0}
+        assert _stored(gcs, workdir) == {
+            "command": "finetune",
+            "host": "tpu-vm-7",
+            "pid": 7,
+            "started": "x",
+            "token": "theirs",
+            "heartbeat": 123.0,
+        }
         assert "was taken over by finetune (host tpu-vm-7, pid 7)" in capsys.readouterr().err
     finally:
         lock.release()
@@ -183,8 +207,16 @@ def test_gcs_racing_creator_is_caught_by_the_read_back(gcs, request, monkeypatch
 
     def racer_lands_after_us(self, if_generation_match):
         generation = write(self, if_generation_match)
-        _put(gcs, workdir, command="pretrain", host="tpu-vm-9", pid=99, started="s", token="racer",
-             heartbeat=time.time())
+        _put(
+            gcs,
+            workdir,
+            command="pretrain",
+            host="tpu-vm-9",
+            pid=99,
+            started="s",
+            token="racer",
+            heartbeat=time.time(),
+        )
         return generation
 
     monkeypatch.setattr(writer_lock._Lease, "_write", racer_lands_after_us)

@@ -31,18 +31,37 @@ from bert_jax.models.config import EncoderConfig
 
 MAX_HEADER_BYTES = 100 * 1024 * 1024
 SAFETENSORS_DTYPES = {
-    "F32": np.float32, "F16": np.float16, "BF16": ml_dtypes.bfloat16, "F64": np.float64,
-    "I64": np.int64, "I32": np.int32, "I16": np.int16, "I8": np.int8, "U8": np.uint8,
+    "F32": np.float32,
+    "F16": np.float16,
+    "BF16": ml_dtypes.bfloat16,
+    "F64": np.float64,
+    "I64": np.int64,
+    "I32": np.int32,
+    "I16": np.int16,
+    "I8": np.int8,
+    "U8": np.uint8,
     "BOOL": np.bool_,
 }
 FLOAT_DTYPES = ("F32", "F16", "BF16", "F64")
 # Buffers HF saves beside the weights; they carry no learned values.
 IGNORED_SUFFIXES = ("embeddings.position_ids", "embeddings.token_type_ids")
-ACTIVATIONS = {"gelu": "gelu", "gelu_new": "gelu_tanh", "gelu_pytorch_tanh": "gelu_tanh",
-               "gelu_fast": "gelu_tanh", "relu": "relu"}
+ACTIVATIONS = {
+    "gelu": "gelu",
+    "gelu_new": "gelu_tanh",
+    "gelu_pytorch_tanh": "gelu_tanh",
+    "gelu_fast": "gelu_tanh",
+    "relu": "relu",
+}
 PREFIXES = {"bert": "bert.", "roberta": "roberta.", "albert": "albert.", "electra": "electra."}
-TOKENIZER_FILES = ("vocab.txt", "vocab.json", "merges.txt", "spiece.model", "tokenizer.json",
-                   "tokenizer_config.json", "special_tokens_map.json")
+TOKENIZER_FILES = (
+    "vocab.txt",
+    "vocab.json",
+    "merges.txt",
+    "spiece.model",
+    "tokenizer.json",
+    "tokenizer_config.json",
+    "special_tokens_map.json",
+)
 
 
 @dataclasses.dataclass
@@ -74,8 +93,10 @@ def read_safetensors(path: str) -> dict[str, np.ndarray]:
             raise UserError(f"{path}: not a safetensors file (shorter than 8 bytes)")
         (n,) = struct.unpack("<Q", head)
         if n > MAX_HEADER_BYTES:
-            raise UserError(f"{path}: safetensors header of {n} bytes exceeds the "
-                            f"{MAX_HEADER_BYTES}-byte limit; refusing to parse it")
+            raise UserError(
+                f"{path}: safetensors header of {n} bytes exceeds the "
+                f"{MAX_HEADER_BYTES}-byte limit; refusing to parse it"
+            )
         try:
             header = json.loads(f.read(n))
         except (UnicodeDecodeError, json.JSONDecodeError) as e:
@@ -94,18 +115,25 @@ def read_safetensors(path: str) -> dict[str, np.ndarray]:
         if dtype is None:
             raise UserError(f"{path}: tensor {name!r} has unsupported dtype {info.get('dtype')!r}")
         offsets, shape = info.get("data_offsets"), info.get("shape")
-        if not (isinstance(offsets, list) and len(offsets) == 2 and isinstance(shape, list)
-                and all(isinstance(v, int) and v >= 0 for v in offsets + shape)):
-            raise UserError(f"{path}: tensor {name!r} has malformed shape {shape!r} or "
-                            f"data_offsets {offsets!r}")
+        if not (
+            isinstance(offsets, list)
+            and len(offsets) == 2
+            and isinstance(shape, list)
+            and all(isinstance(v, int) and v >= 0 for v in offsets + shape)
+        ):
+            raise UserError(
+                f"{path}: tensor {name!r} has malformed shape {shape!r} or data_offsets {offsets!r}"
+            )
         start, end = (8 + n + o for o in offsets)
         shape = tuple(shape)
         if not (8 + n <= start <= end <= size) or end - start != np.dtype(dtype).itemsize * int(
-                np.prod(shape, dtype=np.int64)):
-            raise UserError(f"{path}: tensor {name!r} has offsets {info['data_offsets']} that do "
-                            f"not fit its shape {shape} and dtype or the file size {size}")
-        out[name] = (np.frombuffer(buf, dtype, count=int(np.prod(shape)), offset=start)
-                     .reshape(shape).copy())
+            np.prod(shape, dtype=np.int64)
+        ):
+            raise UserError(
+                f"{path}: tensor {name!r} has offsets {info['data_offsets']} that do "
+                f"not fit its shape {shape} and dtype or the file size {size}"
+            )
+        out[name] = np.frombuffer(buf, dtype, count=int(np.prod(shape)), offset=start).reshape(shape).copy()
     return out
 
 
@@ -120,8 +148,10 @@ def _read_weights(path: str) -> dict[str, np.ndarray]:
                 weight_map = json.load(f)["weight_map"]
             shards = sorted(set(weight_map.values()))
         except (UnicodeDecodeError, json.JSONDecodeError, KeyError, TypeError, AttributeError) as e:
-            raise UserError(f"{index}: not a safetensors index (expected JSON with a "
-                            f"'weight_map' of tensor name -> shard file; {type(e).__name__}: {e})") from None
+            raise UserError(
+                f"{index}: not a safetensors index (expected JSON with a "
+                f"'weight_map' of tensor name -> shard file; {type(e).__name__}: {e})"
+            ) from None
         for shard in shards:
             # A shard name is a file beside the index: never a path out of the directory.
             if not isinstance(shard, str) or os.path.basename(shard) != shard or shard in ("", ".", ".."):
@@ -134,8 +164,9 @@ def _read_weights(path: str) -> dict[str, np.ndarray]:
         raise UserError(
             f"{path}: holds only pytorch_model.bin/tf_model.h5; bert_jax reads safetensors only, "
             "since unpickling a .bin file can run arbitrary code. If you trust the file, convert "
-            "it once with transformers: python -c \"from transformers import AutoModel as A; "
-            f"A.from_pretrained('{path}').save_pretrained('{path}')\" (writes model.safetensors)")
+            'it once with transformers: python -c "from transformers import AutoModel as A; '
+            f"A.from_pretrained('{path}').save_pretrained('{path}')\" (writes model.safetensors)"
+        )
     raise UserError(f"{path}: no model.safetensors (or model.safetensors.index.json) found")
 
 
@@ -143,20 +174,25 @@ def _read_weights(path: str) -> dict[str, np.ndarray]:
 def config_from_hf(hf: dict, source: str = "config.json") -> EncoderConfig:
     family = hf.get("model_type")
     if family not in PREFIXES:
-        raise UserError(f"{source}: model_type={family!r} is not supported; "
-                        f"expected one of {', '.join(PREFIXES)}")
+        raise UserError(
+            f"{source}: model_type={family!r} is not supported; expected one of {', '.join(PREFIXES)}"
+        )
     if hf.get("position_embedding_type", "absolute") != "absolute":
-        raise UserError(f"{source}: position_embedding_type="
-                        f"{hf['position_embedding_type']!r}; only 'absolute' is supported")
+        raise UserError(
+            f"{source}: position_embedding_type="
+            f"{hf['position_embedding_type']!r}; only 'absolute' is supported"
+        )
     if family == "albert" and (hf.get("num_hidden_groups", 1) != 1 or hf.get("inner_group_num", 1) != 1):
-        raise UserError(f"{source}: ALBERT with num_hidden_groups/inner_group_num other than 1 "
-                        "is not supported (every released ALBERT uses 1)")
+        raise UserError(
+            f"{source}: ALBERT with num_hidden_groups/inner_group_num other than 1 "
+            "is not supported (every released ALBERT uses 1)"
+        )
     act = hf.get("hidden_act", "gelu")
     if act not in ACTIVATIONS:
-        raise UserError(f"{source}: hidden_act={act!r} is not supported; "
-                        f"expected one of {', '.join(ACTIVATIONS)}")
-    required = ("vocab_size", "hidden_size", "num_hidden_layers", "num_attention_heads",
-                "intermediate_size")
+        raise UserError(
+            f"{source}: hidden_act={act!r} is not supported; expected one of {', '.join(ACTIVATIONS)}"
+        )
+    required = ("vocab_size", "hidden_size", "num_hidden_layers", "num_attention_heads", "intermediate_size")
     missing = [k for k in required if k not in hf]
     if missing:
         raise UserError(f"{source}: missing field(s) {', '.join(missing)}")
@@ -216,9 +252,11 @@ def _name_table(config: EncoderConfig, heads: tuple[str, ...], prefix: str) -> l
     fam, p = config.family, prefix
     t: list[Entry] = []
     emb = ("encoder", "embeddings")
-    t += [(emb + ("word", "embedding"), p + "embeddings.word_embeddings.weight", "copy"),
-          (emb + ("position", "embedding"), p + "embeddings.position_embeddings.weight", "copy"),
-          (emb + ("segment", "embedding"), p + "embeddings.token_type_embeddings.weight", "copy")]
+    t += [
+        (emb + ("word", "embedding"), p + "embeddings.word_embeddings.weight", "copy"),
+        (emb + ("position", "embedding"), p + "embeddings.position_embeddings.weight", "copy"),
+        (emb + ("segment", "embedding"), p + "embeddings.token_type_embeddings.weight", "copy"),
+    ]
     t += _norm(emb + ("norm",), p + "embeddings.LayerNorm")
     if config.embedding_projection:
         proj = p + ("encoder.embedding_hidden_mapping_in" if fam == "albert" else "embeddings_project")
@@ -226,17 +264,29 @@ def _name_table(config: EncoderConfig, heads: tuple[str, ...], prefix: str) -> l
 
     if fam == "albert":
         blk = p + "encoder.albert_layer_groups.0.albert_layers.0."
-        names = {"q": blk + "attention.query", "k": blk + "attention.key",
-                 "v": blk + "attention.value", "o": blk + "attention.dense",
-                 "ln1": blk + "attention.LayerNorm", "i": blk + "ffn", "out": blk + "ffn_output",
-                 "ln2": blk + "full_layer_layer_norm"}
+        names = {
+            "q": blk + "attention.query",
+            "k": blk + "attention.key",
+            "v": blk + "attention.value",
+            "o": blk + "attention.dense",
+            "ln1": blk + "attention.LayerNorm",
+            "i": blk + "ffn",
+            "out": blk + "ffn_output",
+            "ln2": blk + "full_layer_layer_norm",
+        }
     else:
         layer = [f"{p}encoder.layer.{i}." for i in range(config.num_layers)]
         per = lambda s: [x + s for x in layer]
-        names = {"q": per("attention.self.query"), "k": per("attention.self.key"),
-                 "v": per("attention.self.value"), "o": per("attention.output.dense"),
-                 "ln1": per("attention.output.LayerNorm"), "i": per("intermediate.dense"),
-                 "out": per("output.dense"), "ln2": per("output.LayerNorm")}
+        names = {
+            "q": per("attention.self.query"),
+            "k": per("attention.self.key"),
+            "v": per("attention.self.value"),
+            "o": per("attention.output.dense"),
+            "ln1": per("attention.output.LayerNorm"),
+            "i": per("intermediate.dense"),
+            "out": per("output.dense"),
+            "ln2": per("output.LayerNorm"),
+        }
     lay = ("encoder", "layers")
     t += _linear(lay + ("attention", "query"), names["q"])
     t += _linear(lay + ("attention", "key"), names["k"])
@@ -250,12 +300,20 @@ def _name_table(config: EncoderConfig, heads: tuple[str, ...], prefix: str) -> l
         t += _linear(("encoder", "pooler"), p + "pooler.dense" if fam != "albert" else p + "pooler")
 
     if "mlm" in heads:
-        mlm = {"bert": ("cls.predictions.transform.dense", "cls.predictions.transform.LayerNorm",
-                        "cls.predictions.bias"),
-               "roberta": ("lm_head.dense", "lm_head.layer_norm", "lm_head.bias"),
-               "albert": ("predictions.dense", "predictions.LayerNorm", "predictions.bias"),
-               "electra": ("generator_predictions.dense", "generator_predictions.LayerNorm",
-                           "generator_lm_head.bias")}[fam]
+        mlm = {
+            "bert": (
+                "cls.predictions.transform.dense",
+                "cls.predictions.transform.LayerNorm",
+                "cls.predictions.bias",
+            ),
+            "roberta": ("lm_head.dense", "lm_head.layer_norm", "lm_head.bias"),
+            "albert": ("predictions.dense", "predictions.LayerNorm", "predictions.bias"),
+            "electra": (
+                "generator_predictions.dense",
+                "generator_predictions.LayerNorm",
+                "generator_lm_head.bias",
+            ),
+        }[fam]
         t += _linear(("mlm", "transform"), mlm[0])
         t += _norm(("mlm", "norm"), mlm[1])
         t.append((("mlm", "bias"), mlm[2], "copy"))
@@ -293,8 +351,12 @@ def _tied_aliases(family: str, prefix: str) -> dict[str, str]:
 def _detect_heads(family: str, names: set[str], architectures: list[str]) -> tuple[str, ...]:
     arch = " ".join(architectures)
     found = []
-    mlm_key = {"bert": "cls.predictions.bias", "roberta": "lm_head.bias",
-               "albert": "predictions.bias", "electra": "generator_lm_head.bias"}[family]
+    mlm_key = {
+        "bert": "cls.predictions.bias",
+        "roberta": "lm_head.bias",
+        "albert": "predictions.bias",
+        "electra": "generator_lm_head.bias",
+    }[family]
     if mlm_key in names:
         found.append("mlm")
     if "cls.seq_relationship.weight" in names:
@@ -314,8 +376,10 @@ def _find_prefix(family: str, names: set[str]) -> str:
     for prefix in (PREFIXES[family], ""):
         if prefix + "embeddings.word_embeddings.weight" in names:
             return prefix
-    raise UserError(f"no embeddings.word_embeddings.weight (with or without the "
-                    f"{PREFIXES[family]!r} prefix) among the checkpoint's tensors")
+    raise UserError(
+        f"no embeddings.word_embeddings.weight (with or without the "
+        f"{PREFIXES[family]!r} prefix) among the checkpoint's tensors"
+    )
 
 
 def _flatten(tree: dict, prefix: tuple = ()) -> Iterator[tuple[tuple[str, ...], Any]]:
@@ -343,8 +407,10 @@ def load(path: str) -> HFCheckpoint:
         raise UserError(f"checkpoint directory {path} does not exist")
     cfg_path = os.path.join(path, "config.json")
     if not os.path.isfile(cfg_path):
-        raise UserError(f"{path}: no config.json; a Hugging Face checkpoint directory needs "
-                        "config.json and model.safetensors")
+        raise UserError(
+            f"{path}: no config.json; a Hugging Face checkpoint directory needs "
+            "config.json and model.safetensors"
+        )
     try:
         with open(cfg_path, encoding="utf-8") as f:
             hf_config = json.load(f)
@@ -352,26 +418,32 @@ def load(path: str) -> HFCheckpoint:
         raise UserError(f"{cfg_path}: not valid JSON ({e})") from None
     config_from_hf(hf_config, cfg_path)  # a bad config.json is reported before reading weights
     ckpt = from_tensors(hf_config, _read_weights(path), path, cfg_path)
-    ckpt.tokenizer_files = {n: os.path.join(path, n) for n in TOKENIZER_FILES
-                            if os.path.isfile(os.path.join(path, n))}
+    ckpt.tokenizer_files = {
+        n: os.path.join(path, n) for n in TOKENIZER_FILES if os.path.isfile(os.path.join(path, n))
+    }
     return ckpt
 
 
-def from_tensors(hf_config: dict, tensors: dict[str, np.ndarray], source: str,
-                 config_source: str = "config.json") -> HFCheckpoint:
+def from_tensors(
+    hf_config: dict, tensors: dict[str, np.ndarray], source: str, config_source: str = "config.json"
+) -> HFCheckpoint:
     """HF-named tensors (+ the HF config dict) -> our config, heads and parameters.
     Shared by the safetensors reader and the TF1 importer (which renames to HF names)."""
     config = config_from_hf(hf_config, config_source)
     names = set(tensors)
     prefix = _find_prefix(config.family, names)
     heads = _detect_heads(config.family, names, hf_config.get("architectures") or [])
-    if config.use_pooler and prefix + ("pooler" if config.family == "albert" else "pooler.dense") \
-            + ".weight" not in names:
+    if (
+        config.use_pooler
+        and prefix + ("pooler" if config.family == "albert" else "pooler.dense") + ".weight" not in names
+    ):
         config = config.replace(use_pooler=False)  # e.g. *ForMaskedLM saves no pooler
     num_labels = 2
-    for head, weight in (("classification", "classifier.weight"),
-                         ("classification", "classifier.out_proj.weight"),
-                         ("token_classification", "classifier.weight")):
+    for head, weight in (
+        ("classification", "classifier.weight"),
+        ("classification", "classifier.out_proj.weight"),
+        ("token_classification", "classifier.weight"),
+    ):
         if head in heads and weight in tensors:
             num_labels = tensors[weight].shape[0]
     label_names = None
@@ -398,8 +470,7 @@ def from_tensors(hf_config: dict, tensors: dict[str, np.ndarray], source: str,
             if a.dtype.kind != "f" and a.dtype != ml_dtypes.bfloat16:
                 misshaped.append(f"{n}: dtype {a.dtype}, expected a float type")
             elif a.size != int(np.prod(each)):
-                misshaped.append(f"{n}: shape {a.shape} does not fit {'.'.join(our)} of shape "
-                                 f"{each}")
+                misshaped.append(f"{n}: shape {a.shape} does not fit {'.'.join(our)} of shape {each}")
             else:
                 a = a.astype(np.float32)
                 arrays.append((a.T if kind.startswith("linear") else a).reshape(each))
@@ -412,7 +483,8 @@ def from_tensors(hf_config: dict, tensors: dict[str, np.ndarray], source: str,
         if alias in tensors and target in tensors:
             used.add(alias)
             if tensors[alias].shape != tensors[target].shape or not np.array_equal(
-                    tensors[alias], tensors[target]):
+                tensors[alias], tensors[target]
+            ):
                 misshaped.append(f"{alias}: differs from {target}, but bert_jax ties them")
     unexpected = sorted(n for n in names - used if not n.endswith(IGNORED_SUFFIXES))
     problems = []
@@ -423,8 +495,10 @@ def from_tensors(hf_config: dict, tensors: dict[str, np.ndarray], source: str,
     if misshaped:
         problems.append(f"mis-shaped tensors: {'; '.join(misshaped)}")
     if problems:
-        raise UserError(f"{source}: checkpoint does not match a {config.family} model with heads "
-                        f"{list(heads) or 'none'}: " + " | ".join(problems))
+        raise UserError(
+            f"{source}: checkpoint does not match a {config.family} model with heads "
+            f"{list(heads) or 'none'}: " + " | ".join(problems)
+        )
     return HFCheckpoint(config, heads, num_labels, params, source, {}, label_names)
 
 
@@ -457,19 +531,32 @@ def config_to_hf(config: EncoderConfig) -> dict:
 
 # --- export --------------------------------------------------------------------------------
 _CLASS_PREFIX = {"bert": "Bert", "roberta": "Roberta", "albert": "Albert", "electra": "Electra"}
-_CLASS_SUFFIX = {(): "Model", ("mlm",): "ForMaskedLM", ("mlm", "nsp"): "ForPreTraining",
-                 ("mlm", "sop"): "ForPreTraining", ("rtd",): "ForPreTraining",
-                 ("nsp",): "ForNextSentencePrediction",
-                 ("classification",): "ForSequenceClassification",
-                 ("token_classification",): "ForTokenClassification", ("span",): "ForQuestionAnswering"}
+_CLASS_SUFFIX = {
+    (): "Model",
+    ("mlm",): "ForMaskedLM",
+    ("mlm", "nsp"): "ForPreTraining",
+    ("mlm", "sop"): "ForPreTraining",
+    ("rtd",): "ForPreTraining",
+    ("nsp",): "ForNextSentencePrediction",
+    ("classification",): "ForSequenceClassification",
+    ("token_classification",): "ForTokenClassification",
+    ("span",): "ForQuestionAnswering",
+}
 
 
 def architecture(family: str, heads: tuple[str, ...]) -> str:
     """The transformers class that holds exactly this family and these heads."""
-    key = tuple(h for h in ("mlm", "nsp", "sop", "rtd", "classification", "token_classification", "span")
-                if h in heads)
-    if key not in _CLASS_SUFFIX or ("rtd" in key and family != "electra") or (
-            "nsp" in key and family != "bert") or ("sop" in key and family != "albert"):
+    key = tuple(
+        h
+        for h in ("mlm", "nsp", "sop", "rtd", "classification", "token_classification", "span")
+        if h in heads
+    )
+    if (
+        key not in _CLASS_SUFFIX
+        or ("rtd" in key and family != "electra")
+        or ("nsp" in key and family != "bert")
+        or ("sop" in key and family != "albert")
+    ):
         raise UserError(f"no transformers class holds a {family} model with heads {list(heads)}")
     return _CLASS_PREFIX[family] + _CLASS_SUFFIX[key]
 
@@ -508,32 +595,47 @@ def to_tensors(config: EncoderConfig, heads: tuple[str, ...], params: dict) -> d
     return out
 
 
-def hf_config(config: EncoderConfig, heads: tuple[str, ...], num_labels: int = 2,
-              label_names: tuple[str, ...] | None = None) -> dict:
+def hf_config(
+    config: EncoderConfig,
+    heads: tuple[str, ...],
+    num_labels: int = 2,
+    label_names: tuple[str, ...] | None = None,
+) -> dict:
     out = config_to_hf(config)
     out.update(architectures=[architecture(config.family, heads)], tie_word_embeddings=True)
     if config.family == "roberta":
         out.update(bos_token_id=0, eos_token_id=2)
     if {"classification", "token_classification"} & set(heads):
         names = label_names or tuple(f"LABEL_{i}" for i in range(num_labels))
-        out.update(id2label={str(i): n for i, n in enumerate(names)},
-                   label2id={n: i for i, n in enumerate(names)})
+        out.update(
+            id2label={str(i): n for i, n in enumerate(names)}, label2id={n: i for i, n in enumerate(names)}
+        )
         if "classification" in heads and num_labels == 1:
             out["problem_type"] = "regression"
     return out
 
 
-def save(config: EncoderConfig, heads: tuple[str, ...], params: dict, output: str, *,
-         num_labels: int = 2, label_names: tuple[str, ...] | None = None,
-         tokenizer_files: dict[str, str] | None = None) -> list[str]:
+def save(
+    config: EncoderConfig,
+    heads: tuple[str, ...],
+    params: dict,
+    output: str,
+    *,
+    num_labels: int = 2,
+    label_names: tuple[str, ...] | None = None,
+    tokenizer_files: dict[str, str] | None = None,
+) -> list[str]:
     """Write config.json, model.safetensors and the tokenizer files transformers loads."""
     from safetensors.numpy import save_file
 
     heads = tuple(heads)
     config, params = as_transformers_builds(config, heads, params)
     os.makedirs(output, exist_ok=True)
-    save_file(to_tensors(config, heads, params), os.path.join(output, "model.safetensors"),
-              metadata={"format": "pt"})
+    save_file(
+        to_tensors(config, heads, params),
+        os.path.join(output, "model.safetensors"),
+        metadata={"format": "pt"},
+    )
     with open(os.path.join(output, "config.json"), "w") as f:
         json.dump(hf_config(config, heads, num_labels, label_names), f, indent=2)
     written = ["config.json", "model.safetensors"]
@@ -545,8 +647,9 @@ def save(config: EncoderConfig, heads: tuple[str, ...], params: dict, output: st
     return written
 
 
-def as_transformers_builds(config: EncoderConfig, heads: tuple[str, ...],
-                           params: dict) -> tuple[EncoderConfig, dict]:
+def as_transformers_builds(
+    config: EncoderConfig, heads: tuple[str, ...], params: dict
+) -> tuple[EncoderConfig, dict]:
     """This model in the layout of the transformers class that will hold it: a pooler only
     where that class builds one, and ALBERT's embedding projection always."""
     cls = architecture(config.family, heads)
@@ -557,28 +660,48 @@ def as_transformers_builds(config: EncoderConfig, heads: tuple[str, ...],
     if config.use_pooler and not pooled:
         del encoder["pooler"]
     if config.embedding_projection and config.family in ("bert", "roberta"):
-        raise UserError(f"{cls} has no embedding projection, but this model projects its "
-                        f"{config.embed_dim}-wide embeddings to hidden_size={config.hidden_size}")
+        raise UserError(
+            f"{cls} has no embedding projection, but this model projects its "
+            f"{config.embed_dim}-wide embeddings to hidden_size={config.hidden_size}"
+        )
     if config.family == "albert" and not config.embedding_projection:
         # AlbertModel always maps embeddings through embedding_hidden_mapping_in. An identity
         # map (exact in fp32) keeps the outputs of a model built without one, such as an
         # albert-tiny checkpoint written before ALBERT kept its projection at equal widths.
         e = config.embed_dim
-        encoder["projection"] = {"kernel": np.eye(e, dtype=np.float32),
-                                 "bias": np.zeros((e,), np.float32)}
+        encoder["projection"] = {"kernel": np.eye(e, dtype=np.float32), "bias": np.zeros((e,), np.float32)}
         config = config.replace(embedding_projection=True)
     return config.replace(use_pooler=pooled), {**params, "encoder": encoder}
 
 
 # What config.json carries of the architecture; the rest (dtype, scan, remat) is how we run it.
-_EXPORTED_FIELDS = ("family", "vocab_size", "hidden_size", "num_layers", "num_heads",
-                    "intermediate_size", "embed_dim", "embedding_projection",
-                    "max_position_embeddings", "type_vocab_size", "layer_norm_eps", "hidden_act",
-                    "pad_token_id", "share_layers", "use_pooler")
+_EXPORTED_FIELDS = (
+    "family",
+    "vocab_size",
+    "hidden_size",
+    "num_layers",
+    "num_heads",
+    "intermediate_size",
+    "embed_dim",
+    "embedding_projection",
+    "max_position_embeddings",
+    "type_vocab_size",
+    "layer_norm_eps",
+    "hidden_act",
+    "pad_token_id",
+    "share_layers",
+    "use_pooler",
+)
 
 
-def verify(output: str, config: EncoderConfig, heads: tuple[str, ...], params: dict,
-           num_labels: int = 2, label_names: tuple[str, ...] | None = None) -> None:
+def verify(
+    output: str,
+    config: EncoderConfig,
+    heads: tuple[str, ...],
+    params: dict,
+    num_labels: int = 2,
+    label_names: tuple[str, ...] | None = None,
+) -> None:
     """Read an export back through the name table and require what was meant to be written:
     every tensor the transformers class needs, bit-equal to `params`, and the same config,
     heads and labels. Raises UserError naming what differs."""
@@ -586,8 +709,11 @@ def verify(output: str, config: EncoderConfig, heads: tuple[str, ...], params: d
         back = load(output)
     except UserError as e:
         raise UserError(f"export check failed: {output} does not read back: {e}") from None
-    problems = [f"config.{f}: wrote {getattr(config, f)!r}, reads back {getattr(back.config, f)!r}"
-                for f in _EXPORTED_FIELDS if getattr(config, f) != getattr(back.config, f)]
+    problems = [
+        f"config.{f}: wrote {getattr(config, f)!r}, reads back {getattr(back.config, f)!r}"
+        for f in _EXPORTED_FIELDS
+        if getattr(config, f) != getattr(back.config, f)
+    ]
     if back.heads != tuple(heads):
         problems.append(f"heads: wrote {list(heads)}, reads back {list(back.heads)}")
     if {"classification", "token_classification"} & set(heads):
@@ -597,15 +723,18 @@ def verify(output: str, config: EncoderConfig, heads: tuple[str, ...], params: d
     want = {".".join(p): v for p, v in _flatten(params)}
     got = {".".join(p): v for p, v in _flatten(back.params)}
     prefix = PREFIXES[config.family] if heads else ""
-    hf_names = {".".join(our): hf if isinstance(hf, str) else f"{hf[0]} ..."
-                for our, hf, _ in _name_table(config, tuple(heads), prefix)}
+    hf_names = {
+        ".".join(our): hf if isinstance(hf, str) else f"{hf[0]} ..."
+        for our, hf, _ in _name_table(config, tuple(heads), prefix)
+    }
     absent = sorted(set(want) - set(got))
     if absent:
         problems.append("absent: " + ", ".join(f"{n} ({hf_names.get(n, '?')})" for n in absent))
     if sorted(set(got) - set(want)):
         problems.append(f"not in the source: {', '.join(sorted(set(got) - set(want)))}")
-    differ = sorted(n for n in set(want) & set(got)
-                    if not np.array_equal(np.asarray(want[n], np.float32), got[n]))
+    differ = sorted(
+        n for n in set(want) & set(got) if not np.array_equal(np.asarray(want[n], np.float32), got[n])
+    )
     if differ:
         problems.append(f"differing from the source: {', '.join(differ)}")
     if problems:

@@ -59,14 +59,18 @@ class _Servable:
         if not isinstance(seq_len, int) or isinstance(seq_len, bool) or seq_len < 1:
             raise UserError(f"seq_len={seq_len!r} is invalid: expected a positive integer")
         if seq_len > config.max_length:
-            raise UserError(f"seq_len={seq_len} is longer than the model's position table allows "
-                            f"(max_position_embeddings={config.max_position_embeddings} -> at most "
-                            f"{config.max_length} tokens)")
+            raise UserError(
+                f"seq_len={seq_len} is longer than the model's position table allows "
+                f"(max_position_embeddings={config.max_position_embeddings} -> at most "
+                f"{config.max_length} tokens)"
+            )
         # Params become arguments; anything else (none today) is baked in as a constant.
         graphdef, params, rest = nnx.split(model, nnx.Param, ...)
         with_paths, treedef = jax.tree_util.tree_flatten_with_path(params)
-        self.names = [jax.tree_util.keystr(path, simple=True, separator="/").removesuffix("/value")
-                      for path, _ in with_paths]
+        self.names = [
+            jax.tree_util.keystr(path, simple=True, separator="/").removesuffix("/value")
+            for path, _ in with_paths
+        ]
         self.leaves = [np.asarray(leaf) for _, leaf in with_paths]
         self.param_specs = [jax.ShapeDtypeStruct(x.shape, x.dtype) for x in self.leaves]
 
@@ -79,12 +83,16 @@ class _Servable:
         if outputs is None:
             outputs = available
         elif isinstance(outputs, str) or not outputs:
-            raise UserError(f"outputs={outputs!r} is invalid: expected a non-empty list of names "
-                            f"from: {', '.join(available)}")
+            raise UserError(
+                f"outputs={outputs!r} is invalid: expected a non-empty list of names "
+                f"from: {', '.join(available)}"
+            )
         unknown = [name for name in outputs if name not in available]
         if unknown:
-            raise UserError(f"unknown output(s) {unknown}; this model ({config.family}, heads "
-                            f"{list(model.heads)}) has: {', '.join(available)}")
+            raise UserError(
+                f"unknown output(s) {unknown}; this model ({config.family}, heads "
+                f"{list(model.heads)}) has: {', '.join(available)}"
+            )
         self.outputs = tuple(dict.fromkeys(outputs))
         self.config = config
         self.heads = tuple(model.heads)
@@ -110,18 +118,26 @@ class _Servable:
         return {
             "format": fmt,
             "inputs": [{"name": n, "dtype": "int32", "shape": [batch, self.seq_len]} for n in INPUT_NAMES],
-            "outputs": [{"name": n, "dtype": str(out_avals[n].dtype), "shape": dims(out_avals[n].shape)}
-                        for n in self.outputs],
+            "outputs": [
+                {"name": n, "dtype": str(out_avals[n].dtype), "shape": dims(out_avals[n].shape)}
+                for n in self.outputs
+            ],
             "batch": batch,
             "seq_len": self.seq_len,
             "platforms": list(exported.platforms),
             "jax_version": jax.__version__,
             "calling_convention_version": exported.calling_convention_version,
-            "model": {"config": self.config.to_dict(), "heads": list(self.heads),
-                      "num_labels": self.num_labels},
-            "params": {"count": int(sum(x.size for x in self.leaves)),
-                       "bytes": int(sum(x.nbytes for x in self.leaves)),
-                       "names": self.names, "dtypes": [str(x.dtype) for x in self.leaves]},
+            "model": {
+                "config": self.config.to_dict(),
+                "heads": list(self.heads),
+                "num_labels": self.num_labels,
+            },
+            "params": {
+                "count": int(sum(x.size for x in self.leaves)),
+                "bytes": int(sum(x.nbytes for x in self.leaves)),
+                "names": self.names,
+                "dtypes": [str(x.dtype) for x in self.leaves],
+            },
         }
 
 
@@ -129,8 +145,9 @@ def _check_platforms(platforms: Sequence[str] | None) -> tuple[str, ...] | None:
     if platforms is None:
         return None
     if isinstance(platforms, str) or not platforms or any(p not in PLATFORMS for p in platforms):
-        raise UserError(f"platforms={platforms!r} is invalid: expected a non-empty list from: "
-                        f"{', '.join(PLATFORMS)}")
+        raise UserError(
+            f"platforms={platforms!r} is invalid: expected a non-empty list from: {', '.join(PLATFORMS)}"
+        )
     return tuple(platforms)
 
 
@@ -138,8 +155,10 @@ def _prepare_dir(output_dir: str, overwrite: bool) -> None:
     if os.path.exists(output_dir) and not os.path.isdir(output_dir):
         raise UserError(f"output_dir {output_dir!r} exists and is not a directory")
     if os.path.isdir(output_dir) and os.listdir(output_dir) and not overwrite:
-        raise UserError(f"output_dir {output_dir!r} is not empty; choose an empty or new directory, "
-                        f"or pass overwrite=True")
+        raise UserError(
+            f"output_dir {output_dir!r} is not empty; choose an empty or new directory, "
+            f"or pass overwrite=True"
+        )
     os.makedirs(output_dir, exist_ok=True)
 
 
@@ -150,9 +169,16 @@ def _write_json(path: str, value: dict) -> None:
 
 
 # --- StableHLO -------------------------------------------------------------------------------
-def export_stablehlo(model, output_dir: str, *, batch: int | None = None, seq_len: int = 128,
-                     outputs: Sequence[str] | None = None, platforms: Sequence[str] | None = None,
-                     overwrite: bool = False) -> dict:
+def export_stablehlo(
+    model,
+    output_dir: str,
+    *,
+    batch: int | None = None,
+    seq_len: int = 128,
+    outputs: Sequence[str] | None = None,
+    platforms: Sequence[str] | None = None,
+    overwrite: bool = False,
+) -> dict:
     """Writes model.stablehlo, params.npz and serving_signature.json to `output_dir`; returns
     the signature (plus `files`: name -> bytes, and `export_seconds`).
 
@@ -171,23 +197,28 @@ def export_stablehlo(model, output_dir: str, *, batch: int | None = None, seq_le
     with open(os.path.join(output_dir, MODULE_FILE), "wb") as f:
         f.write(exported.serialize())
     # np.savez cannot describe ml_dtypes (bfloat16): store their bits; the signature has the dtype.
-    arrays = {name: (x if x.dtype.isnative and x.dtype.kind in "biuf" else x.view(f"u{x.itemsize}"))
-              for name, x in zip(servable.names, servable.leaves, strict=True)}
+    arrays = {
+        name: (x if x.dtype.isnative and x.dtype.kind in "biuf" else x.view(f"u{x.itemsize}"))
+        for name, x in zip(servable.names, servable.leaves, strict=True)
+    }
     np.savez(os.path.join(output_dir, PARAMS_FILE), **arrays)
     signature = servable.signature(exported, FORMAT_STABLEHLO, batch)
     signature["files"] = {"module": MODULE_FILE, "params": PARAMS_FILE}
     _write_json(os.path.join(output_dir, SIGNATURE_FILE), signature)
     elapsed = time.perf_counter() - start
-    sizes = {name: os.path.getsize(os.path.join(output_dir, name))
-             for name in (MODULE_FILE, PARAMS_FILE, SIGNATURE_FILE)}
+    sizes = {
+        name: os.path.getsize(os.path.join(output_dir, name))
+        for name in (MODULE_FILE, PARAMS_FILE, SIGNATURE_FILE)
+    }
     return {**signature, "files": sizes, "export_seconds": round(elapsed, 3)}
 
 
 def _read_signature(output_dir: str, fmt: str) -> dict:
     path = os.path.join(output_dir, SIGNATURE_FILE)
     if not os.path.isfile(path):
-        raise UserError(f"{output_dir!r} holds no {SIGNATURE_FILE}; is it a directory written by "
-                        f"export_stablehlo?")
+        raise UserError(
+            f"{output_dir!r} holds no {SIGNATURE_FILE}; is it a directory written by export_stablehlo?"
+        )
     with open(path) as f:
         signature = json.load(f)
     if signature.get("format") != fmt:
@@ -199,8 +230,10 @@ def _check_platform_here(platforms: Sequence[str], where: str) -> None:
     here = jax.default_backend()
     ok = any(p in ("cuda", "rocm") for p in platforms) if here == "gpu" else here in platforms
     if not ok:
-        raise UserError(f"{where} was exported for {', '.join(platforms)} but this process runs on "
-                        f"{here}; re-export with platforms=[..., {here!r}]")
+        raise UserError(
+            f"{where} was exported for {', '.join(platforms)} but this process runs on "
+            f"{here}; re-export with platforms=[..., {here!r}]"
+        )
 
 
 def load_stablehlo(output_dir: str) -> Callable[..., dict[str, np.ndarray]]:
@@ -212,9 +245,10 @@ def load_stablehlo(output_dir: str) -> Callable[..., dict[str, np.ndarray]]:
         exported = jax.export.deserialize(bytearray(f.read()))
     _check_platform_here(exported.platforms, output_dir)
     with np.load(os.path.join(output_dir, signature["files"]["params"])) as stored:
-        leaves = [stored[name].view(jnp.dtype(dtype))
-                  for name, dtype in zip(signature["params"]["names"], signature["params"]["dtypes"],
-                                         strict=True)]
+        leaves = [
+            stored[name].view(jnp.dtype(dtype))
+            for name, dtype in zip(signature["params"]["names"], signature["params"]["dtypes"], strict=True)
+        ]
     leaves = jax.device_put(leaves)
     call = jax.jit(exported.call)
     batch, seq_len = signature["batch"], signature["seq_len"]
@@ -224,11 +258,14 @@ def load_stablehlo(output_dir: str) -> Callable[..., dict[str, np.ndarray]]:
             return np.full(like.shape, fill, np.int32)
         x = np.asarray(x)
         if x.dtype.kind not in "iub" or x.ndim != 2:
-            raise UserError(f"{name} must be a 2-D integer array [batch, {seq_len}], got "
-                            f"{x.dtype}{list(x.shape)}")
+            raise UserError(
+                f"{name} must be a 2-D integer array [batch, {seq_len}], got {x.dtype}{list(x.shape)}"
+            )
         if x.shape[1] != seq_len or (batch is not None and x.shape[0] != batch):
-            raise UserError(f"{name} has shape {list(x.shape)}; this export takes "
-                            f"[{'any' if batch is None else batch}, {seq_len}]")
+            raise UserError(
+                f"{name} has shape {list(x.shape)}; this export takes "
+                f"[{'any' if batch is None else batch}, {seq_len}]"
+            )
         if like is not None and x.shape != like.shape:
             raise UserError(f"{name} has shape {list(x.shape)} but input_ids has {list(like.shape)}")
         return x.astype(np.int32)
@@ -244,8 +281,15 @@ def load_stablehlo(output_dir: str) -> Callable[..., dict[str, np.ndarray]]:
 
 
 # --- TF SavedModel ---------------------------------------------------------------------------
-def export_savedmodel(model, output_dir: str, *, seq_len: int = 128, outputs: Sequence[str] | None = None,
-                      platforms: Sequence[str] | None = None, overwrite: bool = False) -> dict:
+def export_savedmodel(
+    model,
+    output_dir: str,
+    *,
+    seq_len: int = 128,
+    outputs: Sequence[str] | None = None,
+    platforms: Sequence[str] | None = None,
+    overwrite: bool = False,
+) -> dict:
     """Writes a TF SavedModel (signature `serving_default`, inputs int32 [None, seq_len]) and
     serving_signature.json to `output_dir`; returns the signature (plus `files` and
     `export_seconds`). Needs tensorflow; the conversion is jax2tf's native serialization."""
@@ -267,14 +311,22 @@ def export_savedmodel(model, output_dir: str, *, seq_len: int = 128, outputs: Se
     # Lowered once through jax.export for the signature (and a JAX-side error if it fails).
     exported = servable.export(None, platforms)
     batch_seq = f"(batch, {seq_len})"
-    converted = jax2tf.convert(servable.fn, polymorphic_shapes=[None, batch_seq, batch_seq, batch_seq],
-                               with_gradient=False, native_serialization_platforms=exported.platforms)
+    converted = jax2tf.convert(
+        servable.fn,
+        polymorphic_shapes=[None, batch_seq, batch_seq, batch_seq],
+        with_gradient=False,
+        native_serialization_platforms=exported.platforms,
+    )
     module = tf.Module()
-    module.params = [tf.Variable(x, trainable=False, name=name.replace("/", "."))
-                     for name, x in zip(servable.names, servable.leaves, strict=True)]
+    module.params = [
+        tf.Variable(x, trainable=False, name=name.replace("/", "."))
+        for name, x in zip(servable.names, servable.leaves, strict=True)
+    ]
 
-    @tf.function(autograph=False, input_signature=[
-        tf.TensorSpec([None, seq_len], tf.int32, name=name) for name in INPUT_NAMES])
+    @tf.function(
+        autograph=False,
+        input_signature=[tf.TensorSpec([None, seq_len], tf.int32, name=name) for name in INPUT_NAMES],
+    )
     def serve(input_ids, attention_mask, token_type_ids):
         return converted(module.params, input_ids, attention_mask, token_type_ids)
 
@@ -284,6 +336,9 @@ def export_savedmodel(model, output_dir: str, *, seq_len: int = 128, outputs: Se
     signature["signature_name"] = "serving_default"
     _write_json(os.path.join(output_dir, SIGNATURE_FILE), signature)
     elapsed = time.perf_counter() - start
-    sizes = {os.path.relpath(os.path.join(root, name), output_dir): os.path.getsize(os.path.join(root, name))
-             for root, _, names in os.walk(output_dir) for name in names}
+    sizes = {
+        os.path.relpath(os.path.join(root, name), output_dir): os.path.getsize(os.path.join(root, name))
+        for root, _, names in os.walk(output_dir)
+        for name in names
+    }
     return {**signature, "files": sizes, "export_seconds": round(elapsed, 3)}

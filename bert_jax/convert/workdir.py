@@ -39,15 +39,24 @@ def import_checkpoint(kind: str, source: str, output: str, overwrite: bool = Fal
     for name, path in ckpt.tokenizer_files.items():
         storage.copy(path, storage.join(tok_dir, name))
     params = {"params": _to_jax(ckpt.params)}
-    extra = {"kind": "imported", "source": storage.absolute(source),
-             "format": kind,
-             "model": {"encoder": ckpt.config.to_dict(), "heads": list(ckpt.heads),
-                       "num_labels": ckpt.num_labels, "label_names": list(ckpt.label_names or [])}}
+    extra = {
+        "kind": "imported",
+        "source": storage.absolute(source),
+        "format": kind,
+        "model": {
+            "encoder": ckpt.config.to_dict(),
+            "heads": list(ckpt.heads),
+            "num_labels": ckpt.num_labels,
+            "label_names": list(ckpt.label_names or []),
+        },
+    }
     with checkpointing.Checkpointer(output, save_every=1, async_save=False) as saver:
         saver.save(0, params, extra, force=True)
-    log(f"imported {kind} checkpoint {source} ({ckpt.config.family}, heads "
+    log(
+        f"imported {kind} checkpoint {source} ({ckpt.config.family}, heads "
         f"{list(ckpt.heads) or 'none'}) -> {output} (step 0; tokenizer: "
-        f"{', '.join(sorted(ckpt.tokenizer_files)) or 'none'})")
+        f"{', '.join(sorted(ckpt.tokenizer_files)) or 'none'})"
+    )
     return extra
 
 

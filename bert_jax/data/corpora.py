@@ -32,8 +32,18 @@ FILE_FORMATS = ("sentences", "documents")
 # Sentence ends: . ! ? (optionally closed by quotes/brackets) then space and an upper-case
 # letter, digit or opening quote. A heuristic, as google-research/bert's corpora used.
 _SENTENCE_END = re.compile(r"(?<=[.!?])[\"')\]]*\s+(?=[\"'(\[]?[A-Z0-9])")
-_SKIP_DIRS = {"test", "tests", "idlelib", "site-packages", "lib2to3", "__pycache__", "turtledemo",
-              "tkinter", "ensurepip", "pydoc_data"}
+_SKIP_DIRS = {
+    "test",
+    "tests",
+    "idlelib",
+    "site-packages",
+    "lib2to3",
+    "__pycache__",
+    "turtledemo",
+    "tkinter",
+    "ensurepip",
+    "pydoc_data",
+}
 
 
 def split_sentences(paragraph: str) -> list[str]:
@@ -79,9 +89,11 @@ def default_corpus() -> Iterator[Document]:
                     tree = ast.parse(f.read())
             except (SyntaxError, UnicodeDecodeError, ValueError):
                 continue
-            texts = [ast.get_docstring(node, clean=True) for node in ast.walk(tree)
-                     if isinstance(node, ast.Module | ast.ClassDef | ast.FunctionDef |
-                                   ast.AsyncFunctionDef)]
+            texts = [
+                ast.get_docstring(node, clean=True)
+                for node in ast.walk(tree)
+                if isinstance(node, ast.Module | ast.ClassDef | ast.FunctionDef | ast.AsyncFunctionDef)
+            ]
             doc = text_to_document("\n".join(_prose(t) for t in texts if t))
             if doc:
                 yield doc
@@ -142,8 +154,9 @@ def identity(corpus) -> list:
     return []
 
 
-def file_corpus(patterns: list[str], file_format: str, stats: collections.Counter,
-                max_line_chars: int = 1_000_000) -> Iterator[Document]:
+def file_corpus(
+    patterns: list[str], file_format: str, stats: collections.Counter, max_line_chars: int = 1_000_000
+) -> Iterator[Document]:
     if file_format not in FILE_FORMATS:
         raise UserError(f"corpus.format={file_format!r}; choose one of: {', '.join(FILE_FORMATS)}")
     paths = _file_paths(patterns)
@@ -168,8 +181,14 @@ def file_corpus(patterns: list[str], file_format: str, stats: collections.Counte
                 yield doc
 
 
-def tfds_corpus(name: str, split: str, text_feature: str, stats: collections.Counter,
-                data_dir: str | None = None, max_line_chars: int = 1_000_000) -> Iterator[Document]:
+def tfds_corpus(
+    name: str,
+    split: str,
+    text_feature: str,
+    stats: collections.Counter,
+    data_dir: str | None = None,
+    max_line_chars: int = 1_000_000,
+) -> Iterator[Document]:
     import tensorflow_datasets as tfds
 
     try:
@@ -178,8 +197,9 @@ def tfds_corpus(name: str, split: str, text_feature: str, stats: collections.Cou
         raise UserError(f"corpus.tfds_name={name!r}: {e}") from None
     features = builder.info.features
     if text_feature not in features:
-        raise UserError(f"corpus.text_feature={text_feature!r} is not a feature of {name}; "
-                        f"it has: {', '.join(features)}")
+        raise UserError(
+            f"corpus.text_feature={text_feature!r} is not a feature of {name}; it has: {', '.join(features)}"
+        )
     ds = builder.as_dataset(split=split, shuffle_files=False)
     for example in tfds.as_numpy(ds):
         text = _decode(example[text_feature], stats, max_line_chars)
@@ -199,11 +219,17 @@ def documents(corpus, stats: collections.Counter) -> Iterator[Document]:
     if source == "default":
         yield from default_corpus()
     elif source == "tfds":
-        yield from tfds_corpus(corpus["tfds_name"], corpus.get("split", "train"),
-                               corpus.get("text_feature", "text"), stats,
-                               corpus.get("tfds_data_dir") or None, max_line_chars)
+        yield from tfds_corpus(
+            corpus["tfds_name"],
+            corpus.get("split", "train"),
+            corpus.get("text_feature", "text"),
+            stats,
+            corpus.get("tfds_data_dir") or None,
+            max_line_chars,
+        )
     elif source == "files":
-        yield from file_corpus(_file_patterns(corpus), corpus.get("format", "sentences"), stats,
-                               max_line_chars)
+        yield from file_corpus(
+            _file_patterns(corpus), corpus.get("format", "sentences"), stats, max_line_chars
+        )
     else:
         raise UserError(f"corpus.source={source!r}; choose one of: {', '.join(SOURCES)}")

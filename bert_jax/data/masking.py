@@ -279,8 +279,10 @@ def _choose_spans(start, length, cand, keys, n, config):
 def _check_table(name, table, min_len):
     table = np.asarray(table)
     if table.ndim != 1 or table.dtype != bool or len(table) < min_len:
-        raise UserError(f"mask_batch: {name} must be a 1-D bool table of length >= {min_len}, "
-                        f"got {table.dtype} {table.shape}")
+        raise UserError(
+            f"mask_batch: {name} must be a 1-D bool table of length >= {min_len}, "
+            f"got {table.dtype} {table.shape}"
+        )
     return table
 
 
@@ -316,8 +318,9 @@ def mask_batch(
         raise UserError(f"mask_batch: example_keys must be [{batch}] integers, got {keys.dtype} {keys.shape}")
     keys = keys.astype(np.uint64)
     if ids.size and (ids.min() < 0 or ids.max() >= vocab_size):
-        raise UserError(f"mask_batch: input_ids must lie in [0, vocab_size={vocab_size}), "
-                        f"got [{ids.min()}, {ids.max()}]")
+        raise UserError(
+            f"mask_batch: input_ids must lie in [0, vocab_size={vocab_size}), got [{ids.min()}, {ids.max()}]"
+        )
     if random_ids_exclude is None:
         allowed = None
     else:
@@ -362,9 +365,16 @@ def mask_batch(
         random_id = _below(bits, vocab_size).astype(np.int32)
     else:
         random_id = allowed[_below(bits, allowed.size).astype(np.int64)]
-    new = np.where(u < config.mask_prob, mask_id,
-                   np.where(u < config.mask_prob + config.random_prob, random_id, original))
+    new = np.where(
+        u < config.mask_prob,
+        mask_id,
+        np.where(u < config.mask_prob + config.random_prob, random_id, original),
+    )
     out_ids = ids.astype(np.int32)  # a copy: the caller's batch is never modified
     out_ids[rows, cols] = new
-    return {"input_ids": out_ids, "masked_positions": positions, "masked_ids": masked_ids,
-            "masked_weights": weights}
+    return {
+        "input_ids": out_ids,
+        "masked_positions": positions,
+        "masked_ids": masked_ids,
+        "masked_weights": weights,
+    }

@@ -72,8 +72,9 @@ def _truncate_pair(a: list[int], b: list[int], max_tokens: int, rng: random.Rand
         del longer[0 if rng.random() < 0.5 else -1]
 
 
-def _pair_examples(docs: list[list[list[int]]], s: Settings, tok, rng: random.Random,
-                   stats: collections.Counter) -> Iterator[tuple[list[int], list[int], int]]:
+def _pair_examples(
+    docs: list[list[list[int]]], s: Settings, tok, rng: random.Random, stats: collections.Counter
+) -> Iterator[tuple[list[int], list[int], int]]:
     max_tokens = s.max_seq_length - 3
     for d, doc in enumerate(docs):
         if s.objective in LABELLED and len(doc) < 2:
@@ -100,7 +101,7 @@ def _pair_examples(docs: list[list[list[int]]], s: Settings, tok, rng: random.Ra
                             continue
                         other = docs[rng.choice(others)]
                         b = []
-                        for seg in other[rng.randint(0, len(other) - 1):]:
+                        for seg in other[rng.randint(0, len(other) - 1) :]:
                             b += seg
                             if len(b) >= target - len(a):
                                 break
@@ -119,7 +120,7 @@ def _pair_examples(docs: list[list[list[int]]], s: Settings, tok, rng: random.Ra
                 if b:
                     _truncate_pair(a, b, max_tokens, rng)
                 else:
-                    del a[max_tokens + 1:]
+                    del a[max_tokens + 1 :]
                 if a:
                     ids, segments = tok.build_pair(a, b or None)
                     yield ids, segments, label
@@ -128,8 +129,9 @@ def _pair_examples(docs: list[list[list[int]]], s: Settings, tok, rng: random.Ra
         stats["documents"] += 1
 
 
-def _full_sentence_examples(docs, s: Settings, tok, rng: random.Random,
-                            stats: collections.Counter) -> Iterator[tuple[list[int], list[int], int]]:
+def _full_sentence_examples(
+    docs, s: Settings, tok, rng: random.Random, stats: collections.Counter
+) -> Iterator[tuple[list[int], list[int], int]]:
     """Whole sentences, contiguous across documents, a separator at each document boundary.
     A row never ends with a separator; a sentence longer than a row is split over rows."""
     max_tokens = s.max_seq_length - 2
@@ -177,7 +179,7 @@ def process_chunk(job: tuple[int, list[corpora.Document], Settings]):
     ids = tok.encode_batch_ids(flat)
     tokenized, k = [], 0
     for doc in docs:
-        sentences = [x for x in ids[k:k + len(doc)] if x]
+        sentences = [x for x in ids[k : k + len(doc)] if x]
         k += len(doc)
         tokenized.append(sentences)
     rng = random.Random(int.from_bytes(hashlib.sha256(f"{s.seed}/{index}".encode()).digest()[:8]))
@@ -245,8 +247,11 @@ def fingerprint(config: dict, vocab_fingerprint: str) -> str:
     """Of everything the rows depend on: the settings, the vocabulary, and the corpus content
     (files by size and mtime, see corpora.identity)."""
     relevant = {k: v for k, v in config.items() if k not in ("num_workers",)}
-    blob = json.dumps([records.FORMAT_VERSION, relevant, vocab_fingerprint,
-                       corpora.identity(config["corpus"])], sort_keys=True, default=str)
+    blob = json.dumps(
+        [records.FORMAT_VERSION, relevant, vocab_fingerprint, corpora.identity(config["corpus"])],
+        sort_keys=True,
+        default=str,
+    )
     return hashlib.sha256(blob.encode()).hexdigest()
 
 
@@ -277,14 +282,21 @@ def _check_output(output: str, overwrite: bool, fp: str, config: dict | None = N
             return meta
         if not overwrite:
             changed = differences(meta.get("config") or {}, config or {})
-            what = (f"other settings ({'; '.join(changed)})" if changed else
-                    "the same settings but another vocabulary or corpus content (a file changed)")
-            raise OtherData(f"{output} holds data prepared from {what}; prepare again with "
-                            "--overwrite (pretrain: --config.data.reprepare=True) or use another "
-                            "directory")
+            what = (
+                f"other settings ({'; '.join(changed)})"
+                if changed
+                else "the same settings but another vocabulary or corpus content (a file changed)"
+            )
+            raise OtherData(
+                f"{output} holds data prepared from {what}; prepare again with "
+                "--overwrite (pretrain: --config.data.reprepare=True) or use another "
+                "directory"
+            )
     elif storage.isdir(output) and set(storage.listdir(output)) - {writer_lock.LOCK_FILE} and not overwrite:
-        raise UserError(f"{output} is not empty and holds no {METADATA} (another directory, or an "
-                        "interrupted run); use --overwrite to replace it or choose another --output")
+        raise UserError(
+            f"{output} is not empty and holds no {METADATA} (another directory, or an "
+            "interrupted run); use --overwrite to replace it or choose another --output"
+        )
     if overwrite and storage.isdir(output):
         # The metadata goes first: data without it is never taken for prepared data.
         ours = storage.glob(storage.join(output, "rows-*.array_record*"))
@@ -305,9 +317,11 @@ def validate(config: dict) -> None:
     if not 0.0 <= config["short_seq_prob"] <= 1.0:
         bad("short_seq_prob", "a probability in [0, 1]")
     if config["pack"] and config["objective"] in LABELLED:
-        raise UserError(f"config.pack=True with objective={config['objective']!r}: a packed row holds "
-                        "several sentence pairs, but the NSP/SOP head reads one [CLS] per row; "
-                        "pack with objective full_sentences or electra")
+        raise UserError(
+            f"config.pack=True with objective={config['objective']!r}: a packed row holds "
+            "several sentence pairs, but the NSP/SOP head reads one [CLS] per row; "
+            "pack with objective full_sentences or electra"
+        )
     if config["docs_per_chunk"] < 2:
         bad("docs_per_chunk", "at least 2 (NSP draws random segments from other documents)")
     if config["rows_per_shard"] < 1:
@@ -324,15 +338,17 @@ def _train_vocabulary(config: dict, directory: str, log) -> str:
         with open(text, "w", encoding="utf-8") as f:
             for doc in corpora.documents(config["corpus"], collections.Counter()):
                 f.write("\n".join(s.replace("\n", " ") for s in doc) + "\n")
-        summary = train_tokenizer([text], t["model_type"], t["vocab_size"], directory,
-                                  lowercase=t["lowercase"], overwrite=True)
-    log(f"prepare-data: trained a {t['model_type']} vocabulary of {summary['vocab_size']} on the "
-        f"corpus -> {directory}")
+        summary = train_tokenizer(
+            [text], t["model_type"], t["vocab_size"], directory, lowercase=t["lowercase"], overwrite=True
+        )
+    log(
+        f"prepare-data: trained a {t['model_type']} vocabulary of {summary['vocab_size']} on the "
+        f"corpus -> {directory}"
+    )
     return directory
 
 
-def prepare(config: dict, output: str, overwrite: bool = False, progress: bool = True,
-            log=print) -> dict:
+def prepare(config: dict, output: str, overwrite: bool = False, progress: bool = True, log=print) -> dict:
     """Run prepare-data for a config dict (see configs/data/*.py); returns the metadata.
     One run at a time per output directory (its writer.lock): two runs never interleave shards."""
     config = dict(config)
@@ -359,8 +375,14 @@ def _prepare(config: dict, output: str, overwrite: bool, progress: bool, log) ->
         tok_path = _train_vocabulary(config, storage.join(output, TOKENIZER_DIR), log)
         tok = load_tokenizer(tok_path)
 
-    settings = Settings(config["objective"], config["max_seq_length"], config["short_seq_prob"],
-                        config["seed"], tok_path, tok.vocab_fingerprint())
+    settings = Settings(
+        config["objective"],
+        config["max_seq_length"],
+        config["short_seq_prob"],
+        config["seed"],
+        tok_path,
+        tok.vocab_fingerprint(),
+    )
     workers = config.get("num_workers") or os.cpu_count() or 1
     stats: collections.Counter = collections.Counter()
     docs = corpora.documents(config["corpus"], stats)
@@ -378,8 +400,9 @@ def _prepare(config: dict, output: str, overwrite: bool, progress: bool, log) ->
     if progress:
         from tqdm import tqdm
 
-        bar = tqdm(unit="tok", unit_scale=True, desc="prepare-data", file=sys.stderr,
-                   disable=not sys.stderr.isatty())
+        bar = tqdm(
+            unit="tok", unit_scale=True, desc="prepare-data", file=sys.stderr, disable=not sys.stderr.isatty()
+        )
 
     # ArrayRecord writes local files only: each shard is written in a local staging directory
     # (the output itself when it is local) and renamed or uploaded whole under its final name.
@@ -433,9 +456,11 @@ def _prepare(config: dict, output: str, overwrite: bool, progress: bool, log) ->
         bar.close()
     seconds = time.time() - start
     if totals["rows"] == 0:
-        raise UserError(f"the corpus gave no examples (documents: {stats['documents']}, skipped: "
-                        f"{dict((k, v) for k, v in stats.items() if k not in NOT_SKIPS)}); "
-                        "check config.corpus")
+        raise UserError(
+            f"the corpus gave no examples (documents: {stats['documents']}, skipped: "
+            f"{dict((k, v) for k, v in stats.items() if k not in NOT_SKIPS)}); "
+            "check config.corpus"
+        )
 
     meta = {
         "format_version": records.FORMAT_VERSION,
@@ -445,8 +470,14 @@ def _prepare(config: dict, output: str, overwrite: bool, progress: bool, log) ->
         "vocab_fingerprint": tok.vocab_fingerprint(),
         "vocab_size": tok.vocab_size,
         "id_dtype": dtype.name,
-        "special_ids": {"cls": tok.cls_id, "sep": tok.sep_id, "pad": tok.pad_id, "mask": tok.mask_id,
-                        "unk": tok.unk_id, "all": sorted(int(i) for i in tok.special_ids)},
+        "special_ids": {
+            "cls": tok.cls_id,
+            "sep": tok.sep_id,
+            "pad": tok.pad_id,
+            "mask": tok.mask_id,
+            "unk": tok.unk_id,
+            "all": sorted(int(i) for i in tok.special_ids),
+        },
         "max_seq_length": config["max_seq_length"],
         "objective": config["objective"],
         "packed": bool(config["pack"]),
@@ -467,9 +498,11 @@ def _prepare(config: dict, output: str, overwrite: bool, progress: bool, log) ->
     np.save(table, tok.word_start_table().astype(bool), allow_pickle=False)
     storage.write_atomic(storage.join(output, "word_start.npy"), table.getvalue())
     storage.write_json(storage.join(output, METADATA), meta)  # last: it marks the data complete
-    log(f"prepare-data: {meta['num_rows']} rows ({meta['num_examples']} examples, "
+    log(
+        f"prepare-data: {meta['num_rows']} rows ({meta['num_examples']} examples, "
         f"{meta['num_tokens']} tokens) in {len(shards)} shard(s) -> {output} "
-        f"[{seconds:.1f}s, {meta['tokens_per_second']:,} corpus tokens/s, {workers} worker(s)]")
+        f"[{seconds:.1f}s, {meta['tokens_per_second']:,} corpus tokens/s, {workers} worker(s)]"
+    )
     if meta["skipped"]:
         log(f"prepare-data: skipped {meta['skipped']}")
     return meta
@@ -480,12 +513,15 @@ def read_metadata(data_dir: str) -> dict:
     if not storage.isdir(data_dir):
         raise UserError(f"data directory {data_dir} does not exist; run bert-jax prepare-data first")
     if not storage.isfile(path):
-        raise UserError(f"{data_dir} holds no {METADATA}: not prepared data, or an interrupted "
-                        "prepare-data run")
+        raise UserError(
+            f"{data_dir} holds no {METADATA}: not prepared data, or an interrupted prepare-data run"
+        )
     meta = storage.read_json(path)
     if meta.get("format_version") != records.FORMAT_VERSION:
-        raise UserError(f"{path}: format_version {meta.get('format_version')}, this bert_jax reads "
-                        f"{records.FORMAT_VERSION}; prepare the data again")
+        raise UserError(
+            f"{path}: format_version {meta.get('format_version')}, this bert_jax reads "
+            f"{records.FORMAT_VERSION}; prepare the data again"
+        )
     present = set(storage.listdir(data_dir))
     missing = [s["file"] for s in meta["shards"] if s["file"] not in present]
     if missing:

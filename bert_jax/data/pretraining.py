@@ -77,8 +77,10 @@ class PretrainingStream:
         self.meta = read_metadata(config.data_dir)
         b = config.global_batch_size
         if b < 1 or b % process_count:
-            raise UserError(f"global batch size {b} does not split evenly over {process_count} "
-                            "processes; choose a multiple of the process count")
+            raise UserError(
+                f"global batch size {b} does not split evenly over {process_count} "
+                "processes; choose a multiple of the process count"
+            )
         if not 0 <= process_index < process_count:
             raise UserError(f"process_index={process_index} is outside [0, {process_count})")
         self.process_index, self.process_count = process_index, process_count
@@ -86,8 +88,9 @@ class PretrainingStream:
         total = self.meta["num_rows"]
         self.first_row, stop = config.rows if config.rows is not None else (0, total)
         if not 0 <= self.first_row < stop <= total:
-            raise UserError(f"rows {config.rows} are not a non-empty range within the {total} rows "
-                            f"of {config.data_dir}")
+            raise UserError(
+                f"rows {config.rows} are not a non-empty range within the {total} rows of {config.data_dir}"
+            )
         self.num_rows = stop - self.first_row
         self.seq_len = self.meta["max_seq_length"]
         self.dtype = np.dtype(self.meta["id_dtype"])
@@ -98,29 +101,39 @@ class PretrainingStream:
         self.special[specials["all"]] = True
         self.pad_id, self.mask_id, self.vocab_size = specials["pad"], specials["mask"], vocab
         path = storage.join(config.data_dir, WORD_START_FILE)
-        self.word_start = (np.load(io.BytesIO(storage.read_bytes(path)), allow_pickle=False)
-                           if storage.isfile(path) else None)
+        self.word_start = (
+            np.load(io.BytesIO(storage.read_bytes(path)), allow_pickle=False)
+            if storage.isfile(path)
+            else None
+        )
         if config.masking.strategy != "token" and self.word_start is None:
-            raise UserError(f"masking.strategy={config.masking.strategy!r} needs word boundaries, "
-                            f"but {config.data_dir} has no {WORD_START_FILE}; prepare the data again")
+            raise UserError(
+                f"masking.strategy={config.masking.strategy!r} needs word boundaries, "
+                f"but {config.data_dir} has no {WORD_START_FILE}; prepare the data again"
+            )
         self.labelled = self.meta["objective"] in LABELLED
         self._local = threading.local()
 
     # --- state ------------------------------------------------------------------------------
     def state(self, step: int) -> dict:
         """All a checkpoint must hold to resume this stream at `step`."""
-        return {"step": int(step), "seed": self.config.seed,
-                "global_batch_size": self.config.global_batch_size,
-                "rows": [self.first_row, self.first_row + self.num_rows],
-                "data_fingerprint": self.meta["config_fingerprint"]}
+        return {
+            "step": int(step),
+            "seed": self.config.seed,
+            "global_batch_size": self.config.global_batch_size,
+            "rows": [self.first_row, self.first_row + self.num_rows],
+            "data_fingerprint": self.meta["config_fingerprint"],
+        }
 
     def check_state(self, state: dict) -> int:
         """The step to resume at; a clear error if the data or batch setup changed."""
         for key in ("seed", "global_batch_size", "rows", "data_fingerprint"):
             mine = self.state(0)[key]
             if state.get(key) != mine:
-                raise UserError(f"cannot resume the data stream: saved {key}={state.get(key)!r} but "
-                                f"the current setup has {mine!r}; the batches would differ")
+                raise UserError(
+                    f"cannot resume the data stream: saved {key}={state.get(key)!r} but "
+                    f"the current setup has {mine!r}; the batches would differ"
+                )
         return int(state["step"])
 
     # --- batches ------------------------------------------------------------------------------
@@ -141,9 +154,10 @@ class PretrainingStream:
             from array_record.python.array_record_module import ArrayRecordReader
 
             # ArrayRecord reads gs:// itself (its own Cloud Storage client).
-            readers = [ArrayRecordReader(storage.join(self.config.data_dir, s["file"]),
-                                         "readahead_buffer_size:0")
-                       for s in self.meta["shards"]]
+            readers = [
+                ArrayRecordReader(storage.join(self.config.data_dir, s["file"]), "readahead_buffer_size:0")
+                for s in self.meta["shards"]
+            ]
             broken = [s["file"] for s, r in zip(self.meta["shards"], readers, strict=True) if not r.ok()]
             if broken:
                 raise UserError(f"{self.config.data_dir}: cannot read shard(s) {', '.join(broken)}")
@@ -169,9 +183,16 @@ class PretrainingStream:
         for epoch in np.unique(epochs):
             sel = epochs == epoch
             keys[sel] = masking_lib.example_key(self.config.seed, int(epoch), rows[sel])
-        masked = masking_lib.mask_batch(batch["input_ids"], self.special, self.word_start, keys,
-                                        self.config.masking, self.mask_id, self.vocab_size,
-                                        random_ids_exclude=self.special)
+        masked = masking_lib.mask_batch(
+            batch["input_ids"],
+            self.special,
+            self.word_start,
+            keys,
+            self.config.masking,
+            self.mask_id,
+            self.vocab_size,
+            random_ids_exclude=self.special,
+        )
         batch.update(masked)
         batch["row_index"] = rows
         if self.labelled:
@@ -208,6 +229,9 @@ class PretrainingStream:
             return out
 
         ds = tf.data.Dataset.range(start_step, np.iinfo(np.int64).max)
-        ds = ds.map(lambda s: tf.numpy_function(fn, [s], dtypes, stateful=False),
-                    num_parallel_calls=parallel, deterministic=True)
+        ds = ds.map(
+            lambda s: tf.numpy_function(fn, [s], dtypes, stateful=False),
+            num_parallel_calls=parallel,
+            deterministic=True,
+        )
         return ds.map(to_dict).prefetch(prefetch)

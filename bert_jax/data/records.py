@@ -24,10 +24,15 @@ def id_dtype(vocab_size: int) -> np.dtype:
     return np.dtype(np.uint16) if vocab_size <= 65535 else np.dtype(np.int32)
 
 
-def encode_row(ids: np.ndarray, segments: np.ndarray, lengths: list[int], label: int,
-               dtype: np.dtype) -> bytes:
-    return (HEADER.pack(len(ids), len(lengths), label) + np.asarray(ids, dtype).tobytes()
-            + np.asarray(segments, np.uint8).tobytes() + np.asarray(lengths, "<u2").tobytes())
+def encode_row(
+    ids: np.ndarray, segments: np.ndarray, lengths: list[int], label: int, dtype: np.dtype
+) -> bytes:
+    return (
+        HEADER.pack(len(ids), len(lengths), label)
+        + np.asarray(ids, dtype).tobytes()
+        + np.asarray(segments, np.uint8).tobytes()
+        + np.asarray(lengths, "<u2").tobytes()
+    )
 
 
 def decode_rows(records: list[bytes], seq_len: int, dtype: np.dtype, pad_id: int) -> dict[str, np.ndarray]:
@@ -52,6 +57,11 @@ def decode_rows(records: list[bytes], seq_len: int, dtype: np.dtype, pad_id: int
             packing[i, :n] = np.repeat(np.arange(1, k + 1), lengths)
             starts = np.repeat(np.cumsum(lengths) - lengths, lengths)
             positions[i, :n] = np.arange(n) - starts
-    return {"input_ids": ids, "segment_ids": segments, "packing_ids": packing,
-            "position_ids": positions, "attention_mask": (packing > 0).astype(np.int32),
-            "label": labels}
+    return {
+        "input_ids": ids,
+        "segment_ids": segments,
+        "packing_ids": packing,
+        "position_ids": positions,
+        "attention_mask": (packing > 0).astype(np.int32),
+        "label": labels,
+    }

@@ -52,8 +52,14 @@ BYTE_BPE_SPECIALS = ("<s>", "<pad>", "</s>", "<unk>", "<mask>")
 # Every file this module may write; overwrite=True removes them first, so that no file of an
 # earlier kind decides what load_tokenizer finds.
 OUTPUT_FILES = (
-    "vocab.txt", "spiece.model", "spiece.vocab", "vocab.json", "merges.txt", "tokenizer.json",
-    "tokenizer_config.json", "special_tokens_map.json",
+    "vocab.txt",
+    "spiece.model",
+    "spiece.vocab",
+    "vocab.json",
+    "merges.txt",
+    "tokenizer.json",
+    "tokenizer_config.json",
+    "special_tokens_map.json",
 )
 
 
@@ -107,8 +113,12 @@ def train_tokenizer(
     _check_output_dir(output_dir, overwrite)
 
     reader = _LineReader(files)
-    trainer = {"wordpiece": _train_wordpiece, "unigram": _train_sentencepiece,
-               "bpe": _train_sentencepiece, "byte_bpe": _train_byte_bpe}[model_type]
+    trainer = {
+        "wordpiece": _train_wordpiece,
+        "unigram": _train_sentencepiece,
+        "bpe": _train_sentencepiece,
+        "byte_bpe": _train_byte_bpe,
+    }[model_type]
     outputs = trainer(
         reader,
         model_type=model_type,
@@ -138,8 +148,11 @@ def train_tokenizer(
         "lowercase": lowercase,
         "lines": reader.lines,
         "special_ids": {
-            "cls": tokenizer.cls_id, "sep": tokenizer.sep_id, "pad": tokenizer.pad_id,
-            "mask": tokenizer.mask_id, "unk": tokenizer.unk_id,
+            "cls": tokenizer.cls_id,
+            "sep": tokenizer.sep_id,
+            "pad": tokenizer.pad_id,
+            "mask": tokenizer.mask_id,
+            "unk": tokenizer.unk_id,
         },
         "files": sorted(outputs),
         "output_dir": output_dir,
@@ -186,9 +199,7 @@ class _LineReader:
         if self.error is not None:
             raise self.error
         if self.lines == 0:
-            raise UserError(
-                f"empty corpus: no non-blank line in {', '.join(map(str, self.files))}"
-            )
+            raise UserError(f"empty corpus: no non-blank line in {', '.join(map(str, self.files))}")
 
 
 def _check_inputs(input_files) -> list[Path]:
@@ -223,8 +234,10 @@ def _check_output_dir(output_dir: str, overwrite: bool) -> None:
 
 def _train_wordpiece(reader, *, vocab_size, lowercase, min_frequency, model_max_length, **_):
     if vocab_size <= len(WORDPIECE_SPECIALS):
-        raise UserError(f"vocab_size={vocab_size} leaves no room beside the {len(WORDPIECE_SPECIALS)} "
-                        f"special tokens {' '.join(WORDPIECE_SPECIALS)}")
+        raise UserError(
+            f"vocab_size={vocab_size} leaves no room beside the {len(WORDPIECE_SPECIALS)} "
+            f"special tokens {' '.join(WORDPIECE_SPECIALS)}"
+        )
     unk = WORDPIECE_SPECIALS[1]
 
     def bert_tokenizer(vocab=None) -> tokenizers.Tokenizer:
@@ -239,8 +252,12 @@ def _train_wordpiece(reader, *, vocab_size, lowercase, min_frequency, model_max_
     def fit(size: int, fixed: list[str]) -> dict[str, int]:
         tk = bert_tokenizer()
         trainer = trainers.WordPieceTrainer(
-            vocab_size=size, min_frequency=min_frequency, special_tokens=[*WORDPIECE_SPECIALS, *fixed],
-            limit_alphabet=1000, continuing_subword_prefix="##", show_progress=False,
+            vocab_size=size,
+            min_frequency=min_frequency,
+            special_tokens=[*WORDPIECE_SPECIALS, *fixed],
+            limit_alphabet=1000,
+            continuing_subword_prefix="##",
+            show_progress=False,
         )
         tk.train_from_iterator(iter(reader), trainer)
         reader.check()
@@ -271,8 +288,13 @@ def _train_wordpiece(reader, *, vocab_size, lowercase, min_frequency, model_max_
         "do_lower_case": lowercase,
         "strip_accents": None,
         "tokenize_chinese_chars": True,
-        **dict(zip(("pad_token", "unk_token", "cls_token", "sep_token", "mask_token"), WORDPIECE_SPECIALS,
-                   strict=True)),
+        **dict(
+            zip(
+                ("pad_token", "unk_token", "cls_token", "sep_token", "mask_token"),
+                WORDPIECE_SPECIALS,
+                strict=True,
+            )
+        ),
         "model_max_length": model_max_length,
     }
     return {
@@ -286,14 +308,19 @@ def _train_byte_bpe(reader, *, vocab_size, min_frequency, model_max_length, **_)
     alphabet = pre_tokenizers.ByteLevel.alphabet()
     needed = len(BYTE_BPE_SPECIALS) + len(alphabet)
     if vocab_size < needed:
-        raise UserError(f"vocab_size={vocab_size} is too small for byte_bpe: the special tokens and the "
-                        f"256 byte symbols alone need {needed}")
+        raise UserError(
+            f"vocab_size={vocab_size} is too small for byte_bpe: the special tokens and the "
+            f"256 byte symbols alone need {needed}"
+        )
     tk = tokenizers.Tokenizer(tk_models.BPE())
     tk.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
     tk.decoder = decoders.ByteLevel()
     trainer = trainers.BpeTrainer(
-        vocab_size=vocab_size, min_frequency=min_frequency, special_tokens=list(BYTE_BPE_SPECIALS),
-        initial_alphabet=alphabet, show_progress=False,
+        vocab_size=vocab_size,
+        min_frequency=min_frequency,
+        special_tokens=list(BYTE_BPE_SPECIALS),
+        initial_alphabet=alphabet,
+        show_progress=False,
     )
     tk.train_from_iterator(iter(reader), trainer)
     reader.check()
@@ -315,8 +342,13 @@ def _train_byte_bpe(reader, *, vocab_size, min_frequency, model_max_length, **_)
         "add_prefix_space": False,
         "trim_offsets": True,
         "errors": "replace",
-        "bos_token": cls, "eos_token": sep, "sep_token": sep, "cls_token": cls, "unk_token": unk,
-        "pad_token": pad, "mask_token": mask,
+        "bos_token": cls,
+        "eos_token": sep,
+        "sep_token": sep,
+        "cls_token": cls,
+        "unk_token": unk,
+        "pad_token": pad,
+        "mask_token": mask,
         "added_tokens_decoder": added,
         "model_max_length": model_max_length,
     }
@@ -328,13 +360,25 @@ def _train_byte_bpe(reader, *, vocab_size, min_frequency, model_max_length, **_)
     }
 
 
-def _train_sentencepiece(reader, *, model_type, vocab_size, lowercase, character_coverage, max_sentences,
-                         model_max_length, seed, **_):
+def _train_sentencepiece(
+    reader,
+    *,
+    model_type,
+    vocab_size,
+    lowercase,
+    character_coverage,
+    max_sentences,
+    model_max_length,
+    seed,
+    **_,
+):
     from sentencepiece import sentencepiece_model_pb2
 
     if vocab_size <= len(SENTENCEPIECE_SPECIALS):
-        raise UserError(f"vocab_size={vocab_size} leaves no room beside the {len(SENTENCEPIECE_SPECIALS)} "
-                        f"special pieces {' '.join(SENTENCEPIECE_SPECIALS)}")
+        raise UserError(
+            f"vocab_size={vocab_size} leaves no room beside the {len(SENTENCEPIECE_SPECIALS)} "
+            f"special pieces {' '.join(SENTENCEPIECE_SPECIALS)}"
+        )
     # The model learns pieces of text as AlbertTokenizer will hand it over.
     normalize = sentencepiece_prenormalizer(do_lower_case=lowercase, keep_accents=False).normalize_str
     model = io.BytesIO()
@@ -345,7 +389,10 @@ def _train_sentencepiece(reader, *, model_type, vocab_size, lowercase, character
             model_writer=model,
             model_type=model_type,
             vocab_size=vocab_size,
-            pad_id=0, unk_id=1, bos_id=-1, eos_id=-1,
+            pad_id=0,
+            unk_id=1,
+            bos_id=-1,
+            eos_id=-1,
             control_symbols=list(SENTENCEPIECE_SPECIALS[2:]),
             character_coverage=character_coverage,
             input_sentence_size=max_sentences,
@@ -360,8 +407,10 @@ def _train_sentencepiece(reader, *, model_type, vocab_size, lowercase, character
         # 74. ..." or "Vocabulary size too high (100000). Please set it to a value <= 8123."),
         # after a prefix naming its source line and failed check.
         message = re.sub(r"^\w+: \S+\(\d+\) \[.*?\] ", "", str(e).strip())
-        raise UserError(f"vocab_size={vocab_size} does not fit this corpus for a {model_type} "
-                        f"SentencePiece model: {message}") from None
+        raise UserError(
+            f"vocab_size={vocab_size} does not fit this corpus for a {model_type} "
+            f"SentencePiece model: {message}"
+        ) from None
     reader.check()
     model_proto = model.getvalue()
     proto = sentencepiece_model_pb2.ModelProto()
@@ -372,8 +421,13 @@ def _train_sentencepiece(reader, *, model_type, vocab_size, lowercase, character
         "do_lower_case": lowercase,
         "keep_accents": False,
         "remove_space": True,
-        "bos_token": cls, "eos_token": sep, "unk_token": unk, "sep_token": sep, "pad_token": pad,
-        "cls_token": cls, "mask_token": mask,
+        "bos_token": cls,
+        "eos_token": sep,
+        "unk_token": unk,
+        "sep_token": sep,
+        "pad_token": pad,
+        "cls_token": cls,
+        "mask_token": mask,
         "model_max_length": model_max_length,
     }
     outputs = {
@@ -407,18 +461,28 @@ def _sentencepiece_bpe_json(proto, lowercase: bool) -> str:
                 ranked.append((-p.score, i, vocab[left], vocab[right], left, right))
     ranked.sort()
     pad, unk, cls, sep, mask = SENTENCEPIECE_SPECIALS
-    tk = tokenizers.Tokenizer(tk_models.BPE(
-        vocab=vocab, merges=[(r[4], r[5]) for r in ranked], unk_token=unk, fuse_unk=True, byte_fallback=False,
-    ))
+    tk = tokenizers.Tokenizer(
+        tk_models.BPE(
+            vocab=vocab,
+            merges=[(r[4], r[5]) for r in ranked],
+            unk_token=unk,
+            fuse_unk=True,
+            byte_fallback=False,
+        )
+    )
     # AlbertTokenizer's pipeline: ALBERT's pre-normalization, then the model's own (charsmap).
-    tk.normalizer = normalizers.Sequence([
-        sentencepiece_prenormalizer(do_lower_case=lowercase, keep_accents=False),
-        normalizers.Precompiled(proto.normalizer_spec.precompiled_charsmap),
-    ])
-    tk.pre_tokenizer = pre_tokenizers.Sequence([
-        pre_tokenizers.WhitespaceSplit(),
-        pre_tokenizers.Metaspace(replacement="\u2581", prepend_scheme="always"),
-    ])
+    tk.normalizer = normalizers.Sequence(
+        [
+            sentencepiece_prenormalizer(do_lower_case=lowercase, keep_accents=False),
+            normalizers.Precompiled(proto.normalizer_spec.precompiled_charsmap),
+        ]
+    )
+    tk.pre_tokenizer = pre_tokenizers.Sequence(
+        [
+            pre_tokenizers.WhitespaceSplit(),
+            pre_tokenizers.Metaspace(replacement="\u2581", prepend_scheme="always"),
+        ]
+    )
     tk.decoder = decoders.Metaspace(replacement="\u2581", prepend_scheme="always")
     tk.add_special_tokens([AddedToken(t, special=True) for t in SENTENCEPIECE_SPECIALS])
     tk.post_processor = processors.TemplateProcessing(

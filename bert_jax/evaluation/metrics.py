@@ -64,7 +64,7 @@ def matthews_corrcoef(labels, predictions) -> float:
     classes, codes = np.unique(np.concatenate([labels, predictions]), return_inverse=True)
     k = len(classes)
     confusion = np.zeros((k, k), np.float64)  # [true class, predicted class]
-    np.add.at(confusion, (codes[: len(labels)], codes[len(labels):]), 1.0)
+    np.add.at(confusion, (codes[: len(labels)], codes[len(labels) :]), 1.0)
     t_sum, p_sum = confusion.sum(axis=1), confusion.sum(axis=0)
     n_correct, n = np.trace(confusion), p_sum.sum()
     cov_tp = n_correct * n - np.dot(t_sum, p_sum)

@@ -71,7 +71,8 @@ def entity_scores(true: Sequence[Sequence[str]], pred: Sequence[Sequence[str]]) 
     """
     if len(true) != len(pred):
         raise UserError(
-            f"true and pred must have the same number of sentences; got {len(true)} and {len(pred)}")
+            f"true and pred must have the same number of sentences; got {len(true)} and {len(pred)}"
+        )
     joined_true, joined_pred = [], []
     for i, (t, p) in enumerate(zip(true, pred, strict=True)):
         if isinstance(t, str) or isinstance(p, str):

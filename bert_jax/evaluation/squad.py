@@ -113,23 +113,27 @@ def evaluate(
         raise UserError("gold has no questions; there is nothing to evaluate")
     for qid, answers in gold.items():
         if isinstance(answers, str) or not all(isinstance(a, str) for a in answers):
-            raise UserError(f"gold[{qid!r}] is {answers!r}; expected a list of answer texts "
-                            "([] for an unanswerable question)")
+            raise UserError(
+                f"gold[{qid!r}] is {answers!r}; expected a list of answer texts "
+                "([] for an unanswerable question)"
+            )
     for qid, pred in predictions.items():
         if not isinstance(pred, str):
             raise UserError(f"predictions[{qid!r}] is {pred!r}; expected the answer text ('' for no answer)")
     unknown = [qid for qid in predictions if qid not in gold]
     if unknown:
-        raise UserError(f"prediction for question id {unknown[0]!r}, which is not in gold "
-                        f"({len(unknown)} such ids)")
+        raise UserError(
+            f"prediction for question id {unknown[0]!r}, which is not in gold ({len(unknown)} such ids)"
+        )
     if na_probs is not None:
         extra = [qid for qid in na_probs if qid not in gold]
         if extra:
             raise UserError(f"na_probs has question id {extra[0]!r}, which is not in gold")
         absent = [qid for qid in predictions if qid not in na_probs]
         if absent:
-            raise UserError(f"na_probs has no entry for question id {absent[0]!r} "
-                            f"({len(absent)} predictions without one)")
+            raise UserError(
+                f"na_probs has no entry for question id {absent[0]!r} ({len(absent)} predictions without one)"
+            )
     # Without na_probs the official script takes them all as 0.0.
     predicted_na = {qid: (0.0 if na_probs is None else na_probs[qid]) > na_prob_thresh for qid in predictions}
 
@@ -158,9 +162,11 @@ def evaluate(
         out.update(_eval_dict(exact_th, f1_th, no_ans_qids, "NoAns_"))
     if na_probs is not None:
         out["best_exact"], out["best_exact_thresh"] = _best_thresh(
-            predictions, exact_raw, na_probs, has_ans, len(gold))
+            predictions, exact_raw, na_probs, has_ans, len(gold)
+        )
         out["best_f1"], out["best_f1_thresh"] = _best_thresh(
-            predictions, f1_raw, na_probs, has_ans, len(gold))
+            predictions, f1_raw, na_probs, has_ans, len(gold)
+        )
     return out
 
 
@@ -197,8 +203,10 @@ def best_spans(
     if start_allowed is not None:
         start_allowed = np.asarray(start_allowed)
         if start_allowed.shape != (s,) or start_allowed.dtype != bool:
-            raise UserError(f"start_allowed must be a bool array of shape ({s},) like start_logits; "
-                            f"got {start_allowed.dtype} {start_allowed.shape}")
+            raise UserError(
+                f"start_allowed must be a bool array of shape ({s},) like start_logits; "
+                f"got {start_allowed.dtype} {start_allowed.shape}"
+            )
     for name, v in (("n_best_size", n_best_size), ("max_answer_length", max_answer_length)):
         if isinstance(v, bool) or not isinstance(v, (int, np.integer)) or v < 1:
             raise UserError(f"{name} must be a positive integer; got {v!r}")

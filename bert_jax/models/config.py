@@ -72,8 +72,15 @@ class EncoderConfig:
 
         if self.family not in FAMILIES:
             bad("family", self.family, "one of " + ", ".join(FAMILIES))
-        for field in ("vocab_size", "hidden_size", "num_layers", "num_heads", "intermediate_size",
-                      "max_position_embeddings", "type_vocab_size"):
+        for field in (
+            "vocab_size",
+            "hidden_size",
+            "num_layers",
+            "num_heads",
+            "intermediate_size",
+            "max_position_embeddings",
+            "type_vocab_size",
+        ):
             value = getattr(self, field)
             if not isinstance(value, int) or isinstance(value, bool) or value < 1:
                 bad(field, value, "a positive integer")
@@ -89,8 +96,7 @@ class EncoderConfig:
             object.__setattr__(self, "embedding_projection", True)
         if self.hidden_size % self.num_heads:
             raise UserError(
-                f"EncoderConfig.hidden_size={self.hidden_size} is not divisible by "
-                f"num_heads={self.num_heads}"
+                f"EncoderConfig.hidden_size={self.hidden_size} is not divisible by num_heads={self.num_heads}"
             )
         if self.hidden_act not in ACTIVATIONS:
             bad("hidden_act", self.hidden_act, "one of " + ", ".join(ACTIVATIONS))
@@ -108,12 +114,16 @@ class EncoderConfig:
             raise UserError(
                 f"EncoderConfig.attention_impl='cudnn' needs attention_dropout=0 (got "
                 f"{self.attention_dropout}) and a bfloat16/float16 dtype (got {self.dtype}): cuDNN "
-                "flash attention through jax.nn.dot_product_attention has no dropout and no fp32")
+                "flash attention through jax.nn.dot_product_attention has no dropout and no fp32"
+            )
         if not 0 <= self.pad_token_id < self.vocab_size:
             bad("pad_token_id", self.pad_token_id, f"an id in [0, vocab_size={self.vocab_size})")
         if self.position_offset + 1 > self.max_position_embeddings:
-            bad("max_position_embeddings", self.max_position_embeddings,
-                f"more than the position offset {self.position_offset}")
+            bad(
+                "max_position_embeddings",
+                self.max_position_embeddings,
+                f"more than the position offset {self.position_offset}",
+            )
 
     # --- derived quantities -------------------------------------------------------------
     @property
@@ -159,33 +169,56 @@ class EncoderConfig:
 # --- presets ------------------------------------------------------------------------------
 def _bert(layers: int, hidden: int, heads: int | None = None) -> EncoderConfig:
     return EncoderConfig(
-        family="bert", hidden_size=hidden, num_layers=layers,
-        num_heads=heads or hidden // 64, intermediate_size=4 * hidden,
+        family="bert",
+        hidden_size=hidden,
+        num_layers=layers,
+        num_heads=heads or hidden // 64,
+        intermediate_size=4 * hidden,
     )
 
 
 def _roberta(layers: int, hidden: int, heads: int) -> EncoderConfig:
     return EncoderConfig(
-        family="roberta", vocab_size=50265, hidden_size=hidden, num_layers=layers,
-        num_heads=heads, intermediate_size=4 * hidden, max_position_embeddings=514,
-        type_vocab_size=1, layer_norm_eps=1e-5, pad_token_id=1,
+        family="roberta",
+        vocab_size=50265,
+        hidden_size=hidden,
+        num_layers=layers,
+        num_heads=heads,
+        intermediate_size=4 * hidden,
+        max_position_embeddings=514,
+        type_vocab_size=1,
+        layer_norm_eps=1e-5,
+        pad_token_id=1,
     )
 
 
 def _albert(layers: int, hidden: int, heads: int) -> EncoderConfig:
     # ALBERT v2 drops dropout (the paper's finding); the released v2 configs say 0.
     return EncoderConfig(
-        family="albert", vocab_size=30000, hidden_size=hidden, num_layers=layers,
-        num_heads=heads, intermediate_size=4 * hidden, embedding_size=128,
-        embedding_projection=True, hidden_act="gelu_tanh", share_layers=True,
-        hidden_dropout=0.0, attention_dropout=0.0,
+        family="albert",
+        vocab_size=30000,
+        hidden_size=hidden,
+        num_layers=layers,
+        num_heads=heads,
+        intermediate_size=4 * hidden,
+        embedding_size=128,
+        embedding_projection=True,
+        hidden_act="gelu_tanh",
+        share_layers=True,
+        hidden_dropout=0.0,
+        attention_dropout=0.0,
     )
 
 
 def _electra(layers: int, hidden: int, heads: int, embedding: int, ffn: int) -> EncoderConfig:
     return EncoderConfig(
-        family="electra", hidden_size=hidden, num_layers=layers, num_heads=heads,
-        intermediate_size=ffn, embedding_size=embedding, use_pooler=False,
+        family="electra",
+        hidden_size=hidden,
+        num_layers=layers,
+        num_heads=heads,
+        intermediate_size=ffn,
+        embedding_size=embedding,
+        use_pooler=False,
     )
 
 
@@ -198,32 +231,34 @@ def _build_presets() -> dict[str, EncoderConfig]:
     for layers in BERT_GRID_LAYERS:
         for hidden in BERT_GRID_HIDDEN:
             presets[f"bert-L{layers}-H{hidden}"] = _bert(layers, hidden)
-    presets.update({
-        "bert-tiny": _bert(2, 128),
-        "bert-mini": _bert(4, 256),
-        "bert-small": _bert(4, 512),
-        "bert-medium": _bert(8, 512),
-        "bert-base": _bert(12, 768),
-        "bert-large": _bert(24, 1024, heads=16),
-        "roberta-base": _roberta(12, 768, 12),
-        "roberta-large": _roberta(24, 1024, 16),
-        "albert-base": _albert(12, 768, 12),
-        "albert-large": _albert(24, 1024, 16),
-        "albert-xlarge": _albert(24, 2048, 16),
-        "albert-xxlarge": _albert(12, 4096, 64),
-        # Discriminators and the generators Google released beside them (the small
-        # generator is as wide as its discriminator; base/large use H=256, 4 heads).
-        "electra-small": _electra(12, 256, 4, 128, 1024),
-        "electra-base": _electra(12, 768, 12, 768, 3072),
-        "electra-large": _electra(24, 1024, 16, 1024, 4096),
-        "electra-small-generator": _electra(12, 256, 4, 128, 1024),
-        "electra-base-generator": _electra(12, 256, 4, 768, 1024),
-        "electra-large-generator": _electra(24, 256, 4, 1024, 1024),
-        # Not published sizes: L2 H128 versions of every family, for CPU demos and tests.
-        "roberta-tiny": _roberta(2, 128, 2),
-        "albert-tiny": _albert(2, 128, 2),
-        "electra-tiny": _electra(2, 128, 2, 128, 512),
-    })
+    presets.update(
+        {
+            "bert-tiny": _bert(2, 128),
+            "bert-mini": _bert(4, 256),
+            "bert-small": _bert(4, 512),
+            "bert-medium": _bert(8, 512),
+            "bert-base": _bert(12, 768),
+            "bert-large": _bert(24, 1024, heads=16),
+            "roberta-base": _roberta(12, 768, 12),
+            "roberta-large": _roberta(24, 1024, 16),
+            "albert-base": _albert(12, 768, 12),
+            "albert-large": _albert(24, 1024, 16),
+            "albert-xlarge": _albert(24, 2048, 16),
+            "albert-xxlarge": _albert(12, 4096, 64),
+            # Discriminators and the generators Google released beside them (the small
+            # generator is as wide as its discriminator; base/large use H=256, 4 heads).
+            "electra-small": _electra(12, 256, 4, 128, 1024),
+            "electra-base": _electra(12, 768, 12, 768, 3072),
+            "electra-large": _electra(24, 1024, 16, 1024, 4096),
+            "electra-small-generator": _electra(12, 256, 4, 128, 1024),
+            "electra-base-generator": _electra(12, 256, 4, 768, 1024),
+            "electra-large-generator": _electra(24, 256, 4, 1024, 1024),
+            # Not published sizes: L2 H128 versions of every family, for CPU demos and tests.
+            "roberta-tiny": _roberta(2, 128, 2),
+            "albert-tiny": _albert(2, 128, 2),
+            "electra-tiny": _electra(2, 128, 2, 128, 512),
+        }
+    )
     return presets
 
 

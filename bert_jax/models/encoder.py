@@ -59,15 +59,15 @@ class Encoder(nnx.Module):
         self.config = config
         self.embeddings = layers.Embeddings(config, rngs=rngs) if own_embeddings else None
         self.projection = (
-            layers.Dense((config.embed_dim,), (config.hidden_size,), ("embed", "embed"), config,
-                         rngs=rngs)
-            if config.embedding_projection else None
+            layers.Dense((config.embed_dim,), (config.hidden_size,), ("embed", "embed"), config, rngs=rngs)
+            if config.embedding_projection
+            else None
         )
         self.layers = _stacked_blocks(config, rngs)
         self.pooler = (
-            layers.Dense((config.hidden_size,), (config.hidden_size,), ("embed", "embed"), config,
-                         rngs=rngs)
-            if config.use_pooler else None
+            layers.Dense((config.hidden_size,), (config.hidden_size,), ("embed", "embed"), config, rngs=rngs)
+            if config.use_pooler
+            else None
         )
 
     def positions(self, valid: Array, packing_ids: Array | None) -> Array:
@@ -83,18 +83,23 @@ class Encoder(nnx.Module):
             return jnp.where(valid, local + c.position_offset, c.pad_token_id)
         return local
 
-    def __call__(self, input_ids: Array, attention_mask: Array | None = None,
-                 segment_ids: Array | None = None, position_ids: Array | None = None,
-                 packing_ids: Array | None = None, rng: Array | None = None,
-                 embeddings: layers.Embeddings | None = None) -> dict[str, Array]:
+    def __call__(
+        self,
+        input_ids: Array,
+        attention_mask: Array | None = None,
+        segment_ids: Array | None = None,
+        position_ids: Array | None = None,
+        packing_ids: Array | None = None,
+        rng: Array | None = None,
+        embeddings: layers.Embeddings | None = None,
+    ) -> dict[str, Array]:
         """Returns {"hidden": [batch, seq, hidden], "pooled": [batch, hidden] (with a pooler)}."""
         if packing_ids is not None:
             valid = packing_ids > 0
             # [batch, 1, q, k]: same sequence, and never a padding key.
             mask = (packing_ids[:, None, :, None] == packing_ids[:, None, None, :]) & valid[:, None, None, :]
         else:
-            valid = (jnp.ones_like(input_ids, bool) if attention_mask is None
-                     else attention_mask.astype(bool))
+            valid = jnp.ones_like(input_ids, bool) if attention_mask is None else attention_mask.astype(bool)
             mask = valid[:, None, None, :]  # [batch, 1, 1, k]
         if segment_ids is None:
             segment_ids = jnp.zeros_like(input_ids)
@@ -122,16 +127,16 @@ class Encoder(nnx.Module):
             return nnx.merge(graphdef, layer_params)(x, mask, key)
 
         if c.remat_policy != "none":
-            block = jax.checkpoint(block, policy=REMAT_POLICIES[c.remat_policy],
-                                   prevent_cse=not c.scan_layers)
+            block = jax.checkpoint(
+                block, policy=REMAT_POLICIES[c.remat_policy], prevent_cse=not c.scan_layers
+            )
         if not c.scan_layers:
             for i in range(c.num_layers):
                 layer_params = params if c.share_layers else jax.tree.map(lambda p: p[i], params)
                 x = block(x, layer_params, None if keys is None else keys[i])
             return x
         if c.share_layers:  # ALBERT: the same weights at every step
-            x, _ = jax.lax.scan(lambda x, key: (block(x, params, key), None), x, keys,
-                                length=c.num_layers)
+            x, _ = jax.lax.scan(lambda x, key: (block(x, params, key), None), x, keys, length=c.num_layers)
         else:
             x, _ = jax.lax.scan(lambda x, xs: (block(x, *xs), None), x, (params, keys))
         return x

@@ -34,11 +34,9 @@ class MaskedLMHead(nnx.Module):
         self.config = config
         self.transform = layers.Dense((h,), (e,), ("embed", "embed"), config, rngs=rngs)
         self.norm = layers.LayerNorm(e, config)
-        self.bias = nnx.Param(jnp.zeros((config.vocab_size,), jnp.dtype(config.param_dtype)),
-                              axes=("vocab",))
+        self.bias = nnx.Param(jnp.zeros((config.vocab_size,), jnp.dtype(config.param_dtype)), axes=("vocab",))
 
-    def __call__(self, hidden: Array, word_embeddings: layers.Embed,
-                 positions: Array | None = None) -> Array:
+    def __call__(self, hidden: Array, word_embeddings: layers.Embed, positions: Array | None = None) -> Array:
         """Logits [batch, P, vocab] at `positions` [batch, P], or [batch, seq, vocab]."""
         if positions is not None:
             hidden = gather_positions(hidden, positions)
@@ -52,8 +50,7 @@ class SentencePairHead(nnx.Module):
 
     def __init__(self, config: EncoderConfig, *, rngs: nnx.Rngs):
         self.config = config
-        self.classifier = layers.Dense((config.hidden_size,), (2,), ("embed", None), config,
-                                       rngs=rngs)
+        self.classifier = layers.Dense((config.hidden_size,), (2,), ("embed", None), config, rngs=rngs)
 
     def __call__(self, pooled: Array, rng: Array | None = None) -> Array:
         pooled = layers.dropout(pooled, self.config.hidden_dropout, rng)
@@ -84,8 +81,11 @@ class SequenceClassificationHead(nnx.Module):
     def __init__(self, config: EncoderConfig, num_labels: int, *, rngs: nnx.Rngs):
         h = config.hidden_size
         self.config = config
-        self.dense = (layers.Dense((h,), (h,), ("embed", "embed"), config, rngs=rngs)
-                      if config.family in ("roberta", "electra") else None)
+        self.dense = (
+            layers.Dense((h,), (h,), ("embed", "embed"), config, rngs=rngs)
+            if config.family in ("roberta", "electra")
+            else None
+        )
         self.output = layers.Dense((h,), (num_labels,), ("embed", None), config, rngs=rngs)
 
     def __call__(self, encoded: dict[str, Array], rng: Array | None = None) -> Array:
@@ -104,8 +104,7 @@ class SequenceClassificationHead(nnx.Module):
 class TokenClassificationHead(nnx.Module):
     def __init__(self, config: EncoderConfig, num_labels: int, *, rngs: nnx.Rngs):
         self.config = config
-        self.output = layers.Dense((config.hidden_size,), (num_labels,), ("embed", None), config,
-                                   rngs=rngs)
+        self.output = layers.Dense((config.hidden_size,), (num_labels,), ("embed", None), config, rngs=rngs)
 
     def __call__(self, hidden: Array, rng: Array | None = None) -> Array:
         hidden = layers.dropout(hidden, self.config.hidden_dropout, rng)
@@ -116,8 +115,7 @@ class SpanHead(nnx.Module):
     """Extractive QA: start and end logits for every token."""
 
     def __init__(self, config: EncoderConfig, *, rngs: nnx.Rngs):
-        self.output = layers.Dense((config.hidden_size,), (2,), ("embed", None), config,
-                                   rngs=rngs)
+        self.output = layers.Dense((config.hidden_size,), (2,), ("embed", None), config, rngs=rngs)
 
     def __call__(self, hidden: Array) -> tuple[Array, Array]:
         logits = self.output(hidden).astype(jnp.float32)  # [batch, seq, 2]

@@ -64,17 +64,23 @@ class Dense(nnx.Module):
     output is [heads, kv] -> [embed], so each axis can be named and sharded on its own.
     """
 
-    def __init__(self, in_shape: Sequence[int], out_shape: Sequence[int], axes: Sequence[str | None],
-                 config: EncoderConfig, *, rngs: nnx.Rngs, use_bias: bool = True):
+    def __init__(
+        self,
+        in_shape: Sequence[int],
+        out_shape: Sequence[int],
+        axes: Sequence[str | None],
+        config: EncoderConfig,
+        *,
+        rngs: nnx.Rngs,
+        use_bias: bool = True,
+    ):
         in_shape, out_shape = tuple(in_shape), tuple(out_shape)
         assert len(axes) == len(in_shape) + len(out_shape), (axes, in_shape, out_shape)
         pdt = jnp.dtype(config.param_dtype)
         self.n_in = len(in_shape)
         self.dtype = jnp.dtype(config.dtype)
-        self.kernel = nnx.Param(_normal(config)(rngs.params(), in_shape + out_shape, pdt),
-                                axes=tuple(axes))
-        self.bias = (nnx.Param(jnp.zeros(out_shape, pdt), axes=tuple(axes[self.n_in:]))
-                     if use_bias else None)
+        self.kernel = nnx.Param(_normal(config)(rngs.params(), in_shape + out_shape, pdt), axes=tuple(axes))
+        self.bias = nnx.Param(jnp.zeros(out_shape, pdt), axes=tuple(axes[self.n_in :])) if use_bias else None
 
     def __call__(self, x: Array) -> Array:
         return self.apply(x, self.kernel[...], None if self.bias is None else self.bias[...])
@@ -112,8 +118,9 @@ class LayerNorm(nnx.Module):
 
 
 class Embed(nnx.Module):
-    def __init__(self, num: int, dim: int, axes: tuple[str | None, str], config: EncoderConfig,
-                 *, rngs: nnx.Rngs):
+    def __init__(
+        self, num: int, dim: int, axes: tuple[str | None, str], config: EncoderConfig, *, rngs: nnx.Rngs
+    ):
         pdt = jnp.dtype(config.param_dtype)
         self.dtype = jnp.dtype(config.dtype)
         self.embedding = nnx.Param(_normal(config)(rngs.params(), (num, dim), pdt), axes=axes)
@@ -141,8 +148,7 @@ class Embeddings(nnx.Module):
         self.segment = Embed(config.type_vocab_size, e, (None, "embed"), config, rngs=rngs)
         self.norm = LayerNorm(e, config)
 
-    def __call__(self, input_ids: Array, segment_ids: Array, position_ids: Array,
-                 rng: Array | None) -> Array:
+    def __call__(self, input_ids: Array, segment_ids: Array, position_ids: Array, rng: Array | None) -> Array:
         x = self.word(input_ids) + self.segment(segment_ids) + self.position(position_ids)
         return dropout(self.norm(x), self.config.hidden_dropout, rng)  # [batch, seq, E]
 
@@ -162,8 +168,10 @@ class SelfAttention(nnx.Module):
         if rng is None or rate == 0.0:
             impl = None if self.config.attention_impl == "auto" else self.config.attention_impl
             if impl == "cudnn" and jax.default_backend() != "gpu":
-                raise UserError(f"model.attention_impl='cudnn' needs a GPU; JAX's backend here is "
-                                f"{jax.default_backend()!r} (use 'auto' or 'xla')")
+                raise UserError(
+                    f"model.attention_impl='cudnn' needs a GPU; JAX's backend here is "
+                    f"{jax.default_backend()!r} (use 'auto' or 'xla')"
+                )
             ctx = jax.nn.dot_product_attention(q, k, v, mask=mask, implementation=impl)
         else:
             # jax.nn.dot_product_attention has no dropout on the probabilities; training
@@ -207,5 +215,6 @@ class Block(nnx.Module):
     def _ffn_out(self, h: Array, kernel: Array, bias: Array) -> Array:
         # Recomputed: the backward pass keeps the pre-activation h alone and recomputes the
         # activation for both its own gradient and the output kernel's.
-        return recompute(lambda h, k, b: self.output.apply(ACTIVATIONS[self.config.hidden_act](h), k, b),
-                         self.config)(h, kernel, bias)
+        return recompute(
+            lambda h, k, b: self.output.apply(ACTIVATIONS[self.config.hidden_act](h), k, b), self.config
+        )(h, kernel, bias)

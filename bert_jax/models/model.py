@@ -27,8 +27,15 @@ _NEEDS_POOLER = ("nsp", "sop")
 
 
 class Model(nnx.Module):
-    def __init__(self, config: EncoderConfig, heads: Sequence[str] = (), num_labels: int = 2,
-                 *, rngs: nnx.Rngs, own_embeddings: bool = True):
+    def __init__(
+        self,
+        config: EncoderConfig,
+        heads: Sequence[str] = (),
+        num_labels: int = 2,
+        *,
+        rngs: nnx.Rngs,
+        own_embeddings: bool = True,
+    ):
         heads = tuple(heads)
         unknown = [h for h in heads if h not in HEADS]
         if unknown:
@@ -46,22 +53,38 @@ class Model(nnx.Module):
         self.nsp = H.SentencePairHead(config, rngs=rngs) if has("nsp") else None
         self.sop = H.SentencePairHead(config, rngs=rngs) if has("sop") else None
         self.rtd = H.ReplacedTokenHead(config, rngs=rngs) if has("rtd") else None
-        self.classification = (H.SequenceClassificationHead(config, num_labels, rngs=rngs)
-                               if has("classification") else None)
-        self.token_classification = (H.TokenClassificationHead(config, num_labels, rngs=rngs)
-                                     if has("token_classification") else None)
+        self.classification = (
+            H.SequenceClassificationHead(config, num_labels, rngs=rngs) if has("classification") else None
+        )
+        self.token_classification = (
+            H.TokenClassificationHead(config, num_labels, rngs=rngs) if has("token_classification") else None
+        )
         self.span = H.SpanHead(config, rngs=rngs) if has("span") else None
 
-    def __call__(self, input_ids: Array, attention_mask: Array | None = None,
-                 segment_ids: Array | None = None, position_ids: Array | None = None,
-                 packing_ids: Array | None = None, masked_positions: Array | None = None,
-                 rng: Array | None = None, embeddings=None) -> dict[str, Array]:
+    def __call__(
+        self,
+        input_ids: Array,
+        attention_mask: Array | None = None,
+        segment_ids: Array | None = None,
+        position_ids: Array | None = None,
+        packing_ids: Array | None = None,
+        masked_positions: Array | None = None,
+        rng: Array | None = None,
+        embeddings=None,
+    ) -> dict[str, Array]:
         """All outputs by name: hidden, pooled, and `<head>_logits` for each head.
         `embeddings`: another model's embeddings to use (and tie the MLM decoder to)."""
         keys = [None] * 5 if rng is None else list(jax.random.split(rng, 5))
         embeddings = embeddings or self.encoder.embeddings
-        out = self.encoder(input_ids, attention_mask, segment_ids, position_ids, packing_ids,
-                           rng=keys[0], embeddings=embeddings)
+        out = self.encoder(
+            input_ids,
+            attention_mask,
+            segment_ids,
+            position_ids,
+            packing_ids,
+            rng=keys[0],
+            embeddings=embeddings,
+        )
         hidden = out["hidden"]
         if self.mlm is not None:
             out["mlm_logits"] = self.mlm(hidden, embeddings.word, masked_positions)
@@ -80,8 +103,7 @@ class Model(nnx.Module):
         return out
 
 
-def create(config: EncoderConfig, heads: Sequence[str] = (), num_labels: int = 2,
-           seed: int = 0) -> Model:
+def create(config: EncoderConfig, heads: Sequence[str] = (), num_labels: int = 2, seed: int = 0) -> Model:
     return Model(config, heads, num_labels, rngs=nnx.Rngs(seed))
 
 

@@ -18,8 +18,11 @@ Array = jax.Array
 
 def model_inputs(batch: dict[str, Array]) -> dict[str, Array]:
     """The stream's fields the encoder takes (positions come from packing ids)."""
-    return {"input_ids": batch["input_ids"], "segment_ids": batch["segment_ids"],
-            "packing_ids": batch["packing_ids"]}
+    return {
+        "input_ids": batch["input_ids"],
+        "segment_ids": batch["segment_ids"],
+        "packing_ids": batch["packing_ids"],
+    }
 
 
 def mlm_denominator(batch) -> Array:
@@ -41,8 +44,11 @@ def mlm_terms(logits: Array, batch, denom: Array, prefix: str = "mlm"):
     nll = jax.nn.logsumexp(logits, axis=-1) - label_logit
     correct = (label_logit >= jax.lax.stop_gradient(logits.max(-1))) * w
     loss_sum = (nll * w).sum()
-    return loss_sum / denom, {f"{prefix}_loss": loss_sum, f"{prefix}_correct": correct.sum(),
-                              f"{prefix}_count": w.sum()}
+    return loss_sum / denom, {
+        f"{prefix}_loss": loss_sum,
+        f"{prefix}_correct": correct.sum(),
+        f"{prefix}_count": w.sum(),
+    }
 
 
 def pair_terms(logits: Array, batch, denom: Array, prefix: str):
@@ -50,8 +56,11 @@ def pair_terms(logits: Array, batch, denom: Array, prefix: str):
     labels = batch["sentence_label"]
     nll = optax.softmax_cross_entropy_with_integer_labels(logits, labels)
     correct = (jnp.argmax(logits, -1) == labels).astype(jnp.float32)
-    return nll.sum() / denom, {f"{prefix}_loss": nll.sum(), f"{prefix}_correct": correct.sum(),
-                               f"{prefix}_count": jnp.asarray(labels.shape[0], jnp.float32)}
+    return nll.sum() / denom, {
+        f"{prefix}_loss": nll.sum(),
+        f"{prefix}_correct": correct.sum(),
+        f"{prefix}_count": jnp.asarray(labels.shape[0], jnp.float32),
+    }
 
 
 def pretraining_loss(model, batch, rng, denom, pair_head: str | None):
@@ -66,8 +75,10 @@ def pretraining_loss(model, batch, rng, denom, pair_head: str | None):
 
 def builder(heads: tuple[str, ...]):
     """`build` for an objective whose network is one Model with these heads."""
+
     def build(config, settings, rngs):
         return model_lib.Model(config, heads, rngs=rngs)
+
     return build
 
 

@@ -42,6 +42,8 @@ class DamagedCheckpoint(UserError):
 
 def _extra_digest(extra: dict) -> str:
     return hashlib.sha256(json.dumps(extra, sort_keys=True).encode()).hexdigest()
+
+
 _MAX_LISTED = 20  # leaves named per problem kind in an error; the rest are counted
 
 
@@ -92,8 +94,9 @@ def _fingerprint_and_finite(leaves):
     # jit caches one executable per structure/shapes/shardings. Every output is 0-d, hence
     # replicated: each process can read its local copy without a gather.
     sums = [_checksum(x) for x in leaves]
-    finite = [jnp.all(jnp.isfinite(x)) if jnp.issubdtype(x.dtype, jnp.inexact) else jnp.bool_(True)
-              for x in leaves]
+    finite = [
+        jnp.all(jnp.isfinite(x)) if jnp.issubdtype(x.dtype, jnp.inexact) else jnp.bool_(True) for x in leaves
+    ]
     return sums, finite
 
 
@@ -103,8 +106,10 @@ def _inspect(named: list[tuple[str, Any]]) -> tuple[dict[str, int], list[str]]:
         if not isinstance(x, jax.Array):
             raise UserError(f"checkpoint state leaf {name!r} is a {type(x).__name__}; expected a jax.Array")
         if jnp.issubdtype(x.dtype, jax.dtypes.prng_key):
-            raise UserError(f"checkpoint state leaf {name!r} is a typed PRNG key; "
-                            "store jax.random.key_data(key) (uint32) instead")
+            raise UserError(
+                f"checkpoint state leaf {name!r} is a typed PRNG key; "
+                "store jax.random.key_data(key) (uint32) instead"
+            )
         if jnp.issubdtype(x.dtype, jnp.complexfloating) or x.dtype.itemsize not in (1, 2, 4, 8):
             raise UserError(f"checkpoint state leaf {name!r} has unsupported dtype {x.dtype}")
     # One jit per device set: a single jit cannot mix arrays committed to different devices.
@@ -140,8 +145,15 @@ class Checkpointer:
     (Orbax synchronises them; process 0 writes the metadata).
     """
 
-    def __init__(self, workdir: str, *, save_every: int = 1, keep: int = 3, async_save: bool = True,
-                 read_only: bool = False):
+    def __init__(
+        self,
+        workdir: str,
+        *,
+        save_every: int = 1,
+        keep: int = 3,
+        async_save: bool = True,
+        read_only: bool = False,
+    ):
         """`read_only`: for readers (encode, export, evaluate, fine-tuning's --init). Nothing
         under the workdir is created, deleted or renamed: a run writing there may be mid-way
         through an async save, whose `*.orbax-checkpoint-tmp-*` directory must survive. A
@@ -152,11 +164,14 @@ class Checkpointer:
         self.directory = f"{workdir.rstrip('/')}/checkpoints"
         if read_only and not epath.Path(self.directory).is_dir():
             what = "does not exist" if not epath.Path(workdir).exists() else "has no checkpoints/"
-            raise UserError(f"{workdir} {what}; expected a workdir written by bert-jax pretrain, "
-                            "finetune or import")
+            raise UserError(
+                f"{workdir} {what}; expected a workdir written by bert-jax pretrain, finetune or import"
+            )
         registry = ocp.handlers.DefaultCheckpointHandlerRegistry()
-        for args, handler in ((ocp.args.StandardSave, ocp.StandardCheckpointHandler),
-                              (ocp.args.StandardRestore, ocp.StandardCheckpointHandler)):
+        for args, handler in (
+            (ocp.args.StandardSave, ocp.StandardCheckpointHandler),
+            (ocp.args.StandardRestore, ocp.StandardCheckpointHandler),
+        ):
             registry.add("state", args, handler)
         for args in (ocp.args.JsonSave, ocp.args.JsonRestore):
             registry.add("extra", args, ocp.JsonCheckpointHandler)
@@ -165,8 +180,9 @@ class Checkpointer:
             max_to_keep=keep,
             # Orbax's default policy also saves the first step it sees; we want exactly
             # every `save_every` steps (plus preemption saves when jax.distributed signals one).
-            save_decision_policy=policies.AnySavePolicy([
-                policies.FixedIntervalPolicy(save_every), policies.PreemptionCheckpointingPolicy()]),
+            save_decision_policy=policies.AnySavePolicy(
+                [policies.FixedIntervalPolicy(save_every), policies.PreemptionCheckpointingPolicy()]
+            ),
             enable_async_checkpointing=async_save,
             # A save killed mid-write leaves `<step>.orbax-checkpoint-tmp-*`; Orbax never lists
             # it as a step, and the writer removes it at start-up. Readers leave it alone.
@@ -221,8 +237,10 @@ class Checkpointer:
                 raise UserError(f"no complete checkpoint in {self.directory}")
             return steps[-1]
         if step not in steps:
-            raise UserError(f"no complete checkpoint for step {step} in {self.directory}; "
-                            f"available steps: {steps or 'none'}")
+            raise UserError(
+                f"no complete checkpoint for step {step} in {self.directory}; "
+                f"available steps: {steps or 'none'}"
+            )
         return step
 
     # -- save
@@ -235,20 +253,33 @@ class Checkpointer:
         if step in self._manager.all_steps():  # only reachable with force=True
             raise UserError(f"a checkpoint for step {step} already exists in {self.directory}")
         if FINGERPRINTS_KEY in extra or EXTRA_DIGEST_KEY in extra:
-            raise UserError(f"checkpoint extra must not contain the reserved keys {FINGERPRINTS_KEY!r}, "
-                            f"{EXTRA_DIGEST_KEY!r}")
+            raise UserError(
+                f"checkpoint extra must not contain the reserved keys {FINGERPRINTS_KEY!r}, "
+                f"{EXTRA_DIGEST_KEY!r}"
+            )
         try:
             json.dumps(extra)
         except (TypeError, ValueError) as e:
             raise UserError(f"checkpoint extra for step {step} is not plain JSON: {e}") from e
         prints, bad = _inspect(_named_leaves(state))
         if bad:  # checked before Orbax is called, so nothing at all is written
-            raise UserError(f"refusing to save step {step} to {self.directory}: non-finite values in "
-                            f"{_listing(bad)}")
-        saved = self._manager.save(step, force=force, args=ocp.args.Composite(
-            state=ocp.args.StandardSave(state),
-            extra=ocp.args.JsonSave({**extra, FINGERPRINTS_KEY: prints,
-                                     EXTRA_DIGEST_KEY: _extra_digest({**extra, FINGERPRINTS_KEY: prints})})))
+            raise UserError(
+                f"refusing to save step {step} to {self.directory}: non-finite values in {_listing(bad)}"
+            )
+        saved = self._manager.save(
+            step,
+            force=force,
+            args=ocp.args.Composite(
+                state=ocp.args.StandardSave(state),
+                extra=ocp.args.JsonSave(
+                    {
+                        **extra,
+                        FINGERPRINTS_KEY: prints,
+                        EXTRA_DIGEST_KEY: _extra_digest({**extra, FINGERPRINTS_KEY: prints}),
+                    }
+                ),
+            ),
+        )
         if saved:
             self._last_saved = step
         return saved
@@ -262,8 +293,7 @@ class Checkpointer:
         return self._read_extra(self._resolve(step))[0]
 
     def _damaged(self, step: int, what: str) -> DamagedCheckpoint:
-        return DamagedCheckpoint(f"checkpoint step {step} ({self._step_dir(step)}) is damaged: {what}",
-                                 step)
+        return DamagedCheckpoint(f"checkpoint step {step} ({self._step_dir(step)}) is damaged: {what}", step)
 
     def _orbax(self, step: int, what: str, fn):
         """Call Orbax on `step`; any failure of its files becomes one DamagedCheckpoint line."""
@@ -276,15 +306,22 @@ class Checkpointer:
             raise self._damaged(step, f"{what} cannot be read ({type(e).__name__}: {reason})") from None
 
     def _read_extra(self, step: int) -> tuple[dict, dict[str, int] | None]:
-        stored = self._orbax(step, "its JSON item (extra)", lambda: self._manager.restore(
-            step, args=ocp.args.Composite(extra=ocp.args.JsonRestore()))["extra"])
+        stored = self._orbax(
+            step,
+            "its JSON item (extra)",
+            lambda: self._manager.restore(step, args=ocp.args.Composite(extra=ocp.args.JsonRestore()))[
+                "extra"
+            ],
+        )
         if not isinstance(stored, dict):
             raise self._damaged(step, f"its JSON item (extra) holds {type(stored).__name__}, not an object")
         stored = dict(stored)
         digest = stored.pop(EXTRA_DIGEST_KEY, None)
         if digest is not None and digest != _extra_digest(stored):  # None: written before the digest
-            raise self._damaged(step, "its JSON item (extra) does not match the digest recorded at "
-                                "save time (edited or corrupted)")
+            raise self._damaged(
+                step,
+                "its JSON item (extra) does not match the digest recorded at save time (edited or corrupted)",
+            )
         return stored, stored.pop(FINGERPRINTS_KEY, None)
 
     def restore(self, step: int | None, abstract_state) -> tuple[Any, dict]:
@@ -296,27 +333,40 @@ class Checkpointer:
         expected = _named_leaves(abstract_state)
         for name, leaf in expected:
             if getattr(leaf, "sharding", None) is None:
-                raise UserError(f"restore of {where}: abstract leaf {name!r} has no .sharding; "
-                                "pass jax.ShapeDtypeStruct(shape, dtype, sharding=...) for every leaf")
+                raise UserError(
+                    f"restore of {where}: abstract leaf {name!r} has no .sharding; "
+                    "pass jax.ShapeDtypeStruct(shape, dtype, sharding=...) for every leaf"
+                )
         self._check_structure(step, expected)
         extra, saved_prints = self._read_extra(step)
         if saved_prints is None:
-            raise UserError(f"checkpoint {where} has no integrity fingerprints; it was not written by "
-                            "bert_jax.training.checkpointing")
-        state = self._orbax(step, "its arrays (state)", lambda: self._manager.restore(
-            step, args=ocp.args.Composite(state=ocp.args.StandardRestore(abstract_state)))["state"])
+            raise UserError(
+                f"checkpoint {where} has no integrity fingerprints; it was not written by "
+                "bert_jax.training.checkpointing"
+            )
+        state = self._orbax(
+            step,
+            "its arrays (state)",
+            lambda: self._manager.restore(
+                step, args=ocp.args.Composite(state=ocp.args.StandardRestore(abstract_state))
+            )["state"],
+        )
         prints, _ = _inspect(_named_leaves(state))
         corrupt = sorted(n for n, v in prints.items() if saved_prints.get(n) != v)
         if corrupt:
-            raise self._damaged(step, f"restored values of {_listing(corrupt)} do not match the "
-                                "fingerprints recorded at save time; restore an earlier step")
+            raise self._damaged(
+                step,
+                f"restored values of {_listing(corrupt)} do not match the "
+                "fingerprints recorded at save time; restore an earlier step",
+            )
         return state, extra
 
     def _check_structure(self, step: int, expected: list[tuple[str, Any]]) -> None:
         """Compare leaf paths, shapes and dtypes with the saved metadata before reading any
         array, so a different model fails with a list of differences, not an Orbax trace."""
-        metadata = self._orbax(step, "its array metadata (state/_METADATA)",
-                               lambda: self._manager.item_metadata(step)["state"])
+        metadata = self._orbax(
+            step, "its array metadata (state/_METADATA)", lambda: self._manager.item_metadata(step)["state"]
+        )
         if metadata is None:
             raise self._damaged(step, "its array metadata (state/_METADATA) is missing")
         saved = {n: m for n, m in _named_leaves(getattr(metadata, "tree", metadata))}
@@ -327,8 +377,10 @@ class Checkpointer:
         for name in sorted(set(want) & set(saved)):
             s, w = saved[name], want[name]
             if tuple(s.shape) != tuple(w.shape) or np.dtype(s.dtype) != np.dtype(w.dtype):
-                misshaped.append(f"{name} (saved {tuple(s.shape)} {np.dtype(s.dtype)} vs expected "
-                                 f"{tuple(w.shape)} {np.dtype(w.dtype)})")
+                misshaped.append(
+                    f"{name} (saved {tuple(s.shape)} {np.dtype(s.dtype)} vs expected "
+                    f"{tuple(w.shape)} {np.dtype(w.dtype)})"
+                )
         problems = []
         if missing:
             problems.append(f"missing from the checkpoint: {_listing(missing)}")
@@ -337,8 +389,10 @@ class Checkpointer:
         if misshaped:
             problems.append(f"different shape/dtype: {_listing(misshaped)}")
         if problems:
-            raise UserError(f"checkpoint {self._step_dir(step)} does not match the expected state "
-                            f"(is it a different model?): " + "; ".join(problems))
+            raise UserError(
+                f"checkpoint {self._step_dir(step)} does not match the expected state "
+                f"(is it a different model?): " + "; ".join(problems)
+            )
 
     def set_aside(self, step: int) -> str:
         """Rename a damaged step to `<step>.damaged-<time>` (kept for inspection, never listed

@@ -23,8 +23,9 @@ from bert_jax.errors import UserError
 def _on_cloud_tpu() -> bool:
     """A TPU host (VM or GKE node): JAX reads the slice from the metadata server or the env.
     The device files are what JAX itself checks; GKE also sets TPU_WORKER_HOSTNAMES."""
-    return bool(os.environ.get("TPU_WORKER_HOSTNAMES") or glob.glob("/dev/accel*")
-                or glob.glob("/dev/vfio/[0-9]*"))
+    return bool(
+        os.environ.get("TPU_WORKER_HOSTNAMES") or glob.glob("/dev/accel*") or glob.glob("/dev/vfio/[0-9]*")
+    )
 
 
 def _env_int(name: str, default: int) -> int:
@@ -47,15 +48,19 @@ def initialize(cfg) -> None:
     pid = cfg.process_id if cfg.process_id >= 0 else _env_int("BERT_JAX_PROCESS_ID", -1)
     if not coordinator:
         if num > 1:
-            raise UserError(f"{num} processes requested but no coordinator: set "
-                            "--coordinator-address HOST:PORT or BERT_JAX_COORDINATOR")
+            raise UserError(
+                f"{num} processes requested but no coordinator: set "
+                "--coordinator-address HOST:PORT or BERT_JAX_COORDINATOR"
+            )
         if _on_cloud_tpu():
             jax.distributed.initialize()
         return
     if num < 1 or not 0 <= pid < num:
-        raise UserError(f"distributed run with coordinator {coordinator}: need the process count "
-                        f"and this process's id in [0, count): got num_processes={num}, "
-                        f"process_id={pid}")
+        raise UserError(
+            f"distributed run with coordinator {coordinator}: need the process count "
+            f"and this process's id in [0, count): got num_processes={num}, "
+            f"process_id={pid}"
+        )
     if ":" not in coordinator:
         raise UserError(f"coordinator address {coordinator!r}: expected HOST:PORT")
     if local_devices or jax.config.jax_platforms in (None, "", "cpu"):
@@ -65,15 +70,21 @@ def initialize(cfg) -> None:
         # coordinator; check first, so the user gets a sentence instead of a stack dump.
         _wait_for(coordinator, float(cfg.timeout_seconds), pid, num)
     else:
-        print(f"jax.distributed: coordinating {num} processes at {coordinator}; waiting up to "
-              f"{cfg.timeout_seconds}s for them to join", flush=True)
+        print(
+            f"jax.distributed: coordinating {num} processes at {coordinator}; waiting up to "
+            f"{cfg.timeout_seconds}s for them to join",
+            flush=True,
+        )
     try:
-        jax.distributed.initialize(coordinator, num_processes=num, process_id=pid,
-                                   initialization_timeout=int(cfg.timeout_seconds))
+        jax.distributed.initialize(
+            coordinator, num_processes=num, process_id=pid, initialization_timeout=int(cfg.timeout_seconds)
+        )
     except Exception as e:  # noqa: BLE001 - jax raises XlaRuntimeError / RuntimeError here
-        raise UserError(f"jax.distributed could not start (coordinator {coordinator}, process "
-                        f"{pid} of {num}, timeout {cfg.timeout_seconds}s): "
-                        f"{str(e).splitlines()[0][:300]}") from None
+        raise UserError(
+            f"jax.distributed could not start (coordinator {coordinator}, process "
+            f"{pid} of {num}, timeout {cfg.timeout_seconds}s): "
+            f"{str(e).splitlines()[0][:300]}"
+        ) from None
 
 
 def _wait_for(coordinator: str, timeout: float, pid: int, num: int) -> None:
@@ -85,9 +96,11 @@ def _wait_for(coordinator: str, timeout: float, pid: int, num: int) -> None:
                 return
         except (OSError, ValueError) as e:
             if time.monotonic() >= deadline:
-                raise UserError(f"jax.distributed could not start (coordinator {coordinator}, process "
-                                f"{pid} of {num}, timeout {timeout:g}s): no coordinator answered there "
-                                f"({e}); start process 0 first, or check the address") from None
+                raise UserError(
+                    f"jax.distributed could not start (coordinator {coordinator}, process "
+                    f"{pid} of {num}, timeout {timeout:g}s): no coordinator answered there "
+                    f"({e}); start process 0 first, or check the address"
+                ) from None
             time.sleep(0.5)
 
 

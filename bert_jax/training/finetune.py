@@ -40,12 +40,13 @@ SEED_RESULT = "result.json"
 
 # --- the checkpoint to start from ---------------------------------------------------------
 
+
 @dataclasses.dataclass
 class Init:
     config: EncoderConfig
-    encoder: dict                    # the encoder's parameters (numpy or jax leaves)
+    encoder: dict  # the encoder's parameters (numpy or jax leaves)
     tokenizer_files: dict[str, str]  # file name -> path
-    source: str                      # what it was, for logs and results
+    source: str  # what it was, for logs and results
 
 
 def load_init(path: str) -> Init:
@@ -71,8 +72,15 @@ def load_init(path: str) -> Init:
 
             data_dir = extra["config"]["data"]["dir"] or storage.join(path, "data")
             tok_dir = read_metadata(data_dir)["tokenizer"]
-        files = ({n: storage.join(tok_dir, n) for n in storage.listdir(tok_dir)
-                  if storage.isfile(storage.join(tok_dir, n))} if storage.isdir(tok_dir) else {})
+        files = (
+            {
+                n: storage.join(tok_dir, n)
+                for n in storage.listdir(tok_dir)
+                if storage.isfile(storage.join(tok_dir, n))
+            }
+            if storage.isdir(tok_dir)
+            else {}
+        )
         return Init(enc, encoder, files, f"{path} (step {step}, {objective})")
     if storage.isfile(storage.join(path, "config.json")):
         ckpt = hf.load(storage.fetch(path))
@@ -106,8 +114,9 @@ def _copy_tokenizer(files: dict[str, str], directory: str) -> str:
 
 def encoder_config(config, enc: EncoderConfig) -> EncoderConfig:
     m = config.model
-    enc = enc.replace(dtype=m.dtype, remat_policy=m.remat_policy, scan_layers=m.scan_layers,
-                      attention_impl=m.attention_impl)
+    enc = enc.replace(
+        dtype=m.dtype, remat_policy=m.remat_policy, scan_layers=m.scan_layers, attention_impl=m.attention_impl
+    )
     if m.hidden_dropout >= 0:
         enc = enc.replace(hidden_dropout=m.hidden_dropout)
     if m.attention_dropout >= 0:
@@ -117,6 +126,7 @@ def encoder_config(config, enc: EncoderConfig) -> EncoderConfig:
 
 # --- losses and steps ------------------------------------------------------------------------
 
+
 def task_loss(kind: str, out: dict, batch: dict) -> tuple[jax.Array, jax.Array]:
     """(mean loss, weight) over the batch's real rows (weights 0 on padding rows)."""
     w = batch["weights"]  # [batch]
@@ -124,20 +134,23 @@ def task_loss(kind: str, out: dict, batch: dict) -> tuple[jax.Array, jax.Array]:
         labels = batch["labels"]  # [batch, seq], -100 where no word starts
         mask = (labels >= 0) * w[:, None]
         ce = optax.softmax_cross_entropy_with_integer_labels(
-            out["token_classification_logits"], jnp.maximum(labels, 0))
+            out["token_classification_logits"], jnp.maximum(labels, 0)
+        )
         n = mask.sum()
         return (ce * mask).sum() / jnp.maximum(n, 1.0), n
     if kind == "span":
         ce = lambda logits, y: optax.softmax_cross_entropy_with_integer_labels(logits, y)  # noqa: E731
-        per_row = 0.5 * (ce(out["start_logits"], batch["start_positions"])
-                         + ce(out["end_logits"], batch["end_positions"]))
+        per_row = 0.5 * (
+            ce(out["start_logits"], batch["start_positions"]) + ce(out["end_logits"], batch["end_positions"])
+        )
     elif kind == "regression":
         per_row = jnp.square(out["classification_logits"][:, 0] - jnp.nan_to_num(batch["labels"]))
         w = w * ~jnp.isnan(batch["labels"])
     else:
         labels = batch["labels"]
         per_row = optax.softmax_cross_entropy_with_integer_labels(
-            out["classification_logits"], jnp.maximum(labels, 0))
+            out["classification_logits"], jnp.maximum(labels, 0)
+        )
         w = w * (labels >= 0)
     n = w.sum()
     return (per_row * w).sum() / jnp.maximum(n, 1.0), n
@@ -147,9 +160,12 @@ def _forward(model, batch, rng=None):
     return model(batch["input_ids"], batch["attention_mask"], batch["segment_ids"], rng=rng)
 
 
-OUTPUTS = {"classification": ("classification_logits",), "regression": ("classification_logits",),
-           "span": ("start_logits", "end_logits"),
-           "token_classification": ("token_classification_logits",)}
+OUTPUTS = {
+    "classification": ("classification_logits",),
+    "regression": ("classification_logits",),
+    "span": ("start_logits", "end_logits"),
+    "token_classification": ("token_classification_logits",),
+}
 
 
 def make_train_step(graphdef, kind: str, tx, lr, mesh, state_shardings):
@@ -161,13 +177,20 @@ def make_train_step(graphdef, kind: str, tx, lr, mesh, state_shardings):
         rng = jax.random.fold_in(jax.random.wrap_key_data(state["rng"]), state["step"])
         loss, grads = jax.value_and_grad(loss_fn)(state["params"], batch, rng)
         updates, opt_state = tx.update(grads, state["opt_state"], state["params"])
-        new = dict(state, params=optax.apply_updates(state["params"], updates), opt_state=opt_state,
-                   step=state["step"] + 1)
-        return new, {"loss": loss, "grad_norm": optax.global_norm(grads),
-                     "learning_rate": lr(state["step"])}
+        new = dict(
+            state,
+            params=optax.apply_updates(state["params"], updates),
+            opt_state=opt_state,
+            step=state["step"] + 1,
+        )
+        return new, {"loss": loss, "grad_norm": optax.global_norm(grads), "learning_rate": lr(state["step"])}
 
-    return jax.jit(step, in_shardings=(state_shardings, sharding.batch_sharding(mesh)),
-                   out_shardings=(state_shardings, sharding.replicated(mesh)), donate_argnums=0)
+    return jax.jit(
+        step,
+        in_shardings=(state_shardings, sharding.batch_sharding(mesh)),
+        out_shardings=(state_shardings, sharding.replicated(mesh)),
+        donate_argnums=0,
+    )
 
 
 def make_eval_step(graphdef, kind: str, mesh, param_shardings):
@@ -175,11 +198,15 @@ def make_eval_step(graphdef, kind: str, mesh, param_shardings):
         out = _forward(nnx.merge(graphdef, params), batch)
         return {k: out[k] for k in OUTPUTS[kind]}
 
-    return jax.jit(step, in_shardings=(param_shardings, sharding.batch_sharding(mesh)),
-                   out_shardings=sharding.replicated(mesh))
+    return jax.jit(
+        step,
+        in_shardings=(param_shardings, sharding.batch_sharding(mesh)),
+        out_shardings=sharding.replicated(mesh),
+    )
 
 
 # --- batches -----------------------------------------------------------------------------
+
 
 def _batch(arrays: dict[str, np.ndarray], rows: np.ndarray, mesh) -> dict[str, jax.Array]:
     """The global batch of `rows` (-1 = padding, weight 0). Every process holds all of the
@@ -199,13 +226,14 @@ def predict(eval_step, params, arrays: dict[str, np.ndarray], batch_size: int, m
     order[n:] = -1
     parts: dict[str, list] = {}
     for start in range(0, len(order), batch_size):
-        out = jax.device_get(eval_step(params, _batch(arrays, order[start:start + batch_size], mesh)))
+        out = jax.device_get(eval_step(params, _batch(arrays, order[start : start + batch_size], mesh)))
         for k, v in out.items():
             parts.setdefault(k, []).append(v)
     return {k: np.concatenate(v)[:n] for k, v in parts.items()}
 
 
 # --- the job -------------------------------------------------------------------------------
+
 
 def _setup(config, init: Init, task, mesh, total_steps: int):
     enc = encoder_config(config, init.config)
@@ -219,8 +247,7 @@ def _setup(config, init: Init, task, mesh, total_steps: int):
     decay = config.optim.layerwise_decay
     if not 0.0 < decay <= 1.0:
         raise UserError(f"config.optim.layerwise_decay={decay} must be in (0, 1]")
-    scales = (optim.layerwise_scales(pure, enc.num_layers, decay, enc.share_layers)
-              if decay != 1.0 else None)
+    scales = optim.layerwise_scales(pure, enc.num_layers, decay, enc.share_layers) if decay != 1.0 else None
     frac = config.train.warmup_fraction
     if not 0.0 <= frac <= 1.0:
         raise UserError(f"config.train.warmup_fraction={frac} must be in [0, 1]")
@@ -232,17 +259,29 @@ def _setup(config, init: Init, task, mesh, total_steps: int):
     def init_state(encoder, rng):
         params = nnx.to_pure_dict(nnx.state(build(rng)))
         params["encoder"] = encoder
-        return {"params": params, "opt_state": tx.init(params), "step": jnp.zeros((), jnp.int32),
-                "rng": jax.random.key_data(jax.random.key(rng))}
+        return {
+            "params": params,
+            "opt_state": tx.init(params),
+            "step": jnp.zeros((), jnp.int32),
+            "rng": jax.random.key_data(jax.random.key(rng)),
+        }
 
     abstract_state = jax.eval_shape(init_state, pure["encoder"], jnp.uint32(0))
     state_shardings = {k: rep for k in abstract_state}
     state_shardings["params"] = param_shardings
     state_shardings["opt_state"] = optax.tree_map_params(
-        tx, lambda _, s: s, abstract_state["opt_state"], param_shardings, transform_non_params=lambda _: rep)
+        tx, lambda _, s: s, abstract_state["opt_state"], param_shardings, transform_non_params=lambda _: rep
+    )
     _check_encoder(init, pure["encoder"])
-    return types.SimpleNamespace(enc=enc, graphdef=graphdef, tx=tx, lr=lr, init_state=init_state,
-                                 state_shardings=state_shardings, param_shardings=param_shardings)
+    return types.SimpleNamespace(
+        enc=enc,
+        graphdef=graphdef,
+        tx=tx,
+        lr=lr,
+        init_state=init_state,
+        state_shardings=state_shardings,
+        param_shardings=param_shardings,
+    )
 
 
 def _check_encoder(init: Init, expected: dict) -> None:
@@ -250,15 +289,19 @@ def _check_encoder(init: Init, expected: dict) -> None:
     for path, want in jax.tree_util.tree_flatten_with_path(expected)[0]:
         have = got.get(path)
         if have is None or tuple(have.shape) != tuple(want.shape):
-            raise UserError(f"{init.source}: encoder parameter {jax.tree_util.keystr(path)} is "
-                            f"{None if have is None else tuple(have.shape)}, expected {tuple(want.shape)}")
+            raise UserError(
+                f"{init.source}: encoder parameter {jax.tree_util.keystr(path)} is "
+                f"{None if have is None else tuple(have.shape)}, expected {tuple(want.shape)}"
+            )
 
 
 def _global(tree, shardings):
     """Host values (the same on every process) -> global arrays with these shardings."""
+
     def put(x, s):
         x = np.asarray(x)
         return jax.make_array_from_callback(x.shape, s, lambda idx: x[idx])
+
     return jax.tree.map(put, tree, shardings)
 
 
@@ -268,8 +311,10 @@ def _check_batch(config, mesh) -> tuple[int, int]:
     d = sharding.batch_divisor(mesh)
     for name, v in (("global_batch_size", b), ("eval_batch_size", eb)):
         if v < 1 or v % d:
-            raise UserError(f"config.train.{name}={v} must be a positive multiple of {d} (the data x "
-                            f"fsdp shards of the mesh {dict(mesh.shape)})")
+            raise UserError(
+                f"config.train.{name}={v} must be a positive multiple of {d} (the data x "
+                f"fsdp shards of the mesh {dict(mesh.shape)})"
+            )
     if config.train.epochs <= 0:
         raise UserError(f"config.train.epochs={config.train.epochs} must be > 0")
     return b, eb
@@ -291,8 +336,12 @@ def _better(value: float, best: float) -> bool:
 
 
 def _flat(scores: dict[str, dict[str, float]]) -> dict[str, float]:
-    return {f"{split}/{k}": float(v) for split, m in scores.items() for k, v in m.items()
-            if isinstance(v, (int, float, np.floating, np.integer))}
+    return {
+        f"{split}/{k}": float(v)
+        for split, m in scores.items()
+        for k, v in m.items()
+        if isinstance(v, (int, float, np.floating, np.integer))
+    }
 
 
 def train_and_evaluate(config, workdir: str, log=print) -> dict:
@@ -321,8 +370,10 @@ def _train_and_evaluate(config, workdir: str, log=print) -> dict:
     _sync("tokenizer")
     tokenizer = load_tokenizer(tok_dir)
     if tokenizer.vocab_size > init.config.vocab_size:
-        raise UserError(f"{init.source}: the tokenizer has {tokenizer.vocab_size} tokens but the model's "
-                        f"vocabulary only {init.config.vocab_size}")
+        raise UserError(
+            f"{init.source}: the tokenizer has {tokenizer.vocab_size} tokens but the model's "
+            f"vocabulary only {init.config.vocab_size}"
+        )
     task = finetuning.load_task(config.task, tokenizer)
     t0 = time.perf_counter()
     if not lead:  # process 0 reads first: a TFDS download and prepare happens once
@@ -334,14 +385,20 @@ def _train_and_evaluate(config, workdir: str, log=print) -> dict:
         _sync("task-data")
     n_train = len(train.arrays["input_ids"])
     described = ", ".join(f"{s} ({len(f.arrays['input_ids'])} rows{_skips(f)})" for s, f in evals.items())
-    say(f"{task.name}: {n_train} training rows from {train.num_examples} examples{_skips(train)}; "
-        f"eval {described or 'none'}; features in {time.perf_counter() - t0:.1f}s")
+    say(
+        f"{task.name}: {n_train} training rows from {train.num_examples} examples{_skips(train)}; "
+        f"eval {described or 'none'}; features in {time.perf_counter() - t0:.1f}s"
+    )
     if not task.eval_splits:
-        raise UserError(f"{task.name}: no labelled split to evaluate on; set config.task.eval_splits "
-                        "(or config.task.files.validation)")
+        raise UserError(
+            f"{task.name}: no labelled split to evaluate on; set config.task.eval_splits "
+            "(or config.task.files.validation)"
+        )
     if n_train == 0:
-        raise UserError(f"{task.name}: no training rows in split {task.train_split!r} "
-                        f"({train.num_examples} examples{_skips(train)})")
+        raise UserError(
+            f"{task.name}: no training rows in split {task.train_split!r} "
+            f"({train.num_examples} examples{_skips(train)})"
+        )
     batch, eval_batch = _check_batch(config, mesh)
     steps_per_epoch = math.ceil(n_train / batch)
     total = max(1, math.ceil(config.train.epochs * steps_per_epoch))
@@ -351,9 +408,11 @@ def _train_and_evaluate(config, workdir: str, log=print) -> dict:
     eval_step = make_eval_step(setup.graphdef, task.kind, mesh, setup.param_shardings)
     encoder = _global(init.encoder, setup.param_shardings["encoder"])
     init_fn = jax.jit(setup.init_state, out_shardings=setup.state_shardings)
-    say(f"fine-tuning {init.source} on {task.name} ({task.kind}, {len(task.label_names) or 1} "
+    say(
+        f"fine-tuning {init.source} on {task.name} ({task.kind}, {len(task.label_names) or 1} "
         f"output(s)): {total} steps of {batch} ({config.train.epochs:g} epochs), {config.seeds} seed(s), "
-        f"{jax.device_count()} device(s), mesh {dict(mesh.shape)}")
+        f"{jax.device_count()} device(s), mesh {dict(mesh.shape)}"
+    )
 
     # --- one run per seed --------------------------------------------------------------------
     main = f"{task.eval_splits[0]}/{task.main_metric}"
@@ -366,8 +425,10 @@ def _train_and_evaluate(config, workdir: str, log=print) -> dict:
         if storage.isfile(done):
             earlier = storage.read_json(done)
             if earlier.get("fingerprint") != fingerprint:
-                raise UserError(f"{seed_dir} holds a finished run of another config (task, init or "
-                                "hyperparameters differ); use another --workdir")
+                raise UserError(
+                    f"{seed_dir} holds a finished run of another config (task, init or "
+                    "hyperparameters differ); use another --workdir"
+                )
             runs.append(earlier)
             say(f"seed {seed}: finished earlier ({main} {earlier['flat'][main]:.4f}); skipped")
             continue
@@ -381,63 +442,115 @@ def _train_and_evaluate(config, workdir: str, log=print) -> dict:
         writer = metrics.Writer(storage.join(seed_dir, "tensorboard"), enabled=lead)
         ckpt = checkpointing.Checkpointer(seed_dir, save_every=1, keep=1, async_save=False)
         best, best_step, history = -math.inf, None, []
-        identity = {"encoder": setup.enc.architecture(), "heads": [task.head], "num_labels": task.num_labels,
-                    "label_names": list(task.label_names)}
+        identity = {
+            "encoder": setup.enc.architecture(),
+            "heads": [task.head],
+            "num_labels": task.num_labels,
+            "label_names": list(task.label_names),
+        }
         for step in range(total):
             epoch, within = divmod(step, steps_per_epoch)
             if within == 0:
                 order = np.random.default_rng([seed, epoch]).permutation(n_train)
                 order = np.concatenate([order, -np.ones(steps_per_epoch * batch - n_train, np.int64)])
-            state, out = train_step(state, _batch(train.arrays, order[within * batch:(within + 1) * batch],
-                                                  mesh))
+            state, out = train_step(
+                state, _batch(train.arrays, order[within * batch : (within + 1) * batch], mesh)
+            )
             if (step + 1) % config.train.log_every == 0 or step + 1 == total:
                 out = {k: float(v) for k, v in jax.device_get(out).items()}
                 if not math.isfinite(out["loss"]):
-                    raise UserError(f"seed {seed}: the loss became {out['loss']} at step {step + 1}; "
-                                    "lower config.optim.learning_rate")
+                    raise UserError(
+                        f"seed {seed}: the loss became {out['loss']} at step {step + 1}; "
+                        "lower config.optim.learning_rate"
+                    )
                 writer.scalars(step + 1, out, "train/")
-                say(f"seed {seed} step {step + 1}/{total}: loss {out['loss']:.4f} "
-                    f"lr {out['learning_rate']:.2e}")
+                say(
+                    f"seed {seed} step {step + 1}/{total}: loss {out['loss']:.4f} "
+                    f"lr {out['learning_rate']:.2e}"
+                )
             if (step + 1) % eval_every == 0 or step + 1 == total:
-                scores = {s: task.evaluate(s, f, predict(eval_step, state["params"], f.arrays, eval_batch,
-                                                         mesh))[0] for s, f in evals.items()}
+                scores = {
+                    s: task.evaluate(s, f, predict(eval_step, state["params"], f.arrays, eval_batch, mesh))[0]
+                    for s, f in evals.items()
+                }
                 flat = _flat(scores)
                 writer.scalars(step + 1, flat, "eval/")
                 history.append({"step": step + 1, **flat})
                 better = _better(flat[main], best) or best_step is None
-                say(f"seed {seed} step {step + 1} eval: " + ", ".join(f"{k} {v:.4f}" for k, v in flat.items())
-                    + (" (best)" if better else ""))
+                say(
+                    f"seed {seed} step {step + 1} eval: "
+                    + ", ".join(f"{k} {v:.4f}" for k, v in flat.items())
+                    + (" (best)" if better else "")
+                )
                 if better:
                     best, best_step = flat[main], step + 1
-                    ckpt.save(step + 1, {"params": state["params"]}, {
-                        "kind": "finetuned", "model": identity, "task": config.task.to_dict(),
-                        "config": config.to_dict(), "seed": seed, "metrics": flat, "init": init.source},
-                        force=True)
+                    ckpt.save(
+                        step + 1,
+                        {"params": state["params"]},
+                        {
+                            "kind": "finetuned",
+                            "model": identity,
+                            "task": config.task.to_dict(),
+                            "config": config.to_dict(),
+                            "seed": seed,
+                            "metrics": flat,
+                            "init": init.source,
+                        },
+                        force=True,
+                    )
         writer.close()
         # The best checkpoint's scores and predictions (GLUE test TSVs, SQuAD JSON, ...).
-        target = {"params": jax.tree.map(lambda a, s: jax.ShapeDtypeStruct(a.shape, a.dtype, sharding=s),
-                                         state["params"], setup.state_shardings["params"])}
+        target = {
+            "params": jax.tree.map(
+                lambda a, s: jax.ShapeDtypeStruct(a.shape, a.dtype, sharding=s),
+                state["params"],
+                setup.state_shardings["params"],
+            )
+        }
         del state
         restored, _ = ckpt.restore(best_step, target)
         ckpt.close()
-        result = _final(task, eval_step, restored["params"], evals, predicts, eval_batch, mesh,
-                        storage.join(seed_dir, "predictions"), lead)
-        result.update(seed=seed, best_step=best_step, history=history, fingerprint=fingerprint,
-                      seconds=round(time.perf_counter() - t_seed, 1))
+        result = _final(
+            task,
+            eval_step,
+            restored["params"],
+            evals,
+            predicts,
+            eval_batch,
+            mesh,
+            storage.join(seed_dir, "predictions"),
+            lead,
+        )
+        result.update(
+            seed=seed,
+            best_step=best_step,
+            history=history,
+            fingerprint=fingerprint,
+            seconds=round(time.perf_counter() - t_seed, 1),
+        )
         if lead:
             _write_json(done, result)
         runs.append(result)
-        say(f"seed {seed}: best {main} {result['flat'][main]:.4f} at step {best_step} "
-            f"({result['seconds']:.0f}s)")
+        say(
+            f"seed {seed}: best {main} {result['flat'][main]:.4f} at step {best_step} "
+            f"({result['seconds']:.0f}s)"
+        )
 
     # --- over the seeds -------------------------------------------------------------------------
     summary = eval_metrics.summarize([r["flat"] for r in runs])
     best_run = max(runs, key=lambda r: -math.inf if math.isnan(r["flat"][main]) else r["flat"][main])
-    results = {"task": task.name, "kind": task.kind, "init": init.source, "main_metric": main,
-               "seeds": [r["seed"] for r in runs], "summary": summary,
-               "per_seed": {str(r["seed"]): r["flat"] for r in runs}, "best_seed": best_run["seed"],
-               "best_checkpoint": f"seed_{best_run['seed']}",  # relative: the workdir may move
-               "skipped": {"train": train.skipped, **{s: f.skipped for s, f in evals.items()}}}
+    results = {
+        "task": task.name,
+        "kind": task.kind,
+        "init": init.source,
+        "main_metric": main,
+        "seeds": [r["seed"] for r in runs],
+        "summary": summary,
+        "per_seed": {str(r["seed"]): r["flat"] for r in runs},
+        "best_seed": best_run["seed"],
+        "best_checkpoint": f"seed_{best_run['seed']}",  # relative: the workdir may move
+        "skipped": {"train": train.skipped, **{s: f.skipped for s, f in evals.items()}},
+    }
     table = format_table(results)
     if lead:
         storage.write_json(storage.join(workdir, RESULTS), results)
@@ -476,14 +589,18 @@ def _write_json(path: str, value) -> None:
 def format_table(results: dict) -> str:
     """The results over seeds as a Markdown table: one row per metric."""
     seeds = results["seeds"]
-    head = (f"{results['task']} from {results['init']}: {len(seeds)} seed(s); best checkpoint by "
-            f"{results['main_metric']}: seed {results['best_seed']}")
+    head = (
+        f"{results['task']} from {results['init']}: {len(seeds)} seed(s); best checkpoint by "
+        f"{results['main_metric']}: seed {results['best_seed']}"
+    )
     columns = ["metric", "mean", "std", "median", "min", "max", *(f"seed {s}" for s in seeds)]
     lines = [head, "", "| " + " | ".join(columns) + " |", "|---" * len(columns) + "|"]
     for name, s in results["summary"].items():
         per = [results["per_seed"][str(seed)].get(name) for seed in seeds]
-        lines.append(f"| {name} | {s['mean']:.4f} | {s['std']:.4f} | {s['median']:.4f} | {s['min']:.4f} | "
-                     f"{s['max']:.4f} | " + " | ".join("-" if v is None else f"{v:.4f}" for v in per) + " |")
+        lines.append(
+            f"| {name} | {s['mean']:.4f} | {s['std']:.4f} | {s['median']:.4f} | {s['min']:.4f} | "
+            f"{s['max']:.4f} | " + " | ".join("-" if v is None else f"{v:.4f}" for v in per) + " |"
+        )
     return "\n".join(lines)
 
 
@@ -495,12 +612,15 @@ def _label_order(have, want, checkpoint: str, task: str) -> list[int] | None:
         return None
     lower = [n.lower() for n in have]
     if sorted(lower) != sorted(n.lower() for n in want):
-        raise UserError(f"{checkpoint}'s outputs are the labels {list(have)}; {task}'s are {list(want)}: "
-                        "scoring one against the other would be wrong")
+        raise UserError(
+            f"{checkpoint}'s outputs are the labels {list(have)}; {task}'s are {list(want)}: "
+            "scoring one against the other would be wrong"
+        )
     return [lower.index(n.lower()) for n in want]
 
 
 # --- bert-jax evaluate ---------------------------------------------------------------------------
+
 
 def evaluate(checkpoint: str, config=None, overrides=(), output: str | None = None, log=print) -> dict:
     """Score a checkpoint with a task head on its task's eval splits and write predictions.
@@ -524,16 +644,23 @@ def evaluate(checkpoint: str, config=None, overrides=(), output: str | None = No
         if extra.get("kind") != "finetuned" and config is None:
             raise UserError(f"{checkpoint} is not a fine-tuned checkpoint; pass --config to name the task")
         model_info = extra["model"]
-        heads, num_labels, label_names = tuple(model_info["heads"]), model_info["num_labels"], \
-            tuple(model_info.get("label_names") or ())
+        heads, num_labels, label_names = (
+            tuple(model_info["heads"]),
+            model_info["num_labels"],
+            tuple(model_info.get("label_names") or ()),
+        )
         tok_dir = storage.join(checkpoint, "tokenizer")
         source = f"{checkpoint} (step {step})"
         saved = extra.get("config")
     elif storage.isfile(storage.join(checkpoint, "config.json")):
         ckpt = hf.load(storage.fetch(checkpoint))
         enc, params, heads, num_labels = ckpt.config, ckpt.params, ckpt.heads, ckpt.num_labels
-        label_names, tok_dir, source, saved = (tuple(ckpt.label_names or ()), storage.fetch(checkpoint),
-                                               checkpoint, None)
+        label_names, tok_dir, source, saved = (
+            tuple(ckpt.label_names or ()),
+            storage.fetch(checkpoint),
+            checkpoint,
+            None,
+        )
     else:
         raise UserError(f"{checkpoint}: neither a fine-tuning workdir nor a Hugging Face checkpoint")
     if config is not None:
@@ -553,11 +680,14 @@ def evaluate(checkpoint: str, config=None, overrides=(), output: str | None = No
     _, eb = _check_batch(config, mesh)
     task = finetuning.load_task(config.task, load_tokenizer(tok_dir))
     if task.head not in heads:
-        raise UserError(f"{checkpoint} has heads {list(heads) or 'none'}; {task.name} needs a "
-                        f"{task.head} head")
+        raise UserError(
+            f"{checkpoint} has heads {list(heads) or 'none'}; {task.name} needs a {task.head} head"
+        )
     if task.head != "span" and num_labels != task.num_labels:
-        raise UserError(f"{checkpoint} has {num_labels} outputs; {task.name} has {task.num_labels} "
-                        f"labels ({', '.join(task.label_names)})")
+        raise UserError(
+            f"{checkpoint} has {num_labels} outputs; {task.name} has {task.num_labels} "
+            f"labels ({', '.join(task.label_names)})"
+        )
     order = _label_order(label_names, task.label_names, checkpoint, task.name)
     enc = encoder_config(config, enc) if "model" in config else enc
     model = model_lib.abstract(enc, heads, num_labels)

@@ -34,9 +34,11 @@ def encoder_matmul_params(config: EncoderConfig) -> int:
 
 def flops_per_sequence(config: EncoderConfig, seq_len: int, predictions: int) -> float:
     h, v = config.hidden_size, config.vocab_size
-    return (6 * seq_len * encoder_matmul_params(config)
-            + 12 * config.num_layers * seq_len**2 * h
-            + 6 * predictions * (h * h + h * v))
+    return (
+        6 * seq_len * encoder_matmul_params(config)
+        + 12 * config.num_layers * seq_len**2 * h
+        + 6 * predictions * (h * h + h * v)
+    )
 
 
 def matmul_ceiling(n: int = 1024, repeats: int = 5, dtype: str = "float32", chain: int = 1) -> float:
@@ -130,13 +132,16 @@ class Progress:
         self.total, self.enabled = total_steps, enabled
         self.tty = sys.stderr.isatty()
 
-    def update(self, step: int, loss: float, tokens_per_s: float, seconds_per_step: float,
-               extra: str = "") -> None:
+    def update(
+        self, step: int, loss: float, tokens_per_s: float, seconds_per_step: float, extra: str = ""
+    ) -> None:
         if not self.enabled:
             return
         eta = max(0.0, (self.total - step) * seconds_per_step)
-        line = (f"step {step}/{self.total}  loss {loss:.4f}  {tokens_per_s:,.0f} tok/s  "
-                f"ETA {int(eta // 60)}m{int(eta % 60):02d}s{('  ' + extra) if extra else ''}")
+        line = (
+            f"step {step}/{self.total}  loss {loss:.4f}  {tokens_per_s:,.0f} tok/s  "
+            f"ETA {int(eta // 60)}m{int(eta % 60):02d}s{('  ' + extra) if extra else ''}"
+        )
         if self.tty:
             print("\r" + line.ljust(100), end="", file=sys.stderr, flush=True)
         else:

@@ -41,10 +41,12 @@ def schedule(cfg, total_steps: int) -> optax.Schedule:
 
 def decay_mask(params):
     """True where weight decay applies: kernels and embeddings, not LayerNorm or biases."""
+
     def keep(path, _):
         last = path[-1]
         name = getattr(last, "key", getattr(last, "name", str(last)))
         return name not in _NO_DECAY
+
     return jax.tree_util.tree_map_with_path(keep, params)
 
 
@@ -70,15 +72,17 @@ def layerwise_scales(params: dict, num_layers: int, decay: float, shared_layers:
             return (decay ** (top - depths)).astype(np.float32).reshape((-1,) + (1,) * (leaf.ndim - 1))
         if keys[1] == "pooler":
             return np.float32(decay ** (top - num_layers - 1))
-        return np.float32(decay ** top)
+        return np.float32(decay**top)
 
     return jax.tree_util.tree_map_with_path(scale, params)
 
 
 def scale_updates(scales) -> optax.GradientTransformation:
     """Multiply each update by its (broadcastable) multiplier: per-parameter learning rates."""
+
     def update(updates, state, params=None):
         return jax.tree.map(lambda u, s: u * s.astype(u.dtype), updates, scales), state
+
     return optax.GradientTransformation(lambda params: optax.EmptyState(), update)
 
 
@@ -91,31 +95,39 @@ def scale_by_layer_trust_ratio(stacked_layers: bool) -> optax.GradientTransforma
     """LAMB's trust ratio ||param|| / ||update||, one per layer: the encoder's blocks are
     stacked [L, ...], so their norms are taken per slice of the leading axis (as the
     original LAMB, which sees L separate variables), not over all L layers at once."""
+
     def update(updates, state, params):
         def scale(path, u, p):
             axes = tuple(range(1, p.ndim)) if stacked_layers and _is_stacked(path) and p.ndim > 1 else None
             pn = jnp.sqrt(jnp.sum(jnp.square(p), axis=axes, keepdims=axes is not None))
             un = jnp.sqrt(jnp.sum(jnp.square(u), axis=axes, keepdims=axes is not None))
             return u * jnp.where((pn == 0) | (un == 0), 1.0, pn / jnp.where(un == 0, 1.0, un)).astype(u.dtype)
+
         return jax.tree_util.tree_map_with_path(scale, updates, params), state
+
     return optax.GradientTransformation(lambda params: optax.EmptyState(), update)
 
 
-def make(cfg, total_steps: int, scales=None, stacked_layers: bool = True
-         ) -> tuple[optax.GradientTransformation, optax.Schedule]:
+def make(
+    cfg, total_steps: int, scales=None, stacked_layers: bool = True
+) -> tuple[optax.GradientTransformation, optax.Schedule]:
     """The optimizer and its schedule; `scales`: per-parameter lr multipliers (layerwise_scales);
     `stacked_layers`: the encoder's blocks are stacked [L, ...] (False for ALBERT's shared one)."""
     if cfg.name not in OPTIMIZERS:
         raise UserError(f"config.optim.name={cfg.name!r}; choose one of: {', '.join(OPTIMIZERS)}")
     lr = schedule(cfg, total_steps)
     if cfg.name == "adamw":
-        opt = optax.adamw(lr, b1=cfg.b1, b2=cfg.b2, eps=cfg.eps, weight_decay=cfg.weight_decay,
-                          mask=decay_mask)
+        opt = optax.adamw(
+            lr, b1=cfg.b1, b2=cfg.b2, eps=cfg.eps, weight_decay=cfg.weight_decay, mask=decay_mask
+        )
     else:
         # optax.lamb's chain (same state layout) with the trust ratio taken per layer.
-        opt = optax.chain(optax.scale_by_adam(b1=cfg.b1, b2=cfg.b2, eps=cfg.eps),
-                          optax.add_decayed_weights(cfg.weight_decay, mask=decay_mask),
-                          scale_by_layer_trust_ratio(stacked_layers), optax.scale_by_learning_rate(lr))
+        opt = optax.chain(
+            optax.scale_by_adam(b1=cfg.b1, b2=cfg.b2, eps=cfg.eps),
+            optax.add_decayed_weights(cfg.weight_decay, mask=decay_mask),
+            scale_by_layer_trust_ratio(stacked_layers),
+            optax.scale_by_learning_rate(lr),
+        )
     chain = [optax.clip_by_global_norm(cfg.clip_norm)] if cfg.clip_norm > 0 else []
     if scales is not None:
         opt = optax.chain(opt, scale_updates(scales))

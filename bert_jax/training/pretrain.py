@@ -1,8 +1,8 @@
 """train_and_evaluate(config, workdir): the pretraining job, read top to bottom.
 
-  distributed start-up -> mesh -> data (prepared on first use) -> model and optimizer
-  shapes -> shardings -> state created sharded -> restore the latest checkpoint -> loop:
-  step, log, evaluate, checkpoint; SIGTERM saves at the next step boundary -> summary.
+distributed start-up -> mesh -> data (prepared on first use) -> model and optimizer
+shapes -> shardings -> state created sharded -> restore the latest checkpoint -> loop:
+step, log, evaluate, checkpoint; SIGTERM saves at the next step boundary -> summary.
 """
 
 from __future__ import annotations
@@ -38,23 +38,32 @@ class Settings:
 
 def encoder_config(config, vocab_size: int):
     m = config.model
-    overrides = {"dtype": m.dtype, "remat_policy": m.remat_policy, "scan_layers": m.scan_layers,
-                 "attention_impl": m.attention_impl, "vocab_size": m.vocab_size or vocab_size}
+    overrides = {
+        "dtype": m.dtype,
+        "remat_policy": m.remat_policy,
+        "scan_layers": m.scan_layers,
+        "attention_impl": m.attention_impl,
+        "vocab_size": m.vocab_size or vocab_size,
+    }
     if m.hidden_dropout >= 0:
         overrides["hidden_dropout"] = m.hidden_dropout
     if m.attention_dropout >= 0:
         overrides["attention_dropout"] = m.attention_dropout
     enc = get_preset(m.preset, **overrides)
     if enc.vocab_size < vocab_size:
-        raise UserError(f"config.model.vocab_size={enc.vocab_size} is smaller than the data's "
-                        f"vocabulary ({vocab_size})")
+        raise UserError(
+            f"config.model.vocab_size={enc.vocab_size} is smaller than the data's vocabulary ({vocab_size})"
+        )
     return enc
 
 
 def model_identity(config, enc, imported: bool = False) -> dict:
     """What a checkpoint must match to be resumed: objective and architecture."""
-    out = {"objective": config.objective, "encoder": enc.architecture(),
-           "generator_fraction": config.electra.generator_fraction}
+    out = {
+        "objective": config.objective,
+        "encoder": enc.architecture(),
+        "generator_fraction": config.electra.generator_fraction,
+    }
     if imported:  # the architecture came from bert-jax import, not from model.preset
         out["imported"] = True
     return out
@@ -84,8 +93,16 @@ def _check_config(config, mesh) -> None:
     """What the config alone decides: checked before any data is prepared or read."""
     if config.objective not in OBJECTIVES:
         raise UserError(f"config.objective={config.objective!r}; choose one of: {', '.join(OBJECTIVES)}")
-    for field in ("steps", "global_batch_size", "microbatches", "log_every", "eval_every",
-                  "checkpoint_every", "keep_checkpoints", "max_nonfinite_steps"):
+    for field in (
+        "steps",
+        "global_batch_size",
+        "microbatches",
+        "log_every",
+        "eval_every",
+        "checkpoint_every",
+        "keep_checkpoints",
+        "max_nonfinite_steps",
+    ):
         value = config.train[field]
         if not isinstance(value, int) or isinstance(value, bool) or value < 1:
             raise UserError(f"config.train.{field}={value!r}; expected a positive integer")
@@ -93,28 +110,37 @@ def _check_config(config, mesh) -> None:
         raise UserError(f"config.train.eval_batches={config.train.eval_batches}; expected >= 0")
     b, m = config.train.global_batch_size, config.train.microbatches
     if b % m:
-        raise UserError(f"config.train.global_batch_size={b} does not split into "
-                        f"config.train.microbatches={m}")
+        raise UserError(
+            f"config.train.global_batch_size={b} does not split into config.train.microbatches={m}"
+        )
     if (b // m) % sharding.batch_divisor(mesh):
-        raise UserError(f"config.train.global_batch_size={b} (microbatches of {b // m}) does not divide "
-                        f"over the {sharding.batch_divisor(mesh)} data x fsdp shards of the mesh "
-                        f"{dict(mesh.shape)}")
+        raise UserError(
+            f"config.train.global_batch_size={b} (microbatches of {b // m}) does not divide "
+            f"over the {sharding.batch_divisor(mesh)} data x fsdp shards of the mesh "
+            f"{dict(mesh.shape)}"
+        )
     preset = get_preset(config.model.preset)
     if not config.data.dir and config.data.prepare.max_seq_length > preset.max_length:
-        raise UserError(f"config.data.prepare.max_seq_length={config.data.prepare.max_seq_length} exceeds "
-                        f"{config.model.preset}'s {preset.max_length} positions")
+        raise UserError(
+            f"config.data.prepare.max_seq_length={config.data.prepare.max_seq_length} exceeds "
+            f"{config.model.preset}'s {preset.max_length} positions"
+        )
 
 
 def _check(config, meta, mesh) -> None:
     """What needs the prepared data: its objective, rows, vocabulary and row length."""
     objective = OBJECTIVES[config.objective]
     if meta["objective"] not in objective.DATA:
-        raise UserError(f"config.objective={config.objective!r} cannot train on {meta['objective']!r} "
-                        f"data (it needs {' or '.join(objective.DATA)}); prepare the data with a "
-                        f"matching data config")
+        raise UserError(
+            f"config.objective={config.objective!r} cannot train on {meta['objective']!r} "
+            f"data (it needs {' or '.join(objective.DATA)}); prepare the data with a "
+            f"matching data config"
+        )
     if config.data.eval_rows >= meta["num_rows"]:
-        raise UserError(f"config.data.eval_rows={config.data.eval_rows} leaves no training rows "
-                        f"(the data has {meta['num_rows']})")
+        raise UserError(
+            f"config.data.eval_rows={config.data.eval_rows} leaves no training rows "
+            f"(the data has {meta['num_rows']})"
+        )
 
 
 class StateSetup:
@@ -133,19 +159,31 @@ class StateSetup:
         self.shardings = {k: rep for k in self.abstract_state}
         self.shardings["params"] = param_shardings
         self.shardings["opt_state"] = optax.tree_map_params(
-            self.tx, lambda _, s: s, self.abstract_state["opt_state"], param_shardings,
-            transform_non_params=lambda _: rep)
+            self.tx,
+            lambda _, s: s,
+            self.abstract_state["opt_state"],
+            param_shardings,
+            transform_non_params=lambda _: rep,
+        )
 
     def init(self):
         params = nnx.to_pure_dict(nnx.state(self.build()))
-        return {"params": params, "opt_state": self.tx.init(params), "step": jnp.zeros((), jnp.int32),
-                "rng": jax.random.key_data(jax.random.key(self.seed)),
-                "nonfinite_run": jnp.zeros((), jnp.int32), "nonfinite_total": jnp.zeros((), jnp.int32)}
+        return {
+            "params": params,
+            "opt_state": self.tx.init(params),
+            "step": jnp.zeros((), jnp.int32),
+            "rng": jax.random.key_data(jax.random.key(self.seed)),
+            "nonfinite_run": jnp.zeros((), jnp.int32),
+            "nonfinite_total": jnp.zeros((), jnp.int32),
+        }
 
     def target(self):
         """The abstract state with target shardings: what a restore fills in."""
-        return jax.tree.map(lambda a, s: jax.ShapeDtypeStruct(a.shape, a.dtype, sharding=s),
-                            self.abstract_state, self.shardings)
+        return jax.tree.map(
+            lambda a, s: jax.ShapeDtypeStruct(a.shape, a.dtype, sharding=s),
+            self.abstract_state,
+            self.shardings,
+        )
 
 
 def load_params(workdir: str, step: int | None = None):
@@ -181,8 +219,11 @@ def _imported_target(extra: dict, mesh) -> dict:
     abstract = model_lib.abstract(EncoderConfig.from_dict(m["encoder"]), tuple(m["heads"]), m["num_labels"])
     shardings = sharding.param_shardings(nnx.state(abstract), mesh)
     pure = nnx.to_pure_dict(nnx.state(abstract))
-    return {"params": jax.tree.map(lambda a, s: jax.ShapeDtypeStruct(a.shape, a.dtype, sharding=s),
-                                   pure, shardings)}
+    return {
+        "params": jax.tree.map(
+            lambda a, s: jax.ShapeDtypeStruct(a.shape, a.dtype, sharding=s), pure, shardings
+        )
+    }
 
 
 def _graft(fresh: dict, imported: dict, objective: str) -> dict:
@@ -205,8 +246,9 @@ def count_nonfinite(run, total, finite, limit: int):
     return run, total + (~finite).astype(jnp.int32)
 
 
-def make_train_step(graphdef, objective, tx, lr, microbatches: int, mesh, state_shardings,
-                    max_nonfinite_steps: int = 10):
+def make_train_step(
+    graphdef, objective, tx, lr, microbatches: int, mesh, state_shardings, max_nonfinite_steps: int = 10
+):
     batch_spec = sharding.batch_sharding(mesh)
 
     def loss(params, batch, rng, denom):
@@ -226,7 +268,8 @@ def make_train_step(graphdef, objective, tx, lr, microbatches: int, mesh, state_
             def split(x):
                 x = x.reshape(x.shape[0] // microbatches, microbatches, *x.shape[1:]).swapaxes(0, 1)
                 return jax.lax.with_sharding_constraint(
-                    x, jax.sharding.NamedSharding(mesh, jax.sharding.PartitionSpec(None, *batch_spec.spec)))
+                    x, jax.sharding.NamedSharding(mesh, jax.sharding.PartitionSpec(None, *batch_spec.spec))
+                )
 
             def accumulate(carry, xs):
                 i, micro = xs
@@ -236,15 +279,15 @@ def make_train_step(graphdef, objective, tx, lr, microbatches: int, mesh, state_
             micro = jax.tree.map(split, batch)
             zeros = jax.tree.map(jnp.zeros_like, jax.eval_shape(grad_fn, params, batch, rng, denom))
             zeros = (zeros[0][0], zeros[0][1], zeros[1])
-            (loss_value, sums, grads), _ = jax.lax.scan(
-                accumulate, zeros, (jnp.arange(microbatches), micro))
+            (loss_value, sums, grads), _ = jax.lax.scan(accumulate, zeros, (jnp.arange(microbatches), micro))
         grad_norm = optax.global_norm(grads)
         finite = jnp.isfinite(loss_value) & jnp.isfinite(grad_norm)
         updates, opt_state = tx.update(grads, state["opt_state"], params)
         new_params = optax.apply_updates(params, updates)
         keep = lambda new, old: jax.tree.map(lambda a, b: jnp.where(finite, a, b), new, old)  # noqa: E731
-        run, total = count_nonfinite(state["nonfinite_run"], state["nonfinite_total"], finite,
-                                     max_nonfinite_steps)
+        run, total = count_nonfinite(
+            state["nonfinite_run"], state["nonfinite_total"], finite, max_nonfinite_steps
+        )
         new_state = {
             "params": keep(new_params, params),
             "opt_state": keep(opt_state, state["opt_state"]),
@@ -253,12 +296,22 @@ def make_train_step(graphdef, objective, tx, lr, microbatches: int, mesh, state_
             "nonfinite_run": run,
             "nonfinite_total": total,
         }
-        out = dict(sums, loss=loss_value, grad_norm=grad_norm, learning_rate=lr(state["step"]),
-                   nonfinite_run=run, nonfinite_total=total)
+        out = dict(
+            sums,
+            loss=loss_value,
+            grad_norm=grad_norm,
+            learning_rate=lr(state["step"]),
+            nonfinite_run=run,
+            nonfinite_total=total,
+        )
         return new_state, out
 
-    return jax.jit(step, in_shardings=(state_shardings, batch_spec),
-                   out_shardings=(state_shardings, sharding.replicated(mesh)), donate_argnums=0)
+    return jax.jit(
+        step,
+        in_shardings=(state_shardings, batch_spec),
+        out_shardings=(state_shardings, sharding.replicated(mesh)),
+        donate_argnums=0,
+    )
 
 
 def make_eval_step(graphdef, objective, mesh, param_shardings):
@@ -266,8 +319,12 @@ def make_eval_step(graphdef, objective, mesh, param_shardings):
         denom = objective.denominators(batch)
         _, sums = objective.loss_fn(nnx.merge(graphdef, params), batch, None, denom)
         return sums
-    return jax.jit(step, in_shardings=(param_shardings, sharding.batch_sharding(mesh)),
-                   out_shardings=sharding.replicated(mesh))
+
+    return jax.jit(
+        step,
+        in_shardings=(param_shardings, sharding.batch_sharding(mesh)),
+        out_shardings=sharding.replicated(mesh),
+    )
 
 
 class _Preemption:
@@ -312,14 +369,17 @@ def _train_and_evaluate(config, workdir: str, log=print) -> dict:
     storage.makedirs(workdir)
 
     # --- an imported checkpoint (bert-jax import) fixes the architecture and tokenizer --------
-    ckpt = checkpointing.Checkpointer(workdir, save_every=config.train.checkpoint_every,
-                                      keep=config.train.keep_checkpoints)
+    ckpt = checkpointing.Checkpointer(
+        workdir, save_every=config.train.checkpoint_every, keep=config.train.keep_checkpoints
+    )
     latest, latest_extra = _newest_readable(ckpt, ckpt.all_steps(), say)
     imported = latest_extra if latest_extra.get("kind") == "imported" else None
     # The architecture of a run that began from an import stays the imported one.
     arch = (imported or {}).get("model", {}).get("encoder") or (
-        latest_extra.get("model", {}).get("encoder") if latest_extra.get("model", {}).get("imported")
-        else None)
+        latest_extra.get("model", {}).get("encoder")
+        if latest_extra.get("model", {}).get("imported")
+        else None
+    )
     if arch is not None:  # began from an import: its data uses the imported tokenizer, resumed too
         if not config.data.dir and not config.data.prepare.tokenizer:
             with config.unlocked():
@@ -335,26 +395,43 @@ def _train_and_evaluate(config, workdir: str, log=print) -> dict:
     n_train = meta["num_rows"] - config.data.eval_rows
     train_stream = PretrainingStream(
         StreamConfig(data_dir, config.train.global_batch_size, config.train.seed, masking, (0, n_train)),
-        jax.process_index(), jax.process_count())
-    eval_batch = min(config.train.global_batch_size,
-                     config.data.eval_rows // sharding.batch_divisor(mesh) * sharding.batch_divisor(mesh))
-    eval_stream = (PretrainingStream(
-        StreamConfig(data_dir, eval_batch, 0, masking, (n_train, meta["num_rows"])),
-        jax.process_index(), jax.process_count()) if eval_batch and config.data.eval_rows else None)
+        jax.process_index(),
+        jax.process_count(),
+    )
+    eval_batch = min(
+        config.train.global_batch_size,
+        config.data.eval_rows // sharding.batch_divisor(mesh) * sharding.batch_divisor(mesh),
+    )
+    eval_stream = (
+        PretrainingStream(
+            StreamConfig(data_dir, eval_batch, 0, masking, (n_train, meta["num_rows"])),
+            jax.process_index(),
+            jax.process_count(),
+        )
+        if eval_batch and config.data.eval_rows
+        else None
+    )
 
     # --- model and optimizer: shapes, then shardings, then arrays -----------------------------
     enc = encoder_config(config, meta["vocab_size"])
     if arch is not None:
         m = config.model
-        enc = EncoderConfig.from_dict(arch).replace(dtype=m.dtype, remat_policy=m.remat_policy,
-                                                    scan_layers=m.scan_layers,
-                                                    attention_impl=m.attention_impl)
+        enc = EncoderConfig.from_dict(arch).replace(
+            dtype=m.dtype,
+            remat_policy=m.remat_policy,
+            scan_layers=m.scan_layers,
+            attention_impl=m.attention_impl,
+        )
     if meta["vocab_size"] > enc.vocab_size:
-        raise UserError(f"{data_dir} uses a vocabulary of {meta['vocab_size']} ids; the model has "
-                        f"{enc.vocab_size} (ids past the table would embed as NaN)")
+        raise UserError(
+            f"{data_dir} uses a vocabulary of {meta['vocab_size']} ids; the model has "
+            f"{enc.vocab_size} (ids past the table would embed as NaN)"
+        )
     if meta["max_seq_length"] > enc.max_length:
-        raise UserError(f"{data_dir} holds rows of {meta['max_seq_length']} tokens, more than "
-                        f"the model's {enc.max_length} positions")
+        raise UserError(
+            f"{data_dir} holds rows of {meta['max_seq_length']} tokens, more than "
+            f"the model's {enc.max_length} positions"
+        )
     setup = StateSetup(config, enc, mesh)
     graphdef, tx, lr = setup.graphdef, setup.tx, setup.lr
     abstract_state, state_shardings = setup.abstract_state, setup.shardings
@@ -366,17 +443,22 @@ def _train_and_evaluate(config, workdir: str, log=print) -> dict:
         loaded, _ = ckpt.restore(latest, _imported_target(imported, mesh))
         fresh = jax.jit(setup.init, out_shardings=state_shardings)()
         params = _graft(fresh["params"], loaded["params"], config.objective)
-        state = dict(fresh, params=params, opt_state=jax.jit(
-            setup.tx.init, out_shardings=state_shardings["opt_state"])(params))
+        state = dict(
+            fresh,
+            params=params,
+            opt_state=jax.jit(setup.tx.init, out_shardings=state_shardings["opt_state"])(params),
+        )
         start = 0
         say(f"continuing pretraining from the imported checkpoint in {workdir}")
     elif latest is not None:
         extra = latest_extra
         saved = _normalized(extra.get("model"))
         if saved != identity:
-            raise UserError(f"{workdir} holds a checkpoint (step {latest}) of another model: saved "
-                            f"{_describe(saved)}, configured {_describe(identity)}"
-                            f"{_differences(saved, identity)}; use another --workdir")
+            raise UserError(
+                f"{workdir} holds a checkpoint (step {latest}) of another model: saved "
+                f"{_describe(saved)}, configured {_describe(identity)}"
+                f"{_differences(saved, identity)}; use another --workdir"
+            )
         state, extra, latest = _restore_newest_intact(ckpt, latest, setup.target(), say)
         start = train_stream.check_state(extra["data_state"])
         say(f"resumed from {workdir} at step {start}")
@@ -384,12 +466,22 @@ def _train_and_evaluate(config, workdir: str, log=print) -> dict:
         state = jax.jit(setup.init, out_shardings=state_shardings)()
         start = 0
     n_params = sum(int(np.prod(x.shape)) for x in jax.tree.leaves(abstract_state["params"]))
-    say(f"pretraining {config.model.preset} ({config.objective}, {n_params:,} parameters) on "
-        f"{jax.device_count()} device(s), mesh {dict(mesh.shape)}, {jax.process_count()} process(es)")
+    say(
+        f"pretraining {config.model.preset} ({config.objective}, {n_params:,} parameters) on "
+        f"{jax.device_count()} device(s), mesh {dict(mesh.shape)}, {jax.process_count()} process(es)"
+    )
 
     # --- steps ----------------------------------------------------------------------------
-    train_step = make_train_step(graphdef, objective, tx, lr, config.train.microbatches, mesh,
-                                 state_shardings, config.train.max_nonfinite_steps)
+    train_step = make_train_step(
+        graphdef,
+        objective,
+        tx,
+        lr,
+        config.train.microbatches,
+        mesh,
+        state_shardings,
+        config.train.max_nonfinite_steps,
+    )
     eval_step = make_eval_step(graphdef, objective, mesh, param_shardings)
     writer = metrics.Writer(storage.join(workdir, "tensorboard"), enabled=lead)
     progress = metrics.Progress(config.train.steps, enabled=lead)
@@ -398,8 +490,10 @@ def _train_and_evaluate(config, workdir: str, log=print) -> dict:
     flops = metrics.flops_per_sequence(enc, seq, masking.max_predictions)
     if config.objective == "electra":  # the generator runs too
         from bert_jax.objectives.electra import generator_config
-        flops += metrics.flops_per_sequence(generator_config(enc, config.electra.generator_fraction),
-                                            seq, masking.max_predictions)
+
+        flops += metrics.flops_per_sequence(
+            generator_config(enc, config.electra.generator_fraction), seq, masking.max_predictions
+        )
     flops *= config.train.global_batch_size
 
     def evaluate(step: int) -> dict[str, float]:
@@ -408,8 +502,9 @@ def _train_and_evaluate(config, workdir: str, log=print) -> dict:
         total: dict[str, float] = {}
         batches = min(config.train.eval_batches, max(1, eval_stream.num_rows // eval_batch))
         for k in range(batches):
-            sums = jax.device_get(eval_step(state["params"], sharding.global_batch(
-                eval_stream.host_batch(k), mesh)))
+            sums = jax.device_get(
+                eval_step(state["params"], sharding.global_batch(eval_stream.host_batch(k), mesh))
+            )
             for key, v in sums.items():
                 total[key] = total.get(key, 0.0) + float(v)
         result = metrics.summarize(total)
@@ -419,8 +514,12 @@ def _train_and_evaluate(config, workdir: str, log=print) -> dict:
     saved = {"step": latest}
 
     def save(step: int, force: bool = False) -> None:
-        if ckpt.save(step, state, {"data_state": train_stream.state(step), "model": identity,
-                                   "config": config.to_dict()}, force=force):
+        if ckpt.save(
+            step,
+            state,
+            {"data_state": train_stream.state(step), "model": identity, "config": config.to_dict()},
+            force=force,
+        ):
             saved["step"] = step
 
     # --- loop -------------------------------------------------------------------------------
@@ -440,19 +539,29 @@ def _train_and_evaluate(config, workdir: str, log=print) -> dict:
                 sec = (now - last_time) / (step - last_step)
                 last_time, last_step = now, step
                 values = metrics.summarize(out)
-                values.update(step_time=sec, tokens_per_second=config.train.global_batch_size * seq / sec,
-                              mfu=flops / sec / peak)
+                values.update(
+                    step_time=sec,
+                    tokens_per_second=config.train.global_batch_size * seq / sec,
+                    mfu=flops / sec / peak,
+                )
                 writer.scalars(step, values, "train/")
                 history["train"].append({"step": step, **values})
-                progress.update(step, values["loss"], values["tokens_per_second"], sec,
-                                f"mlm acc {values.get('mlm_accuracy', 0):.3f}")
+                progress.update(
+                    step,
+                    values["loss"],
+                    values["tokens_per_second"],
+                    sec,
+                    f"mlm acc {values.get('mlm_accuracy', 0):.3f}",
+                )
                 history["nonfinite_total"] = int(out["nonfinite_total"])
                 if int(out["nonfinite_run"]) >= config.train.max_nonfinite_steps:
                     progress.newline()
-                    raise UserError(f"{int(out['nonfinite_run'])} consecutive steps had non-finite loss "
-                                    f"or gradients (each skipped) by step {step} "
-                                    f"({int(out['nonfinite_total'])} in all); lower "
-                                    "config.optim.learning_rate or check the data")
+                    raise UserError(
+                        f"{int(out['nonfinite_run'])} consecutive steps had non-finite loss "
+                        f"or gradients (each skipped) by step {step} "
+                        f"({int(out['nonfinite_total'])} in all); lower "
+                        "config.optim.learning_rate or check the data"
+                    )
             if step % config.train.eval_every == 0 and step != config.train.steps:
                 progress.newline()
                 say(f"eval at step {step}: {_fmt(evaluate(step))}")
@@ -474,9 +583,14 @@ def _train_and_evaluate(config, workdir: str, log=print) -> dict:
         preemption.restore()
         writer.close()
         ckpt.close()
-    summary = {"steps": step, "workdir": workdir, "first_eval": history["first_eval"],
-               "final_eval": history["last_eval"], "train": history["train"],
-               "nonfinite_total": history["nonfinite_total"]}
+    summary = {
+        "steps": step,
+        "workdir": workdir,
+        "first_eval": history["first_eval"],
+        "final_eval": history["last_eval"],
+        "train": history["train"],
+        "nonfinite_total": history["nonfinite_total"],
+    }
     if lead:
         storage.write_json(storage.join(workdir, "summary.json"), summary)
     say(_closing(summary, config))
@@ -488,8 +602,10 @@ def _fmt(values: dict[str, float]) -> str:
 
 
 def _warn_damaged(error: checkpointing.DamagedCheckpoint, say) -> None:
-    say(f"WARNING: {error}. Resuming from the newest intact step before it; the damaged step "
-        "is kept beside the others as <step>.damaged-<time>.")
+    say(
+        f"WARNING: {error}. Resuming from the newest intact step before it; the damaged step "
+        "is kept beside the others as <step>.damaged-<time>."
+    )
 
 
 def _newest_readable(ckpt, steps: list[int], say) -> tuple[int | None, dict]:
@@ -516,7 +632,8 @@ def _restore_newest_intact(ckpt, step: int, target, say):
                 raise checkpointing.DamagedCheckpoint(
                     f"checkpoint step {step} is damaged: its data_state.step "
                     f"{extra.get('data_state', {}).get('step')!r} is not its state's step {saved_step}",
-                    step)
+                    step,
+                )
             break
         except checkpointing.DamagedCheckpoint as e:
             earlier = [s for s in ckpt.all_steps() if s < step]
@@ -545,11 +662,15 @@ def _normalized(identity):
 def _differences(saved, configured: dict) -> str:
     if not isinstance(saved, dict):
         return ""
-    diff = [f"{k}: {saved.get(k)!r} -> {configured.get(k)!r}" for k in sorted(configured)
-            if k != "encoder" and saved.get(k) != configured.get(k)]
+    diff = [
+        f"{k}: {saved.get(k)!r} -> {configured.get(k)!r}"
+        for k in sorted(configured)
+        if k != "encoder" and saved.get(k) != configured.get(k)
+    ]
     old, new = saved.get("encoder") or {}, configured["encoder"]
-    diff += [f"encoder.{k}: {old.get(k)!r} -> {new.get(k)!r}" for k in sorted(new)
-             if old.get(k) != new.get(k)]
+    diff += [
+        f"encoder.{k}: {old.get(k)!r} -> {new.get(k)!r}" for k in sorted(new) if old.get(k) != new.get(k)
+    ]
     return f" (differing: {', '.join(diff)})" if diff else ""
 
 
@@ -557,8 +678,7 @@ def _describe(identity) -> str:
     if not identity:
         return "an unknown model"
     e = identity["encoder"]
-    return (f"{identity['objective']} {e['family']} L{e['num_layers']} H{e['hidden_size']} "
-            f"V{e['vocab_size']}")
+    return f"{identity['objective']} {e['family']} L{e['num_layers']} H{e['hidden_size']} V{e['vocab_size']}"
 
 
 def _closing(summary: dict, config) -> str:
@@ -569,7 +689,9 @@ def _closing(summary: dict, config) -> str:
             before = f"{first[key]:.3f} at the first evaluation -> " if key in first else ""
             lines.append(f"  {key}: {before}{last[key]:.3f} now")
     w = summary["workdir"]
-    lines += [f"  checkpoints: {w}/checkpoints   TensorBoard: tensorboard --logdir {w}/tensorboard",
-              "  resume or extend: rerun the same command (add --config.train.steps=N to go further)",
-              f"  embed text with it: bert-jax encode --checkpoint {w} --input FILE --output out.npy"]
+    lines += [
+        f"  checkpoints: {w}/checkpoints   TensorBoard: tensorboard --logdir {w}/tensorboard",
+        "  resume or extend: rerun the same command (add --config.train.steps=N to go further)",
+        f"  embed text with it: bert-jax encode --checkpoint {w} --input FILE --output out.npy",
+    ]
     return "\n".join(lines)

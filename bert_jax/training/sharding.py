@@ -38,17 +38,22 @@ def mesh_shape(sizes: dict[str, int], num_devices: int) -> tuple[int, ...]:
     shape = [int(sizes.get(a, 1)) for a in MESH_AXES]
     fill = [i for i, s in enumerate(shape) if s == -1]
     if len(fill) > 1 or any(s == 0 or s < -1 for s in shape):
-        raise UserError(f"config.mesh={dict(zip(MESH_AXES, shape, strict=True))}: sizes must be "
-                        "positive, with at most one -1 (fill)")
+        raise UserError(
+            f"config.mesh={dict(zip(MESH_AXES, shape, strict=True))}: sizes must be "
+            "positive, with at most one -1 (fill)"
+        )
     known = math.prod(s for s in shape if s != -1)
     if fill:
         if num_devices % known:
-            raise UserError(f"config.mesh: {known} devices in the fixed axes do not divide the "
-                            f"{num_devices} devices")
+            raise UserError(
+                f"config.mesh: {known} devices in the fixed axes do not divide the {num_devices} devices"
+            )
         shape[fill[0]] = num_devices // known
     if math.prod(shape) != num_devices:
-        raise UserError(f"config.mesh={dict(zip(MESH_AXES, shape, strict=True))} has "
-                        f"{math.prod(shape)} devices, but there are {num_devices}")
+        raise UserError(
+            f"config.mesh={dict(zip(MESH_AXES, shape, strict=True))} has "
+            f"{math.prod(shape)} devices, but there are {num_devices}"
+        )
     return tuple(shape)
 
 
@@ -62,8 +67,9 @@ def make_mesh(sizes: dict[str, int], devices=None) -> Mesh:
     shape = mesh_shape(sizes, len(devices))
     # Auto axes: XLA's sharding propagation places intermediates (the model code stays
     # free of sharding annotations); explicit mode would ask every gather for one.
-    return jax.make_mesh(shape, MESH_AXES, axis_types=(jax.sharding.AxisType.Auto,) * len(MESH_AXES),
-                         devices=devices)
+    return jax.make_mesh(
+        shape, MESH_AXES, axis_types=(jax.sharding.AxisType.Auto,) * len(MESH_AXES), devices=devices
+    )
 
 
 def spec_for(shape: tuple[int, ...], axes: tuple[str | None, ...], mesh: Mesh) -> PartitionSpec:

@@ -50,14 +50,19 @@ class WriterLock:
         self._lease: _Lease | None = None
 
     def _record(self) -> dict:
-        return {"command": self.command, "host": socket.gethostname(), "pid": os.getpid(),
-                "started": datetime.datetime.now().astimezone().isoformat(timespec="seconds")}
+        return {
+            "command": self.command,
+            "host": socket.gethostname(),
+            "pid": os.getpid(),
+            "started": datetime.datetime.now().astimezone().isoformat(timespec="seconds"),
+        }
 
     def _refuse(self, holder: dict, directory: str) -> UserError:
         return UserError(
             f"{directory} is in use by a running {holder.get('command', 'bert-jax')} "
             f"(host {holder.get('host', '?')}, pid {holder.get('pid', '?')}, started "
-            f"{holder.get('started', '?')}); wait for it to end or use another --workdir")
+            f"{holder.get('started', '?')}); wait for it to end or use another --workdir"
+        )
 
     def acquire(self) -> WriterLock:
         if self.remote:
@@ -173,13 +178,22 @@ class _Lease:
         from urllib.parse import quote
 
         data = json.dumps(dict(self.record, heartbeat=time.time())).encode()
-        body = (b"--==0==\nContent-Type: application/json; charset=UTF-8\n\n"
-                + json.dumps({"name": self.key}).encode()
-                + b"\n--==0==\nContent-Type: application/json\n\n" + data + b"\n--==0==--")
-        out = self.fs.call("POST", f"{self.fs._location}/upload/storage/v1/b/{quote(self.bucket)}/o",
-                           uploadType="multipart", ifGenerationMatch=str(if_generation_match),
-                           headers={"Content-Type": 'multipart/related; boundary="==0=="'},
-                           data=body, json_out=True)
+        body = (
+            b"--==0==\nContent-Type: application/json; charset=UTF-8\n\n"
+            + json.dumps({"name": self.key}).encode()
+            + b"\n--==0==\nContent-Type: application/json\n\n"
+            + data
+            + b"\n--==0==--"
+        )
+        out = self.fs.call(
+            "POST",
+            f"{self.fs._location}/upload/storage/v1/b/{quote(self.bucket)}/o",
+            uploadType="multipart",
+            ifGenerationMatch=str(if_generation_match),
+            headers={"Content-Type": 'multipart/related; boundary="==0=="'},
+            data=body,
+            json_out=True,
+        )
         return str(out.get("generation"))
 
     def _delete(self, generation: str) -> None:
@@ -203,8 +217,7 @@ class _Lease:
             generation, holder = self._read()  # the precondition may be ignored: check the token
             if self._ours(holder):
                 self.generation = generation
-                self._thread = threading.Thread(target=self._beat, name="writer-lock-heartbeat",
-                                                daemon=True)
+                self._thread = threading.Thread(target=self._beat, name="writer-lock-heartbeat", daemon=True)
                 self._thread.start()
                 return
             if holder is not None:
@@ -228,10 +241,17 @@ class _Lease:
             except Exception as e:  # a network error: keep the lease and try again
                 print(f"warning: could not renew {self.path}: {e}", file=sys.stderr, flush=True)
                 continue
-            by = f" by {holder.get('command', '?')} (host {holder.get('host', '?')}, pid " \
-                 f"{holder.get('pid', '?')})" if holder else ""
-            print(f"warning: {self.path} was taken over{by}; this run no longer holds its workdir",
-                  file=sys.stderr, flush=True)
+            by = (
+                f" by {holder.get('command', '?')} (host {holder.get('host', '?')}, pid "
+                f"{holder.get('pid', '?')})"
+                if holder
+                else ""
+            )
+            print(
+                f"warning: {self.path} was taken over{by}; this run no longer holds its workdir",
+                file=sys.stderr,
+                flush=True,
+            )
             return
 
     def release(self) -> None:

@@ -14,8 +14,7 @@ import ml_collections
 # The example format each family was pretrained on.
 OBJECTIVES = {"bert": "nsp", "roberta": "full_sentences", "albert": "sop", "electra": "electra"}
 # The vocabulary trained when no tokenizer is given: the family's own kind.
-TOKENIZER_KINDS = {"bert": "wordpiece", "roberta": "byte_bpe", "albert": "unigram",
-                   "electra": "wordpiece"}
+TOKENIZER_KINDS = {"bert": "wordpiece", "roberta": "byte_bpe", "albert": "unigram", "electra": "wordpiece"}
 
 
 def get_config(family: str = "bert") -> ml_collections.ConfigDict:

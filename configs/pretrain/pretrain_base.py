@@ -96,6 +96,7 @@ def base_config(family: str, size: str) -> ml_collections.ConfigDict:
 
 # Sections the fine-tuning configs share (configs/finetune/finetune_base.py loads this file).
 
+
 def compute_config() -> ml_collections.ConfigDict:
     """How the model is computed (not what it is); fine-tuning's config shares it."""
     m = ml_collections.ConfigDict()

@@ -63,6 +63,10 @@ def load_task(task_cfg, tokenizer: Tokenizer) -> Task:
         source = _tfds_source(s)
     else:
         source = _files_source(s)
-    task_class = {"classification": _SequenceTask, "regression": _SequenceTask, "span": _SpanTask,
-                  "token_classification": _TaggingTask}[source.kind]
+    task_class = {
+        "classification": _SequenceTask,
+        "regression": _SequenceTask,
+        "span": _SpanTask,
+        "token_classification": _TaggingTask,
+    }[source.kind]
     return task_class(s, source, tokenizer)

@@ -15,10 +15,15 @@ from bert_jax.errors import UserError
 
 # The leaderboard's file for each test split, and the tasks it wants label names from.
 _GLUE_FILES = {
-    "cola": {"test": "CoLA.tsv"}, "sst2": {"test": "SST-2.tsv"}, "mrpc": {"test": "MRPC.tsv"},
-    "qqp": {"test": "QQP.tsv"}, "stsb": {"test": "STS-B.tsv"},
+    "cola": {"test": "CoLA.tsv"},
+    "sst2": {"test": "SST-2.tsv"},
+    "mrpc": {"test": "MRPC.tsv"},
+    "qqp": {"test": "QQP.tsv"},
+    "stsb": {"test": "STS-B.tsv"},
     "mnli": {"test_matched": "MNLI-m.tsv", "test_mismatched": "MNLI-mm.tsv"},
-    "qnli": {"test": "QNLI.tsv"}, "rte": {"test": "RTE.tsv"}, "wnli": {"test": "WNLI.tsv"},
+    "qnli": {"test": "QNLI.tsv"},
+    "rte": {"test": "RTE.tsv"},
+    "wnli": {"test": "WNLI.tsv"},
     "ax": {"test": "AX.tsv"},
 }
 _GLUE_NAMED = ("mnli", "qnli", "rte", "ax")
@@ -67,8 +72,12 @@ class _SequenceTask(Task):
         else:
             index = {name: i for i, name in enumerate(self.label_names)}
             arrays["labels"] = np.array([index[r.label] if scored else -1 for r in rows], np.int32)
-        return Features(arrays, len(rows), {"truncated": truncated},
-                        {"ids": [r.id for r in rows], "labels": [r.label for r in rows] if scored else None})
+        return Features(
+            arrays,
+            len(rows),
+            {"truncated": truncated},
+            {"ids": [r.id for r in rows], "labels": [r.label for r in rows] if scored else None},
+        )
 
     def evaluate(self, split, features, outputs):
         from bert_jax.evaluation import metrics
@@ -78,8 +87,11 @@ class _SequenceTask(Task):
             preds = logits[:, 0].astype(np.float64)
         else:
             preds = logits.argmax(-1)
-        predictions = {"ids": features.meta["ids"], "predictions": preds.tolist(),
-                       "labels": features.meta["labels"]}
+        predictions = {
+            "ids": features.meta["ids"],
+            "predictions": preds.tolist(),
+            "labels": features.meta["labels"],
+        }
         if not self._scored(split):
             return {}, predictions
         labels = features.arrays["labels"]
@@ -112,8 +124,12 @@ class _SequenceTask(Task):
             head = ["index" if glue else "id", "prediction"] + ([] if label_text is None else ["label"])
             lines = ["\t".join(head)]
             for i, row_id in enumerate(predictions["ids"]):
-                lines.append("\t".join([_tsv_cell(row_id), _tsv_cell(pred_text[i])]
-                                       + ([] if label_text is None else [_tsv_cell(label_text[i])])))
+                lines.append(
+                    "\t".join(
+                        [_tsv_cell(row_id), _tsv_cell(pred_text[i])]
+                        + ([] if label_text is None else [_tsv_cell(label_text[i])])
+                    )
+                )
             path = storage.join(output_dir, f"{split}_predictions.tsv")
         _write(path, "\n".join(lines) + "\n")
         return [path]

@@ -64,11 +64,14 @@ class _TaggingTask(Task):
 
         pred_ids = np.asarray(outputs["token_classification_logits"]).argmax(-1)  # [N, S]
         sentences = features.meta["sentences"]
-        preds = [[self.label_names[pred_ids[r, p]] if p >= 0 else "O" for p in positions]
-                 for r, positions in enumerate(features.meta["first"])]
+        preds = [
+            [self.label_names[pred_ids[r, p]] if p >= 0 else "O" for p in positions]
+            for r, positions in enumerate(features.meta["first"])
+        ]
         scored = self._scored(split)
-        predictions = [(s.words, s.label if scored else None, p)
-                       for s, p in zip(sentences, preds, strict=True)]
+        predictions = [
+            (s.words, s.label if scored else None, p) for s, p in zip(sentences, preds, strict=True)
+        ]
         if not scored:
             return {}, predictions
         scores = ner.entity_scores([list(s.label) for s in sentences], preds)

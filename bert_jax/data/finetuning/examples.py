@@ -46,9 +46,18 @@ class _Sentence:
 class _Source:
     """Where a task's examples come from: the kind, label set, default splits and readers."""
 
-    def __init__(self, kind: str, label_names: tuple[str, ...], default_train: str, read_fn,
-                 default_eval: tuple[str, ...] = (), default_predict: tuple[str, ...] = (),
-                 version_2: bool = False, glue: str = "", files: dict[str, str] | None = None):
+    def __init__(
+        self,
+        kind: str,
+        label_names: tuple[str, ...],
+        default_train: str,
+        read_fn,
+        default_eval: tuple[str, ...] = (),
+        default_predict: tuple[str, ...] = (),
+        version_2: bool = False,
+        glue: str = "",
+        files: dict[str, str] | None = None,
+    ):
         self.kind, self.label_names, self.default_train = kind, label_names, default_train
         self._read_fn, self._default_eval, self._default_predict = read_fn, default_eval, default_predict
         self.version_2, self.glue, self.files = version_2, glue, files

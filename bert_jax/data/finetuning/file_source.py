@@ -34,8 +34,10 @@ def _files_source(s: _Settings) -> _Source:
             raise UserError(f"task.files.{split}={path!r}: no such file")
         ext = os.path.splitext(path)[1].lower()
         if ext not in _FORMATS[s.kind]:
-            raise UserError(f"task.files.{split}={path!r}: a {s.kind} task reads "
-                            f"{', '.join(_FORMATS[s.kind])} files, not {ext or 'no extension'!r}")
+            raise UserError(
+                f"task.files.{split}={path!r}: a {s.kind} task reads "
+                f"{', '.join(_FORMATS[s.kind])} files, not {ext or 'no extension'!r}"
+            )
 
     def path_of(split):
         if split not in s.files:
@@ -46,12 +48,15 @@ def _files_source(s: _Settings) -> _Source:
         return rows[: s.max_examples] if s.max_examples else rows
 
     if s.kind in ("classification", "regression"):
+
         def read(split):
             return cut(_read_table(path_of(split), s, s.kind == "regression"))
     elif s.kind == "span":
+
         def read(split):
             return _check_ids(cut(_read_squad(path_of(split))))
     else:
+
         def read(split):
             return cut(_read_conll(path_of(split)))
 
@@ -60,7 +65,8 @@ def _files_source(s: _Settings) -> _Source:
         source.read(split)
     if s.kind == "span":
         source.version_2 = s.name == "squad/v2.0" or any(
-            q.label and not q.answers for split in s.files for q in source.read(split))
+            q.label and not q.answers for split in s.files for q in source.read(split)
+        )
     elif s.kind != "regression":
         source.label_names = s.labels or _labels_from_train(source, s)
         for split in s.files:
@@ -70,14 +76,17 @@ def _files_source(s: _Settings) -> _Source:
 
 def _labels_from_train(source: _Source, s: _Settings) -> tuple[str, ...]:
     if "train" not in s.files:
-        raise UserError("task.labels is empty and task.files.train is not set: set task.labels to the "
-                        "label set in order (comma-separated), as the model was trained with")
+        raise UserError(
+            "task.labels is empty and task.files.train is not set: set task.labels to the "
+            "label set in order (comma-separated), as the model was trained with"
+        )
     examples = source.read("train")
     if s.kind == "classification":
         labels = {e.label for e in examples if e.label is not None}
         if not labels:
-            raise UserError(f"{s.files['train']}: no labels (column {s.label_column!r}); the train split "
-                            f"must be labelled")
+            raise UserError(
+                f"{s.files['train']}: no labels (column {s.label_column!r}); the train split must be labelled"
+            )
         if all(re.fullmatch(r"-?\d+", x) for x in labels):
             return tuple(sorted(labels, key=int))
         return tuple(sorted(labels))
@@ -108,8 +117,9 @@ def _lines(path: str) -> Iterator[tuple[int, str]]:
             try:
                 line = raw.decode("utf-8")
             except UnicodeDecodeError as e:
-                raise UserError(f"{path}:{n}: not valid UTF-8 ({e.reason} at byte {e.start} of the line)"
-                                ) from None
+                raise UserError(
+                    f"{path}:{n}: not valid UTF-8 ({e.reason} at byte {e.start} of the line)"
+                ) from None
             yield n, (line.removeprefix("\ufeff") if n == 1 else line)
 
 
@@ -130,8 +140,7 @@ def _records(path: str) -> Iterator[tuple[int, dict]]:
             yield n, obj
         return
     texts = (line for _, line in _lines(path))
-    reader = (csv.reader(texts, delimiter="\t", quoting=csv.QUOTE_NONE) if ext == ".tsv"
-              else csv.reader(texts))
+    reader = csv.reader(texts, delimiter="\t", quoting=csv.QUOTE_NONE) if ext == ".tsv" else csv.reader(texts)
     header = None
     try:
         for fields in reader:
@@ -141,8 +150,10 @@ def _records(path: str) -> Iterator[tuple[int, dict]]:
                 header = [f.strip() for f in fields]
                 continue
             if len(fields) != len(header):
-                raise UserError(f"{path}:{reader.line_num}: expected {len(header)} fields (as the header: "
-                                f"{', '.join(header)}), found {len(fields)}")
+                raise UserError(
+                    f"{path}:{reader.line_num}: expected {len(header)} fields (as the header: "
+                    f"{', '.join(header)}), found {len(fields)}"
+                )
             yield reader.line_num, dict(zip(header, fields, strict=True))
     except csv.Error as e:
         raise UserError(f"{path}:{reader.line_num}: {e}") from None
@@ -164,14 +175,16 @@ def _read_table(path: str, s: _Settings, regression: bool) -> list[_Row]:
             if missing:
                 raise UserError(
                     f"{path}: no column(s) {', '.join(map(repr, missing))}; columns found: "
-                    f"{', '.join(columns)} (set task.text_columns / task.id_column)")
+                    f"{', '.join(columns)} (set task.text_columns / task.id_column)"
+                )
             labelled = s.label_column in rec
         where = f"{path}:{n}"
         wanted = (*text_cols, *([id_col] if id_col else []), *([s.label_column] if labelled else []))
         missing = [c for c in wanted if c not in rec]
         if missing:
-            raise UserError(f"{where}: no column(s) {', '.join(map(repr, missing))}; this row has: "
-                            f"{', '.join(rec)}")
+            raise UserError(
+                f"{where}: no column(s) {', '.join(map(repr, missing))}; this row has: {', '.join(rec)}"
+            )
         texts = tuple(_cell_text(rec[c], c, where) for c in text_cols)
         label = None
         if labelled:
@@ -201,8 +214,9 @@ def _cell_label(value, column: str, where: str, regression: bool) -> str | float
     if isinstance(value, bool):
         return "true" if value else "false"
     if not isinstance(value, (str, int, float)):
-        raise UserError(f"{where}: label in column {column!r} must be a string or number, "
-                        f"found {json.dumps(value)}")
+        raise UserError(
+            f"{where}: label in column {column!r} must be a string or number, found {json.dumps(value)}"
+        )
     label = str(value).strip()
     if not label:
         raise UserError(f"{where}: empty label in column {column!r}")
@@ -223,13 +237,20 @@ def _read_squad(path: str) -> list[_Question]:
             labelled = answers is not None or "is_impossible" in obj
             pairs = ()
             if answers is not None:
-                if not (isinstance(answers, dict) and isinstance(answers.get("text"), list)
-                        and isinstance(answers.get("answer_start"), list)
-                        and len(answers["text"]) == len(answers["answer_start"])):
-                    raise UserError(f"{where}: answers must be {{\"text\": [...], \"answer_start\": [...]}} "
-                                    f"with lists of equal length")
-                pairs = tuple(_answer(t, a, where) for t, a in zip(answers["text"], answers["answer_start"],
-                                                                    strict=True))
+                if not (
+                    isinstance(answers, dict)
+                    and isinstance(answers.get("text"), list)
+                    and isinstance(answers.get("answer_start"), list)
+                    and len(answers["text"]) == len(answers["answer_start"])
+                ):
+                    raise UserError(
+                        f'{where}: answers must be {{"text": [...], "answer_start": [...]}} '
+                        f"with lists of equal length"
+                    )
+                pairs = tuple(
+                    _answer(t, a, where)
+                    for t, a in zip(answers["text"], answers["answer_start"], strict=True)
+                )
             if obj.get("is_impossible"):
                 pairs = ()
             out.append(_Question(*fields, pairs, True if labelled else None, where))
@@ -240,8 +261,9 @@ def _read_squad(path: str) -> list[_Question]:
     except json.JSONDecodeError as e:
         raise UserError(f"{path}:{e.lineno}: invalid JSON: {e.msg} (column {e.colno})") from None
     if not isinstance(data, dict) or not isinstance(data.get("data"), list):
-        raise UserError(f'{path}: expected SQuAD JSON: {{"data": [{{"paragraphs": [{{"context": ..., '
-                        f'"qas": [...]}}]}}]}}')
+        raise UserError(
+            f'{path}: expected SQuAD JSON: {{"data": [{{"paragraphs": [{{"context": ..., "qas": [...]}}]}}]}}'
+        )
     for a, article in enumerate(data["data"]):
         paragraphs = article.get("paragraphs") if isinstance(article, dict) else None
         if not isinstance(paragraphs, list):
@@ -259,14 +281,17 @@ def _read_squad(path: str) -> list[_Question]:
                 answers = qa.get("answers")
                 labelled = answers is not None or "is_impossible" in qa
                 if answers is not None and not isinstance(answers, list):
-                    raise UserError(f"{where}: answers must be a list of {{\"text\", \"answer_start\"}}")
+                    raise UserError(f'{where}: answers must be a list of {{"text", "answer_start"}}')
                 pairs = ()
                 if answers and not qa.get("is_impossible"):
                     if not all(isinstance(ans, dict) for ans in answers):
-                        raise UserError(f"{where}: answers must be a list of {{\"text\", \"answer_start\"}}")
+                        raise UserError(f'{where}: answers must be a list of {{"text", "answer_start"}}')
                     pairs = tuple(_answer(ans.get("text"), ans.get("answer_start"), where) for ans in answers)
-                out.append(_Question(qid, question, context, pairs, True if labelled else None,
-                                     f"{where} (id {qid})"))
+                out.append(
+                    _Question(
+                        qid, question, context, pairs, True if labelled else None, f"{where} (id {qid})"
+                    )
+                )
     return _nonempty(out, path)
 
 
@@ -275,15 +300,18 @@ def _json_str(obj: dict, key: str, where: str) -> str:
     if key == "id" and isinstance(value, int) and not isinstance(value, bool):
         return str(value)
     if not isinstance(value, str):
-        raise UserError(f"{where}: {key!r} must be a string, found {json.dumps(value)}; "
-                        f"keys: {', '.join(obj)}")
+        raise UserError(
+            f"{where}: {key!r} must be a string, found {json.dumps(value)}; keys: {', '.join(obj)}"
+        )
     return value
 
 
 def _answer(text, start, where: str) -> tuple[str, int]:
     if not isinstance(text, str) or isinstance(start, bool) or not isinstance(start, int):
-        raise UserError(f"{where}: an answer needs a string text and an integer answer_start, found "
-                        f"{json.dumps(text)} at {json.dumps(start)}")
+        raise UserError(
+            f"{where}: an answer needs a string text and an integer answer_start, found "
+            f"{json.dumps(text)} at {json.dumps(start)}"
+        )
     return text, start
 
 
@@ -296,8 +324,9 @@ def _read_conll(path: str) -> list[_Sentence]:
 
     def close():
         if words:
-            sentences.append(_Sentence(tuple(words), tuple(tags) if columns > 1 else None, lines[0],
-                                       tuple(lines)))
+            sentences.append(
+                _Sentence(tuple(words), tuple(tags) if columns > 1 else None, lines[0], tuple(lines))
+            )
             words.clear()
             tags.clear()
             lines.clear()

@@ -14,10 +14,23 @@ KINDS = ("classification", "regression", "span", "token_classification")
 # The task config's fields and their defaults (configs/finetune/finetune_base.py defines them);
 # a plain dict given to load_task may leave any of them out.
 DEFAULTS = {
-    "source": "tfds", "name": "glue/cola", "kind": "", "tfds_data_dir": "", "train_split": "",
-    "eval_splits": "", "predict_splits": "", "files": {"train": "", "validation": "", "test": ""},
-    "text_columns": "", "label_column": "label", "id_column": "", "labels": "", "max_seq_length": 128,
-    "doc_stride": 128, "max_query_length": 64, "n_best_size": 20, "max_answer_length": 30,
+    "source": "tfds",
+    "name": "glue/cola",
+    "kind": "",
+    "tfds_data_dir": "",
+    "train_split": "",
+    "eval_splits": "",
+    "predict_splits": "",
+    "files": {"train": "", "validation": "", "test": ""},
+    "text_columns": "",
+    "label_column": "label",
+    "id_column": "",
+    "labels": "",
+    "max_seq_length": 128,
+    "doc_stride": 128,
+    "max_query_length": 64,
+    "n_best_size": 20,
+    "max_answer_length": 30,
     "max_examples": 0,
 }
 
@@ -82,19 +95,30 @@ class _Settings:
             if not isinstance(path, str):
                 raise UserError(f"task.files.{split} must be a path string, got {path!r}")
         settings = cls(
-            source=source, name=text("name"), kind=kind, tfds_data_dir=text("tfds_data_dir"),
-            train_split=text("train_split"), eval_splits=names("eval_splits"),
+            source=source,
+            name=text("name"),
+            kind=kind,
+            tfds_data_dir=text("tfds_data_dir"),
+            train_split=text("train_split"),
+            eval_splits=names("eval_splits"),
             predict_splits=names("predict_splits"),
             files={k: v.strip() for k, v in files.items() if v.strip()},
-            text_columns=names("text_columns"), label_column=text("label_column"),
-            id_column=text("id_column"), labels=names("labels"),
-            max_seq_length=integer("max_seq_length", 3), doc_stride=integer("doc_stride", 1),
-            max_query_length=integer("max_query_length", 1), n_best_size=integer("n_best_size", 1),
-            max_answer_length=integer("max_answer_length", 1), max_examples=integer("max_examples", 0),
+            text_columns=names("text_columns"),
+            label_column=text("label_column"),
+            id_column=text("id_column"),
+            labels=names("labels"),
+            max_seq_length=integer("max_seq_length", 3),
+            doc_stride=integer("doc_stride", 1),
+            max_query_length=integer("max_query_length", 1),
+            n_best_size=integer("n_best_size", 1),
+            max_answer_length=integer("max_answer_length", 1),
+            max_examples=integer("max_examples", 0),
         )
         if len(settings.text_columns) > 2:
-            raise UserError(f"task.text_columns={','.join(settings.text_columns)!r}: at most two text "
-                            f"columns (a sentence or a pair)")
+            raise UserError(
+                f"task.text_columns={','.join(settings.text_columns)!r}: at most two text "
+                f"columns (a sentence or a pair)"
+            )
         if len(set(settings.labels)) != len(settings.labels):
             raise UserError(f"task.labels={','.join(settings.labels)!r} lists a label twice")
         return settings

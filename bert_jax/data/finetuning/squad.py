@@ -83,12 +83,21 @@ class _SpanTask(Task):
                 word_to_tok.append(len(ids))
                 tok_to_word += [w] * len(pieces)
                 ids += pieces
-            out[text] = _Context(text, words, char_to_word, starts, ids_per_word,
-                                 np.array(tok_to_word, np.int32), word_to_tok, ids)
+            out[text] = _Context(
+                text,
+                words,
+                char_to_word,
+                starts,
+                ids_per_word,
+                np.array(tok_to_word, np.int32),
+                word_to_tok,
+                ids,
+            )
         return out
 
-    def _answer_tokens(self, q: _Question, ctx: _Context, answer_ids: tuple[list[int], list[int]]
-                       ) -> tuple[int, int] | None:
+    def _answer_tokens(
+        self, q: _Question, ctx: _Context, answer_ids: tuple[list[int], list[int]]
+    ) -> tuple[int, int] | None:
         """Token span of the first answer, or None when it cannot be located (run_squad.py).
         answer_ids: the answer's sub-tokens at a context's start and inside it (byte-level BPE:
         without and with a leading space; the same otherwise)."""
@@ -99,7 +108,7 @@ class _SpanTask(Task):
         start_word, end_word = ctx.char_to_word[start], ctx.char_to_word[end]
         if start_word < 0:
             return None
-        actual = " ".join(ctx.words[start_word:end_word + 1])
+        actual = " ".join(ctx.words[start_word : end_word + 1])
         if actual.find(" ".join(text.split())) == -1:
             return None
         tok_start = ctx.word_to_tok[start_word]
@@ -111,7 +120,7 @@ class _SpanTask(Task):
         n = len(answer_ids)
         for new_start in range(tok_start, tok_end + 1):
             for new_end in range(tok_end, new_start - 1, -1):
-                if new_end - new_start + 1 == n and ctx.ids[new_start:new_end + 1] == answer_ids:
+                if new_end - new_start + 1 == n and ctx.ids[new_start : new_end + 1] == answer_ids:
                     return new_start, new_end
         return tok_start, tok_end
 
@@ -139,12 +148,14 @@ class _SpanTask(Task):
             query = query_ids[qi][: s.max_query_length]
             max_doc = self.max_seq_length - len(query) - self._specials_pair
             if max_doc < 1:
-                raise UserError(f"task.max_seq_length={self.max_seq_length} leaves no room for the context "
-                                f"after a {len(query)}-token question; raise it or lower "
-                                f"task.max_query_length")
+                raise UserError(
+                    f"task.max_seq_length={self.max_seq_length} leaves no room for the context "
+                    f"after a {len(query)}-token question; raise it or lower "
+                    f"task.max_query_length"
+                )
             offset = len(tok.build_pair(query, [])[0]) - 1  # where the context starts in a row
             for doc_start, length in _doc_spans(len(ctx.ids), max_doc, s.doc_stride):
-                rows.append(tok.build_pair(query, ctx.ids[doc_start:doc_start + length]))
+                rows.append(tok.build_pair(query, ctx.ids[doc_start : doc_start + length]))
                 row_question.append(qi)
                 windows.append((doc_start, length, offset))
                 if target is not None and doc_start <= target[0] and target[1] < doc_start + length:
@@ -154,13 +165,20 @@ class _SpanTask(Task):
                     starts.append(0)
                     ends.append(0)
         if not rows:
-            raise UserError(f"{self.name} split {split!r}: none of its {len(questions)} questions has an "
-                            f"answer found in its context")
+            raise UserError(
+                f"{self.name} split {split!r}: none of its {len(questions)} questions has an "
+                f"answer found in its context"
+            )
         arrays = self._pad(rows)
         arrays["start_positions"] = np.array(starts, np.int32)
         arrays["end_positions"] = np.array(ends, np.int32)
-        meta = _SpanMeta(questions, contexts, np.array(row_question, np.int32), np.array(windows, np.int32),
-                         self.max_seq_length)
+        meta = _SpanMeta(
+            questions,
+            contexts,
+            np.array(row_question, np.int32),
+            np.array(windows, np.int32),
+            self.max_seq_length,
+        )
         return Features(arrays, len(questions), dict(skipped), meta)
 
     def evaluate(self, split, features, outputs):
@@ -178,8 +196,9 @@ class _SpanTask(Task):
                 st, en = start_logits[r], end_logits[r]
                 if float(st[0]) + float(en[0]) < null_score:  # the [CLS] score of the least-null window
                     null_score, null_logits = float(st[0]) + float(en[0]), (float(st[0]), float(en[0]))
-                for i, j, score in squad.best_spans(st, en, row_tok >= 0, s.n_best_size, s.max_answer_length,
-                                                    start_allowed=max_context):
+                for i, j, score in squad.best_spans(
+                    st, en, row_tok >= 0, s.n_best_size, s.max_answer_length, start_allowed=max_context
+                ):
                     candidates.append((score, float(st[i]), float(en[j]), int(row_tok[i]), int(row_tok[j])))
             candidates.sort(key=lambda c: -c[0])
             nbest, seen = [], set()
@@ -194,17 +213,34 @@ class _SpanTask(Task):
             best = next((e for e in nbest if e["text"]), None)
             if self.version_2:
                 if "" not in seen:
-                    nbest.append({"text": "", "score": null_score, "start_logit": null_logits[0],
-                                  "end_logit": null_logits[1]})
+                    nbest.append(
+                        {
+                            "text": "",
+                            "score": null_score,
+                            "start_logit": null_logits[0],
+                            "end_logit": null_logits[1],
+                        }
+                    )
                     nbest.sort(key=lambda e: -e["score"])
                 # Null odds: how far the no-answer score beats the best span (run_squad.py's score_diff).
                 null_odds[q.id] = null_score - best["score"] if best else 1e6
             texts[q.id] = best["text"] if best else ""
             probs = _softmax([e["score"] for e in nbest])
-            nbest_all[q.id] = [{"text": e["text"], "probability": p, "start_logit": e["start_logit"],
-                                "end_logit": e["end_logit"]} for e, p in zip(nbest, probs, strict=True)]
-        result = {"predictions": texts, "null_odds": null_odds if self.version_2 else None,
-                  "nbest": nbest_all, "threshold": None}
+            nbest_all[q.id] = [
+                {
+                    "text": e["text"],
+                    "probability": p,
+                    "start_logit": e["start_logit"],
+                    "end_logit": e["end_logit"],
+                }
+                for e, p in zip(nbest, probs, strict=True)
+            ]
+        result = {
+            "predictions": texts,
+            "null_odds": null_odds if self.version_2 else None,
+            "nbest": nbest_all,
+            "threshold": None,
+        }
         if not self._scored(split):
             if self.version_2:  # the threshold tuned on dev once scored, else BERT's default, 0
                 result["threshold"] = 0.0 if self.null_threshold is None else self.null_threshold
@@ -261,9 +297,9 @@ class _SpanMeta:
         for k, r in enumerate(rows):
             doc_start, length, offset = (int(v) for v in self.windows[r])
             tokens = np.full(self.seq_len, -1, np.int32)
-            tokens[offset:offset + length] = np.arange(doc_start, doc_start + length)
+            tokens[offset : offset + length] = np.arange(doc_start, doc_start + length)
             max_context = np.zeros(self.seq_len, bool)
-            max_context[offset:offset + length] = best[doc_start:doc_start + length] == k
+            max_context[offset : offset + length] = best[doc_start : doc_start + length] == k
             out.append((tokens, max_context))
         return out
 
@@ -356,8 +392,15 @@ def _piece_spans(tok: Tokenizer, word: str, ids: list[int], spaced: bool) -> lis
         bounds[k], pos = (pos - lengths[k], pos), pos - lengths[k]
     # Unit offsets -> character offsets (a boundary inside a character rounds outwards).
     char_at = np.cumsum([0, *units])  # unit offset where each character starts
-    return [None if b is None else (int(np.searchsorted(char_at, b[0], side="right")) - 1,
-                                    int(np.searchsorted(char_at, b[1], side="left"))) for b in bounds]
+    return [
+        None
+        if b is None
+        else (
+            int(np.searchsorted(char_at, b[0], side="right")) - 1,
+            int(np.searchsorted(char_at, b[1], side="left")),
+        )
+        for b in bounds
+    ]
 
 
 def _softmax(scores: list[float]) -> list[float]:

@@ -15,8 +15,12 @@ from bert_jax.data.finetuning.settings import _Settings
 from bert_jax.data.tokenizers import Tokenizer
 from bert_jax.errors import UserError
 
-HEADS = {"classification": "classification", "regression": "classification", "span": "span",
-         "token_classification": "token_classification"}
+HEADS = {
+    "classification": "classification",
+    "regression": "classification",
+    "span": "span",
+    "token_classification": "token_classification",
+}
 
 
 @dataclasses.dataclass
@@ -80,11 +84,14 @@ class Task:
         self.train_split = settings.train_split or source.default_train
         self.eval_splits = settings.eval_splits or source.default_eval()
         self.predict_splits = settings.predict_splits or tuple(
-            split for split in source.default_predict() if split not in self.eval_splits)
+            split for split in source.default_predict() if split not in self.eval_splits
+        )
         both = sorted(set(self.eval_splits) & set(self.predict_splits))
         if both:
-            raise UserError(f"task split(s) {', '.join(both)} are in both task.eval_splits and "
-                            f"task.predict_splits; a split is either scored or only predicted")
+            raise UserError(
+                f"task split(s) {', '.join(both)} are in both task.eval_splits and "
+                f"task.predict_splits; a split is either scored or only predicted"
+            )
 
     def features(self, split: str, *, training: bool) -> Features:
         raise NotImplementedError
@@ -98,15 +105,17 @@ class Task:
     def _examples(self, split: str, *, labelled: bool) -> list:
         """The split's examples; labelled=True demands a label on each (train and eval splits)."""
         if not split:
-            raise UserError(f"{self.name}: no split given; set task.train_split (or, for source=files, "
-                            f"task.files.train)")
+            raise UserError(
+                f"{self.name}: no split given; set task.train_split (or, for source=files, task.files.train)"
+            )
         examples = self._source.read(split)
         if labelled:
             missing = next((e for e in examples if e.label is None), None)
             if missing is not None:
                 raise UserError(
                     f"{missing.where}: no label, but split {split!r} is used for training or scoring "
-                    f"(list unlabelled splits in task.predict_splits)")
+                    f"(list unlabelled splits in task.predict_splits)"
+                )
         return examples
 
     def _scored(self, split: str) -> bool:

@@ -29,23 +29,36 @@ TFDS_NAMES = (*(f"glue/{t}" for t in _GLUE), "squad/v1.1", "squad/v2.0", "conll2
 
 def _tfds_source(s: _Settings) -> _Source:
     if s.name not in TFDS_NAMES:
-        raise UserError(f"task.name={s.name!r} is not a TFDS task; choose one of: {', '.join(TFDS_NAMES)} "
-                        f"(or task.source=files for your own data)")
-    kind = ("regression" if s.name == "glue/stsb" else "classification" if s.name.startswith("glue/")
-            else "span" if s.name.startswith("squad/") else "token_classification")
+        raise UserError(
+            f"task.name={s.name!r} is not a TFDS task; choose one of: {', '.join(TFDS_NAMES)} "
+            f"(or task.source=files for your own data)"
+        )
+    kind = (
+        "regression"
+        if s.name == "glue/stsb"
+        else "classification"
+        if s.name.startswith("glue/")
+        else "span"
+        if s.name.startswith("squad/")
+        else "token_classification"
+    )
     if s.kind and s.kind != kind:
-        raise UserError(f"task.kind={s.kind!r} does not fit {s.name}, which is a {kind} task; "
-                        f"leave task.kind empty")
+        raise UserError(
+            f"task.kind={s.kind!r} does not fit {s.name}, which is a {kind} task; leave task.kind empty"
+        )
     data_dir = s.tfds_data_dir or None
     if s.name.startswith("glue/"):
         task = s.name.split("/")[1]
         text_features, _, _ = _GLUE[task]
         text_features = s.text_columns or text_features
-        label_names = _tfds_label_names("glue/mnli" if task == "ax" else s.name, s.label_column, data_dir,
-                                        kind)
+        label_names = _tfds_label_names(
+            "glue/mnli" if task == "ax" else s.name, s.label_column, data_dir, kind
+        )
         if s.labels and s.labels != label_names:
-            raise UserError(f"task.labels={','.join(s.labels)!r} differs from {s.name}'s labels "
-                            f"{','.join(label_names)!r}; leave task.labels empty for TFDS")
+            raise UserError(
+                f"task.labels={','.join(s.labels)!r} differs from {s.name}'s labels "
+                f"{','.join(label_names)!r}; leave task.labels empty for TFDS"
+            )
 
         def dataset(split):
             if task != "ax":
@@ -61,8 +74,10 @@ def _tfds_source(s: _Settings) -> _Source:
                 texts = tuple(_feature_text(ex, f, where) for f in text_features)
                 raw = ex.get(s.label_column)
                 if raw is None:
-                    raise UserError(f"{where}: no feature {s.label_column!r} (task.label_column); "
-                                    f"features: {', '.join(ex)}")
+                    raise UserError(
+                        f"{where}: no feature {s.label_column!r} (task.label_column); "
+                        f"features: {', '.join(ex)}"
+                    )
                 if kind == "regression":
                     label = float(raw)
                     label = None if label < 0 else label  # TFDS writes -1 on the unlabelled test split
@@ -73,12 +88,19 @@ def _tfds_source(s: _Settings) -> _Source:
 
         mnli = task in ("mnli", "ax")
         mnli_eval = ("validation_matched", "validation_mismatched")
-        return _Source(kind, label_names, "train", read,
-                       default_eval=mnli_eval if mnli else ("validation",),
-                       default_predict={"mnli": ("test_matched", "test_mismatched"),
-                                        "ax": ("test",)}.get(task, ("test",)),
-                       glue=task)
+        return _Source(
+            kind,
+            label_names,
+            "train",
+            read,
+            default_eval=mnli_eval if mnli else ("validation",),
+            default_predict={"mnli": ("test_matched", "test_mismatched"), "ax": ("test",)}.get(
+                task, ("test",)
+            ),
+            glue=task,
+        )
     if kind == "span":
+
         def read(split):
             out = []
             for i, ex in enumerate(_tfds_examples(s.name, split, data_dir, s.max_examples)):
@@ -89,12 +111,21 @@ def _tfds_source(s: _Settings) -> _Source:
                 starts = [int(a) for a in answers["answer_start"]]
                 impossible = bool(ex.get("is_impossible", False))
                 pairs = () if impossible else tuple(zip(texts, starts, strict=True))
-                out.append(_Question(qid, _feature_text(ex, "question", where),
-                                     _feature_text(ex, "context", where), pairs, True, f"{where} (id {qid})"))
+                out.append(
+                    _Question(
+                        qid,
+                        _feature_text(ex, "question", where),
+                        _feature_text(ex, "context", where),
+                        pairs,
+                        True,
+                        f"{where} (id {qid})",
+                    )
+                )
             return _check_ids(_nonempty(out, f"{s.name} split {split}"))
 
-        return _Source(kind, (), "train", read, default_eval=("validation",),
-                       version_2=s.name == "squad/v2.0")
+        return _Source(
+            kind, (), "train", read, default_eval=("validation",), version_2=s.name == "squad/v2.0"
+        )
 
     label_names = _tfds_label_names(s.name, "ner", data_dir, kind)
 
