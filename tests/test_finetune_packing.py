@@ -1,6 +1,7 @@
-"""Packed fine-tuning rows (bert_jax/data/finetuning/packing.py): every example exactly once,
-its tokens, segments and labels moved whole, rows reproducible from (seed, epoch), and each
-example's logits in a packed row equal to its own."""
+"""Fine-tuning batch layouts (bert_jax/data/finetuning/packing.py): every example exactly once,
+its tokens, segments and labels moved whole; each example's logits in a packed row equal to its
+own; a packed or bucketed step's loss and gradient equal the padded step's; outputs of any
+layout map back to the split's order."""
 
 import numpy as np
 import pytest
@@ -37,7 +38,7 @@ def rows(n=40, seed=0, kind="classification"):
 @pytest.mark.parametrize("kind", ["classification", "regression", "token_classification", "span"])
 def test_every_example_once_and_whole(kind):
     arrays, lengths = rows(kind=kind)
-    p = packing.pack(arrays, max_per_row=4, seed=1, epoch=0)
+    p = packing.pack(arrays, np.random.default_rng(1).permutation(len(lengths)), max_per_row=4)
     assert len(p["input_ids"]) < len(lengths)  # fewer rows than examples
     seen = p["example_index"][p["example_index"] >= 0]
     assert sorted(seen) == list(range(len(lengths)))
@@ -62,22 +63,28 @@ def test_every_example_once_and_whole(kind):
         assert (p["packing_ids"][r][p["attention_mask"][r] == 0] == 0).all()
 
 
-def test_rows_are_reproducible_from_seed_and_epoch():
-    arrays, _ = rows()
-    a = packing.pack(arrays, 4, seed=1, epoch=0)
-    b = packing.pack(arrays, 4, seed=1, epoch=0)
-    c = packing.pack(arrays, 4, seed=1, epoch=1)
-    for k in a:
-        np.testing.assert_array_equal(a[k], b[k])
-    assert not np.array_equal(a["example_index"], c["example_index"])
+def test_rows_padded_to_a_multiple_of_the_quantum_and_minus_one_skipped():
+    arrays, lengths = rows()
+    indices = np.concatenate([np.arange(10), -np.ones(6, np.int64)])
+    p = packing.pack(arrays, indices, 4, quantum=4)
+    assert len(p["input_ids"]) % 4 == 0
+    assert sorted(p["example_index"][p["example_index"] >= 0]) == list(range(10))
+    empty = ~(p["packing_ids"] > 0).any(axis=1)
+    assert empty.any() and (p["example_index"][empty] == -1).all()
 
 
 def test_unpack_returns_source_order():
     arrays, lengths = rows()
-    p = packing.pack(arrays, 4, seed=3, epoch=0)
+    p = packing.pack(arrays, np.random.default_rng(3).permutation(len(lengths)), 4)
     per_slot = np.where(p["example_index"] >= 0, p["example_index"] * 10, -7)[..., None].astype(np.float32)
     out = packing.unpack(per_slot, p["example_index"], len(lengths))
     np.testing.assert_array_equal(out[:, 0], np.arange(len(lengths)) * 10)
+
+
+def test_bucket_widths():
+    assert packing.bucket_widths(128) == (32, 64, 96, 128)
+    assert packing.bucket_widths(384) == (96, 192, 288, 384)
+    assert packing.bucket_widths(20) == (8, 16, 20)
 
 
 def test_an_example_longer_than_the_row_is_refused():
@@ -102,7 +109,7 @@ def test_packed_logits_equal_each_examples_own(family):
     arrays["input_ids"] = np.minimum(arrays["input_ids"], 127)
     if config.type_vocab_size == 1:
         arrays["segment_ids"][:] = 0
-    p = packing.pack(arrays, max_per_row=3, seed=0, epoch=0)
+    p = packing.pack(arrays, np.arange(len(lengths)), max_per_row=3)
     # Positions restart per example: the encoder derives them from packing_ids (with the
     # family's offset, e.g. RoBERTa's).
     packed = model(
@@ -143,3 +150,117 @@ def test_best_fit_fills_rows():
     assert sorted(i for row in got for i in row) == list(range(12000))
     assert all(sum(lengths[i] for i in row) <= 64 and len(row) <= 8 for row in got)
     assert len(got) <= 1.1 * lengths.sum() / 64 + 1, (len(got), lengths.sum() / 64)
+
+
+def _tiny_model(family="bert"):
+    from bert_jax.models import model as M
+    from bert_jax.models.config import get_preset
+
+    config = get_preset(f"{family}-tiny", vocab_size=128, num_layers=2)
+    return M.create(config, ("classification", "token_classification", "span"), num_labels=3, seed=4)
+
+
+HEAD_OF = {"classification": "classification", "regression": "classification", "span": "span"}
+
+
+@pytest.mark.parametrize(
+    "kind,packed",
+    [
+        ("classification", True),
+        ("regression", True),
+        ("token_classification", True),
+        ("span", False),
+        ("classification", False),
+    ],
+)
+def test_a_step_on_the_layout_equals_the_padded_step(kind, packed):
+    """The loss and gradient of a step on packed (or bucketed) rows equal those of the same
+    examples one per padded row (the step's last rows empty, as an epoch's last batch)."""
+    import jax
+    import jax.numpy as jnp
+    from flax import nnx
+
+    from bert_jax.training import finetune
+
+    model = _tiny_model()
+    graphdef, params = nnx.split(model)
+    arrays, lengths = rows(n=12, seed=7, kind=kind)
+    if kind == "regression":
+        arrays["labels"][3] = np.nan  # an unlabelled row weighs nothing
+    indices = np.concatenate([np.random.default_rng(0).permutation(12)[:10], [-1, -1]])
+    layout = packing.Layout(packed=True, max_per_row=4, quantum=2) if packed else packing.Layout(packed=False)
+    got = layout.batch(arrays, indices)
+    if packed:
+        assert len(got["input_ids"]) < len(indices)
+    else:
+        assert got["input_ids"].shape[1] < S  # cut to a bucket
+    take = np.maximum(indices, 0)
+    padded = {k: v[take] for k, v in arrays.items()}
+    padded["weights"] = (indices >= 0).astype(np.float32)
+
+    def loss(params, batch):
+        batch = {k: jnp.asarray(v) for k, v in batch.items() if k != "example_index"}
+        return finetune.task_loss(kind, finetune._forward(nnx.merge(graphdef, params), batch), batch)
+
+    (l1, n1), g1 = jax.value_and_grad(loss, has_aux=True)(params, got)
+    (l2, n2), g2 = jax.value_and_grad(loss, has_aux=True)(params, padded)
+    assert int(n1) == int(n2) > 0
+    np.testing.assert_allclose(l1, l2, rtol=1e-5)
+    flat1, flat2 = jax.tree.leaves(g1), jax.tree.leaves(g2)
+    assert max(float(jnp.abs(a).max()) for a in flat1) > 0
+    for a, b in zip(flat1, flat2, strict=True):
+        np.testing.assert_allclose(a, b, atol=2e-6, rtol=1e-4)
+
+
+@pytest.mark.parametrize(
+    "kind,packed",
+    [
+        ("classification", True),
+        ("token_classification", True),
+        ("classification", False),
+        ("token_classification", False),
+        ("span", False),  # span QA is never packed (Layout.for_task)
+    ],
+)
+def test_eval_batches_cover_every_example_and_map_back(kind, packed):
+    """predict's layouts: outputs come back one row per example in the split's order, equal to
+    a padded run's on every real position."""
+    import jax.numpy as jnp
+
+    model = _tiny_model("roberta")
+    arrays, lengths = rows(n=23, seed=9, kind=kind)
+    arrays["input_ids"] = np.minimum(arrays["input_ids"], 127)
+    arrays["segment_ids"][:] = 0
+    layout = packing.Layout(packed=True, max_per_row=5, quantum=1) if packed else packing.Layout(packed=False)
+    names = finetune_outputs(kind)
+    parts = []
+    for batch, indices in layout.eval_batches(arrays, 4):
+        out = model(
+            jnp.asarray(batch["input_ids"]),
+            jnp.asarray(batch["attention_mask"]),
+            jnp.asarray(batch["segment_ids"]),
+            packing_ids=None if "packing_ids" not in batch else jnp.asarray(batch["packing_ids"]),
+            cls_positions=None if "cls_positions" not in batch else jnp.asarray(batch["cls_positions"]),
+        )
+        assert len(batch["input_ids"]) == 4
+        parts.append((batch, indices, {k: np.asarray(out[k]) for k in names}))
+    got = layout.outputs(parts, 23, S)
+    ref = model(
+        jnp.asarray(arrays["input_ids"]),
+        jnp.asarray(arrays["attention_mask"]),
+        jnp.asarray(arrays["segment_ids"]),
+    )
+    for name in names:
+        assert got[name].shape == ref[name].shape
+        for i, m in enumerate(lengths):
+            want = np.asarray(ref[name][i])
+            have = got[name][i]
+            if name != "classification_logits":
+                want, have = want[:m], have[:m]
+            np.testing.assert_allclose(have, want, atol=1e-5)
+
+
+def finetune_outputs(kind):
+    from bert_jax.training import finetune
+
+    return finetune.OUTPUTS[kind]

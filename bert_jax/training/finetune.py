@@ -29,6 +29,7 @@ import optax
 from flax import nnx
 
 from bert_jax import storage
+from bert_jax.data.finetuning import packing
 from bert_jax.errors import UserError
 from bert_jax.models import model as model_lib
 from bert_jax.models.config import EncoderConfig
@@ -128,36 +129,52 @@ def encoder_config(config, enc: EncoderConfig) -> EncoderConfig:
 
 
 def task_loss(kind: str, out: dict, batch: dict) -> tuple[jax.Array, jax.Array]:
-    """(mean loss, weight) over the batch's real rows (weights 0 on padding rows)."""
-    w = batch["weights"]  # [batch]
+    """(mean loss, weight) over the batch's real examples. `weights` is 0 on padding: per row
+    [batch], or per packed example slot [rows, K] (token labels: per row)."""
+    w = batch["weights"]
     if kind == "token_classification":
         labels = batch["labels"]  # [batch, seq], -100 where no word starts
-        mask = (labels >= 0) * w[:, None]
+        mask = (labels >= 0) & (w[:, None] > 0)
         ce = optax.softmax_cross_entropy_with_integer_labels(
             out["token_classification_logits"], jnp.maximum(labels, 0)
         )
         n = mask.sum()
-        return (ce * mask).sum() / jnp.maximum(n, 1.0), n
+        return jnp.where(mask, ce, 0.0).sum() / jnp.maximum(n, 1), n
     if kind == "span":
-        ce = lambda logits, y: optax.softmax_cross_entropy_with_integer_labels(logits, y)  # noqa: E731
+        # Over the row's tokens only: a padding position is never an answer, and a batch cut
+        # to a narrower bucket scores the same as a full-width one.
+        tokens = batch["attention_mask"] > 0
+
+        def ce(logits, y):
+            return optax.softmax_cross_entropy_with_integer_labels(jnp.where(tokens, logits, -1e9), y)
+
         per_row = 0.5 * (
             ce(out["start_logits"], batch["start_positions"]) + ce(out["end_logits"], batch["end_positions"])
         )
+        keep = w > 0
     elif kind == "regression":
-        per_row = jnp.square(out["classification_logits"][:, 0] - jnp.nan_to_num(batch["labels"]))
-        w = w * ~jnp.isnan(batch["labels"])
+        per_row = jnp.square(out["classification_logits"][..., 0] - jnp.nan_to_num(batch["labels"]))
+        keep = (w > 0) & ~jnp.isnan(batch["labels"])
     else:
         labels = batch["labels"]
         per_row = optax.softmax_cross_entropy_with_integer_labels(
             out["classification_logits"], jnp.maximum(labels, 0)
         )
-        w = w * (labels >= 0)
-    n = w.sum()
-    return (per_row * w).sum() / jnp.maximum(n, 1.0), n
+        keep = (w > 0) & (labels >= 0)
+    n = keep.sum()
+    return jnp.where(keep, per_row, 0.0).sum() / jnp.maximum(n, 1), n
 
 
 def _forward(model, batch, rng=None):
-    return model(batch["input_ids"], batch["attention_mask"], batch["segment_ids"], rng=rng)
+    """Packed batches carry packing_ids and cls_positions; bucketed ones do not."""
+    return model(
+        batch["input_ids"],
+        batch["attention_mask"],
+        batch["segment_ids"],
+        packing_ids=batch.get("packing_ids"),
+        cls_positions=batch.get("cls_positions"),
+        rng=rng,
+    )
 
 
 OUTPUTS = {
@@ -208,28 +225,37 @@ def make_eval_step(graphdef, kind: str, mesh, param_shardings):
 # --- batches -----------------------------------------------------------------------------
 
 
-def _batch(arrays: dict[str, np.ndarray], rows: np.ndarray, mesh) -> dict[str, jax.Array]:
-    """The global batch of `rows` (-1 = padding, weight 0). Every process holds all of the
-    task's rows, so each device takes its own slice of the global batch, wherever the mesh
-    puts it (a batch replicated over a tensor axis that spans processes included)."""
-    take = np.maximum(rows, 0)
-    full = {k: v[take] for k, v in arrays.items()}
-    full["weights"] = (rows >= 0).astype(np.float32)
+def _batch(host: dict[str, np.ndarray], mesh) -> dict[str, jax.Array]:
+    """A global batch from its host arrays (every process holds all of the task's rows and
+    builds the same batch), so each device takes its own slice wherever the mesh puts it (a
+    batch replicated over a tensor axis that spans processes included)."""
     spec = sharding.batch_sharding(mesh)
-    return {k: jax.make_array_from_callback(v.shape, spec, lambda idx, v=v: v[idx]) for k, v in full.items()}
+    return {
+        k: jax.make_array_from_callback(v.shape, spec, lambda idx, v=v: v[idx])
+        for k, v in host.items()
+        if k not in packing.HOST_ONLY
+    }
 
 
-def predict(eval_step, params, arrays: dict[str, np.ndarray], batch_size: int, mesh) -> dict:
-    """The eval outputs for every row of `arrays` (numpy, on every host)."""
-    n = len(next(iter(arrays.values())))
-    order = np.arange(math.ceil(n / batch_size) * batch_size)
-    order[n:] = -1
-    parts: dict[str, list] = {}
-    for start in range(0, len(order), batch_size):
-        out = jax.device_get(eval_step(params, _batch(arrays, order[start : start + batch_size], mesh)))
-        for k, v in out.items():
-            parts.setdefault(k, []).append(v)
-    return {k: np.concatenate(v)[:n] for k, v in parts.items()}
+def predict(eval_step, params, features, batch_size: int, mesh, layout: packing.Layout) -> dict:
+    """The eval outputs for every row of `features` (numpy, on every host), one row per example
+    in the split's order whatever the batches' layout."""
+    arrays = features.arrays
+    parts = []
+    for host, indices in layout.eval_batches(arrays, batch_size):
+        parts.append((host, indices, jax.device_get(eval_step(params, _batch(host, mesh)))))
+    return layout.outputs(parts, len(arrays["input_ids"]), arrays["input_ids"].shape[1])
+
+
+class _Shapes:
+    """Counts the distinct batch shapes a jitted step is called with: one compile each."""
+
+    def __init__(self, step):
+        self.step, self.seen = step, set()
+
+    def __call__(self, state, batch):
+        self.seen.add(tuple(sorted((k, v.shape) for k, v in batch.items())))
+        return self.step(state, batch)
 
 
 # --- the job -------------------------------------------------------------------------------
@@ -303,6 +329,14 @@ def _global(tree, shardings):
         return jax.make_array_from_callback(x.shape, s, lambda idx: x[idx])
 
     return jax.tree.map(put, tree, shardings)
+
+
+def _layout(config, task, batch: int, mesh) -> packing.Layout:
+    """Packed rows for the tasks that pack (config.train.packing), else length buckets."""
+    k = config.train.pack_max_per_row
+    if k < 1:
+        raise UserError(f"config.train.pack_max_per_row={k} must be >= 1")
+    return packing.Layout.for_task(task.kind, config.train.packing, k, batch, sharding.batch_divisor(mesh))
 
 
 def _check_batch(config, mesh) -> tuple[int, int]:
@@ -404,8 +438,11 @@ def _train_and_evaluate(config, workdir: str, log=print) -> dict:
     total = max(1, math.ceil(config.train.epochs * steps_per_epoch))
     eval_every = config.train.eval_every or steps_per_epoch
     setup = _setup(config, init, task, mesh, total)
-    train_step = make_train_step(setup.graphdef, task.kind, setup.tx, setup.lr, mesh, setup.state_shardings)
-    eval_step = make_eval_step(setup.graphdef, task.kind, mesh, setup.param_shardings)
+    layout = _layout(config, task, batch, mesh)
+    train_step = _Shapes(
+        make_train_step(setup.graphdef, task.kind, setup.tx, setup.lr, mesh, setup.state_shardings)
+    )
+    eval_step = _Shapes(make_eval_step(setup.graphdef, task.kind, mesh, setup.param_shardings))
     encoder = _global(init.encoder, setup.param_shardings["encoder"])
     init_fn = jax.jit(setup.init_state, out_shardings=setup.state_shardings)
     say(
@@ -453,9 +490,8 @@ def _train_and_evaluate(config, workdir: str, log=print) -> dict:
             if within == 0:
                 order = np.random.default_rng([seed, epoch]).permutation(n_train)
                 order = np.concatenate([order, -np.ones(steps_per_epoch * batch - n_train, np.int64)])
-            state, out = train_step(
-                state, _batch(train.arrays, order[within * batch : (within + 1) * batch], mesh)
-            )
+            rows = layout.batch(train.arrays, order[within * batch : (within + 1) * batch])
+            state, out = train_step(state, _batch(rows, mesh))
             if (step + 1) % config.train.log_every == 0 or step + 1 == total:
                 out = {k: float(v) for k, v in jax.device_get(out).items()}
                 if not math.isfinite(out["loss"]):
@@ -470,7 +506,9 @@ def _train_and_evaluate(config, workdir: str, log=print) -> dict:
                 )
             if (step + 1) % eval_every == 0 or step + 1 == total:
                 scores = {
-                    s: task.evaluate(s, f, predict(eval_step, state["params"], f.arrays, eval_batch, mesh))[0]
+                    s: task.evaluate(s, f, predict(eval_step, state["params"], f, eval_batch, mesh, layout))[
+                        0
+                    ]
                     for s, f in evals.items()
                 }
                 flat = _flat(scores)
@@ -518,6 +556,7 @@ def _train_and_evaluate(config, workdir: str, log=print) -> dict:
             predicts,
             eval_batch,
             mesh,
+            layout,
             storage.join(seed_dir, "predictions"),
             lead,
         )
@@ -533,7 +572,8 @@ def _train_and_evaluate(config, workdir: str, log=print) -> dict:
         runs.append(result)
         say(
             f"seed {seed}: best {main} {result['flat'][main]:.4f} at step {best_step} "
-            f"({result['seconds']:.0f}s)"
+            f"({result['seconds']:.0f}s; batch shapes compiled so far: {len(train_step.seen)} "
+            f"training, {len(eval_step.seen)} evaluation)"
         )
 
     # --- over the seeds -------------------------------------------------------------------------
@@ -559,10 +599,10 @@ def _train_and_evaluate(config, workdir: str, log=print) -> dict:
     return results
 
 
-def _final(task, eval_step, params, evals, predicts, eval_batch, mesh, out_dir, lead) -> dict:
+def _final(task, eval_step, params, evals, predicts, eval_batch, mesh, layout, out_dir, lead) -> dict:
     scores, files = {}, []
     for split, feats in {**evals, **predicts}.items():
-        s, preds = task.evaluate(split, feats, predict(eval_step, params, feats.arrays, eval_batch, mesh))
+        s, preds = task.evaluate(split, feats, predict(eval_step, params, feats, eval_batch, mesh, layout))
         if split in evals:
             scores[split] = s
         if lead:
@@ -703,7 +743,8 @@ def evaluate(checkpoint: str, config=None, overrides=(), output: str | None = No
     splits = {s: task.features(s, training=False) for s in (*task.eval_splits, *task.predict_splits)}
     evals = {s: f for s, f in splits.items() if s in task.eval_splits}
     predicts = {s: f for s, f in splits.items() if s not in task.eval_splits}
-    result = _final(task, eval_step, params, evals, predicts, eb, mesh, output, lead)
+    layout = _layout(config, task, eb, mesh)
+    result = _final(task, eval_step, params, evals, predicts, eb, mesh, layout, output, lead)
     result["checkpoint"] = source
     if lead:
         _write_json(storage.join(output, "metrics.json"), result)

@@ -85,6 +85,13 @@ def base_config(task: ml_collections.ConfigDict) -> ml_collections.ConfigDict:
     c.train.global_batch_size = 32
     # Rows per evaluation step (0 = global_batch_size).
     c.train.eval_batch_size = 0
+    # Pack a step's examples into as few rows of task.max_seq_length as hold them (each keeps
+    # its own attention, positions, [CLS] and labels; the step still takes global_batch_size
+    # examples): classification, regression, token classification. Span QA and packing=False
+    # cut each batch to the smallest of a few widths that holds its longest row instead.
+    c.train.packing = True
+    # At most this many examples share a packed row.
+    c.train.pack_max_per_row = 16
     c.train.seed = 0
     c.train.log_every = 50
     # Evaluate every N steps (0 = at the end of each epoch); the best checkpoint by the
