@@ -327,8 +327,9 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
-# Commands whose input runs through TensorFlow (tf.data, TFDS, tf.summary).
-_USES_TENSORFLOW = (_pretrain, _finetune, _evaluate, _prepare_data, _bench)
+# Commands whose input runs through TensorFlow (tf.data, TFDS). Fine-tuning and evaluation
+# start it only for a TFDS task (data/finetuning/tfds_source.py): on files they never import it.
+_USES_TENSORFLOW = (_pretrain, _prepare_data, _bench)
 
 
 def main(argv: list[str] | None = None) -> int:

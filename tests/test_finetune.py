@@ -5,6 +5,7 @@ of the fine-tuned model to transformers, bad input."""
 import csv
 import json
 import os
+import re
 import time
 
 import corpus_sample
@@ -95,8 +96,8 @@ def small_task_args(task, init, workdir, *extra):
         "--config.train.global_batch_size=8",
         "--config.train.epochs=1",
         "--config.optim.learning_rate=1e-3",
-        *extra,
         *QUIET,
+        *extra,  # last: an extra --config.train.log_every wins
     ]
 
 
@@ -525,6 +526,75 @@ def test_two_processes_match_one(tiny, small_task, data8_run, tmp_path):
     pa = jax.tree.map(np.asarray, load_params(str(data8_run / "seed_0"))[2])
     pb = jax.tree.map(np.asarray, load_params(str(tmp_path / "two" / "seed_0"))[2])
     jax.tree.map(lambda x, y: np.testing.assert_allclose(x, y, rtol=1e-5, atol=1e-6), pa, pb)
+
+
+def test_sigterm_then_sigkill_then_rerun_is_bit_exact(tiny, small_task, tmp_path):
+    """A seed interrupted twice (SIGTERM: saves and exits 0; then SIGKILL mid-run after the
+    rerun resumed) and run a third time to the end: its evaluations, best step and best
+    parameters are bit-identical to an uninterrupted run's."""
+    import signal
+    import subprocess
+    import sys
+
+    args = ("--config.train.epochs=4", "--config.train.checkpoint_every=3", "--config.train.log_every=1")
+    reference = tmp_path / "reference"
+    assert cli.main(small_task_args(small_task, tiny, reference, *args)) == 0
+    work = tmp_path / "work"
+
+    def run_until(step: int, sig, *python_flags) -> tuple[int, str]:
+        """Start the command; once it logs training step `step`, send `sig`."""
+        cmd = [
+            sys.executable,
+            *python_flags,
+            "-m",
+            "bert_jax.cli",
+            *small_task_args(small_task, tiny, work, *args),
+        ]
+        proc = subprocess.Popen(cmd, cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+        lines = []
+        for line in proc.stdout:
+            lines.append(line)
+            if f" step {step}/24:" in line:
+                proc.send_signal(sig)
+        return proc.wait(timeout=600), "".join(lines)
+
+    rc, out = run_until(5, signal.SIGTERM, "-X", "importtime")
+    assert rc == 0, out
+    # Fine-tuning on files never imports TensorFlow (its import alone is ~700 MB of RSS).
+    imported = re.findall(r"^import time:.*\|\s+([\w.]+)$", out, re.M)
+    assert "tensorboard" in imported and "tensorflow" not in imported
+    assert "SIGTERM: saved seed 0 at step" in out
+    assert not (work / "seed_0" / "result.json").exists()
+    rc, out = run_until(17, signal.SIGKILL)
+    assert rc == -signal.SIGKILL, out
+    assert "seed 0: resumed at step" in out
+    assert not (work / "seed_0" / "result.json").exists()
+    assert cli.main(small_task_args(small_task, tiny, work, *args)) == 0
+    got, want = results(work), results(reference)
+    assert got["per_seed"] == want["per_seed"]
+    # Every step's training loss, as TensorBoard holds it (float32, from the three runs'
+    # event files: steps redone after the SIGKILL log the same value twice).
+    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+
+    def losses(run):
+        by_step = {}
+        for name in sorted(os.listdir(run / "seed_0" / "tensorboard")):
+            events = EventAccumulator(str(run / "seed_0" / "tensorboard" / name))
+            events.Reload()
+            for e in events.Scalars("train/loss"):
+                assert by_step.setdefault(e.step, e.value) == e.value, e.step
+        return by_step
+
+    want_losses = losses(reference)
+    assert sorted(want_losses) == list(range(1, 25))
+    assert losses(work) == want_losses
+    seed_got = json.loads((work / "seed_0" / "result.json").read_text())
+    seed_want = json.loads((reference / "seed_0" / "result.json").read_text())
+    assert seed_got["history"] == seed_want["history"] and len(seed_want["history"]) == 4
+    assert seed_got["best_step"] == seed_want["best_step"]
+    a = jax.tree.map(np.asarray, load_params(str(work / "seed_0"))[2])
+    b = jax.tree.map(np.asarray, load_params(str(reference / "seed_0"))[2])
+    jax.tree.map(np.testing.assert_array_equal, a, b)
 
 
 def test_seeds_summary_rerun_skips_finished_seeds_and_init_sources(tiny, topics, tmp_path, capsys):

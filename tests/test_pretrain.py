@@ -133,7 +133,14 @@ def test_each_family_learns(family, data, tmp_path, request):
     assert loss[-5:].mean() < loss[:5].mean() - 0.05, loss
     key = "rtd_accuracy" if family == "electra" else "mlm_accuracy"
     assert summary["final_eval"][key] > summary["first_eval"][key]
-    assert os.listdir(workdir / "tensorboard")  # event files
+    # TensorBoard reads the logged losses back from the event file.
+    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+
+    events = EventAccumulator(str(workdir / "tensorboard"))
+    events.Reload()
+    logged = [(e.step, e.value) for e in events.Scalars("train/loss")]
+    np.testing.assert_allclose([v for _, v in logged], loss, rtol=1e-6)
+    assert [step for step, _ in logged] == list(range(1, 31))
     if family == "electra":  # the default electra.rtd_weight (50) is in the loss
         for row in summary["train"]:
             np.testing.assert_allclose(row["loss"], row["mlm_loss"] + 50.0 * row["rtd_loss"], rtol=1e-4)

@@ -235,6 +235,9 @@ def _find_checkpoint(path: str) -> tuple[str, str]:
 
 def _tf():
     try:
+        from bert_jax import tf_setup
+
+        tf_setup.start()
         import tensorflow as tf
     except ImportError:
         raise UserError("reading TF1 checkpoints needs TensorFlow: pip install tensorflow-cpu") from None

@@ -409,6 +409,11 @@ class Checkpointer:
         self._manager.reload()
         return target
 
+    def delete(self, step: int) -> None:
+        """Remove a complete step (e.g. a best checkpoint newer than the state a run resumes
+        from: the run writes it again)."""
+        self._manager.delete(step)
+
     # -- lifecycle
 
     def wait(self) -> None:

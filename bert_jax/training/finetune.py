@@ -1,14 +1,17 @@
 """Fine-tuning and evaluation: `train_and_evaluate(config, workdir)`, `evaluate(...)`.
 
   start-up and mesh -> the init checkpoint (encoder + tokenizer) -> task features, built
-  once -> for each seed: model (the checkpoint's encoder, a fresh head) created sharded ->
-  epochs of steps, evaluated every epoch (or eval_every steps) -> the best checkpoint by
+  once -> for each seed: model (the checkpoint's encoder, a fresh head) created sharded, or
+  its saved state restored -> epochs of steps on packed or length-bucketed rows
+  (data/finetuning/packing.py), evaluated every epoch (or eval_every steps) -> the best checkpoint by
   the task's main metric -> its scores and predictions -> mean / std / median over seeds.
 
 WORKDIR layout:
   tokenizer/                the init checkpoint's tokenizer files
   seed_<k>/checkpoints/     the best checkpoint of seed k (params only; `bert-jax export`
                             and `bert-jax evaluate` read it), seed_<k>/tokenizer/ beside it
+  seed_<k>/state/           the full training state (params, optimizer, step) of an
+                            unfinished seed: a rerun continues from it
   seed_<k>/predictions/     GLUE TSVs, SQuAD JSON, CoNLL files of the best checkpoint
   seed_<k>/result.json      its metrics: a rerun skips finished seeds
   results.json, results.md  every metric over the seeds, and the best seed
@@ -299,7 +302,11 @@ def _setup(config, init: Init, task, mesh, total_steps: int):
         tx, lambda _, s: s, abstract_state["opt_state"], param_shardings, transform_non_params=lambda _: rep
     )
     _check_encoder(init, pure["encoder"])
+    target = jax.tree.map(
+        lambda a, s: jax.ShapeDtypeStruct(a.shape, a.dtype, sharding=s), abstract_state, state_shardings
+    )
     return types.SimpleNamespace(
+        target=target,
         enc=enc,
         graphdef=graphdef,
         tx=tx,
@@ -308,6 +315,36 @@ def _setup(config, init: Init, task, mesh, total_steps: int):
         state_shardings=state_shardings,
         param_shardings=param_shardings,
     )
+
+
+def _open_state(seed_dir: str, fingerprint: str, save_every: int, lead: bool, seed: int):
+    """(the Checkpointer of seed_dir/state, the newest step to resume from or None). A seed
+    directory with no state to resume from (an older run's, or one killed before its first
+    save) starts over; one of another config is an error."""
+    state_dir = storage.join(seed_dir, "state")
+
+    def open_():
+        return checkpointing.Checkpointer(state_dir, save_every=save_every, keep=2)
+
+    if storage.isdir(storage.join(state_dir, "checkpoints")):
+        ckpt = open_()
+        for step in reversed(ckpt.all_steps()):
+            try:
+                extra = ckpt.read_extra(step)
+            except checkpointing.DamagedCheckpoint:
+                continue  # restoring sets it aside once an earlier step is intact
+            if extra.get("fingerprint") != fingerprint:
+                ckpt.close()
+                raise UserError(
+                    f"{seed_dir} holds an unfinished run of another config (task, init or "
+                    "hyperparameters differ); use another --workdir"
+                )
+            return ckpt, step
+        ckpt.close()
+    if lead and storage.isdir(seed_dir):
+        storage.rmtree(seed_dir)
+    _sync(f"clean-{seed}")
+    return open_(), None
 
 
 def _check_encoder(init: Init, expected: dict) -> None:
@@ -361,7 +398,7 @@ def _fingerprint(config) -> str:
     c = config.to_dict()
     for key in ("seeds", "mesh", "distributed"):
         c.pop(key, None)
-    c["train"] = {k: v for k, v in c["train"].items() if k != "log_every"}
+    c["train"] = {k: v for k, v in c["train"].items() if k not in ("log_every", "checkpoint_every")}
     return hashlib.sha256(json.dumps(c, sort_keys=True, default=str).encode()).hexdigest()[:16]
 
 
@@ -437,6 +474,9 @@ def _train_and_evaluate(config, workdir: str, log=print) -> dict:
     steps_per_epoch = math.ceil(n_train / batch)
     total = max(1, math.ceil(config.train.epochs * steps_per_epoch))
     eval_every = config.train.eval_every or steps_per_epoch
+    if config.train.checkpoint_every < 0:
+        raise UserError(f"config.train.checkpoint_every={config.train.checkpoint_every} must be >= 0")
+    save_every = config.train.checkpoint_every or eval_every
     setup = _setup(config, init, task, mesh, total)
     layout = _layout(config, task, batch, mesh)
     train_step = _Shapes(
@@ -469,73 +509,123 @@ def _train_and_evaluate(config, workdir: str, log=print) -> dict:
             runs.append(earlier)
             say(f"seed {seed}: finished earlier ({main} {earlier['flat'][main]:.4f}); skipped")
             continue
-        if lead and storage.isdir(seed_dir):  # an interrupted seed starts over
-            storage.rmtree(seed_dir)
-        _sync(f"clean-{seed}")
-        if lead:
+        # The seed's full state (params, optimizer, step; the data position is the step: each
+        # epoch's order comes from (seed, epoch)) is saved under seed_<k>/state every
+        # train.checkpoint_every steps and on SIGTERM; an interrupted seed continues from it.
+        state_ckpt, resumed = _open_state(seed_dir, fingerprint, save_every, lead, seed)
+        if lead and resumed is None:
             _copy_tokenizer(init.tokenizer_files, storage.join(seed_dir, "tokenizer"))
         t_seed = time.perf_counter()
-        state = init_fn(encoder, jnp.uint32(seed))
         writer = metrics.Writer(storage.join(seed_dir, "tensorboard"), enabled=lead)
         ckpt = checkpointing.Checkpointer(seed_dir, save_every=1, keep=1, async_save=False)
-        best, best_step, history = -math.inf, None, []
+        best, best_step, history, start = -math.inf, None, [], 0
+        if resumed is None:
+            state = init_fn(encoder, jnp.uint32(seed))
+        else:
+            from bert_jax.training.pretrain import _restore_newest_intact
+
+            state, extra, start = _restore_newest_intact(state_ckpt, resumed, setup.target, say)
+            best, best_step, history = extra["best"], extra["best_step"], extra["history"]
+            best = -math.inf if best is None else best
+            # A best checkpoint newer than the state is redone, identically, by the steps to come.
+            for later in [s for s in ckpt.all_steps() if s > start]:
+                ckpt.delete(later)
+            say(f"seed {seed}: resumed at step {start} of {total} from {seed_dir}/state")
         identity = {
             "encoder": setup.enc.architecture(),
             "heads": [task.head],
             "num_labels": task.num_labels,
             "label_names": list(task.label_names),
         }
-        for step in range(total):
-            epoch, within = divmod(step, steps_per_epoch)
-            if within == 0:
+
+        saved_at = {"step": start}
+
+        def save_state(state, step: int, force: bool = False) -> None:
+            saved_at["step"] = step
+            state_ckpt.save(
+                step,
+                state,
+                {
+                    "fingerprint": fingerprint,
+                    "data_state": {"step": step},
+                    "best": None if best_step is None else best,
+                    "best_step": best_step,
+                    "history": history,
+                },
+                force=force,
+            )
+
+        from bert_jax.training.pretrain import _Preemption
+
+        preemption = _Preemption()
+        try:
+            for step in range(start, total):
+                epoch, within = divmod(step, steps_per_epoch)
                 order = np.random.default_rng([seed, epoch]).permutation(n_train)
                 order = np.concatenate([order, -np.ones(steps_per_epoch * batch - n_train, np.int64)])
-            rows = layout.batch(train.arrays, order[within * batch : (within + 1) * batch])
-            state, out = train_step(state, _batch(rows, mesh))
-            if (step + 1) % config.train.log_every == 0 or step + 1 == total:
-                out = {k: float(v) for k, v in jax.device_get(out).items()}
-                if not math.isfinite(out["loss"]):
-                    raise UserError(
-                        f"seed {seed}: the loss became {out['loss']} at step {step + 1}; "
-                        "lower config.optim.learning_rate"
+                rows = layout.batch(train.arrays, order[within * batch : (within + 1) * batch])
+                state, out = train_step(state, _batch(rows, mesh))
+                if (step + 1) % config.train.log_every == 0 or step + 1 == total:
+                    out = {k: float(v) for k, v in jax.device_get(out).items()}
+                    if not math.isfinite(out["loss"]):
+                        raise UserError(
+                            f"seed {seed}: the loss became {out['loss']} at step {step + 1}; "
+                            "lower config.optim.learning_rate"
+                        )
+                    writer.scalars(step + 1, out, "train/")
+                    say(
+                        f"seed {seed} step {step + 1}/{total}: loss {out['loss']:.4f} "
+                        f"lr {out['learning_rate']:.2e}"
                     )
-                writer.scalars(step + 1, out, "train/")
-                say(
-                    f"seed {seed} step {step + 1}/{total}: loss {out['loss']:.4f} "
-                    f"lr {out['learning_rate']:.2e}"
-                )
-            if (step + 1) % eval_every == 0 or step + 1 == total:
-                scores = {
-                    s: task.evaluate(s, f, predict(eval_step, state["params"], f, eval_batch, mesh, layout))[
-                        0
-                    ]
-                    for s, f in evals.items()
-                }
-                flat = _flat(scores)
-                writer.scalars(step + 1, flat, "eval/")
-                history.append({"step": step + 1, **flat})
-                better = _better(flat[main], best) or best_step is None
-                say(
-                    f"seed {seed} step {step + 1} eval: "
-                    + ", ".join(f"{k} {v:.4f}" for k, v in flat.items())
-                    + (" (best)" if better else "")
-                )
-                if better:
-                    best, best_step = flat[main], step + 1
-                    ckpt.save(
-                        step + 1,
-                        {"params": state["params"]},
-                        {
-                            "kind": "finetuned",
-                            "model": identity,
-                            "task": config.task.to_dict(),
-                            "config": config.to_dict(),
-                            "seed": seed,
-                            "metrics": flat,
-                            "init": init.source,
-                        },
-                        force=True,
+                if (step + 1) % eval_every == 0 or step + 1 == total:
+                    scores = {
+                        s: task.evaluate(
+                            s, f, predict(eval_step, state["params"], f, eval_batch, mesh, layout)
+                        )[0]
+                        for s, f in evals.items()
+                    }
+                    flat = _flat(scores)
+                    writer.scalars(step + 1, flat, "eval/")
+                    history.append({"step": step + 1, **flat})
+                    better = _better(flat[main], best) or best_step is None
+                    say(
+                        f"seed {seed} step {step + 1} eval: "
+                        + ", ".join(f"{k} {v:.4f}" for k, v in flat.items())
+                        + (" (best)" if better else "")
                     )
+                    if better:
+                        best, best_step = flat[main], step + 1
+                        ckpt.save(
+                            step + 1,
+                            {"params": state["params"]},
+                            {
+                                "kind": "finetuned",
+                                "model": identity,
+                                "task": config.task.to_dict(),
+                                "config": config.to_dict(),
+                                "seed": seed,
+                                "metrics": flat,
+                                "init": init.source,
+                            },
+                            force=True,
+                        )
+                if step + 1 < total and state_ckpt.should_save(step + 1):
+                    save_state(state, step + 1)
+                if step + 1 < total and preemption.agreed(step + 1):
+                    if saved_at["step"] != step + 1:
+                        save_state(state, step + 1, force=True)
+                    state_ckpt.wait()
+                    say(
+                        f"SIGTERM: saved seed {seed} at step {step + 1} to {seed_dir}/state; "
+                        "rerun the same command to resume"
+                    )
+                    writer.close()
+                    ckpt.close()
+                    return {"preempted_at": {"seed": seed, "step": step + 1}}
+            state_ckpt.wait()
+        finally:
+            preemption.restore()
+            state_ckpt.close()
         writer.close()
         # The best checkpoint's scores and predictions (GLUE test TSVs, SQuAD JSON, ...).
         target = {

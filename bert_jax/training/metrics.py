@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import os
 import shutil
+import socket
 import sys
 import tempfile
 import time
@@ -70,23 +71,31 @@ def peak_matmul_flops(dtype: str = "float32") -> float:
 
 
 class Writer:
-    """TensorBoard scalars (process 0 only) through tf.summary. A cloud `logdir` is written
-    locally and its event files uploaded at each flush (bert_jax keeps TensorFlow's own GCS
-    client out of the path layer; see storage.py)."""
+    """TensorBoard scalars (process 0 only): an event file written with tensorboard's record
+    writer and protos, so logging needs no TensorFlow (a fine-tuning run on files never
+    imports it). A cloud `logdir` is written locally and its event file uploaded at each flush
+    (storage.py owns cloud paths)."""
 
     def __init__(self, logdir: str, enabled: bool = True):
         self.enabled = enabled
-        self._writer = None
+        self._file = None
         self._logdir, self._local = logdir, logdir
         if enabled:
-            import tensorflow as tf
+            from tensorboard.compat.proto import event_pb2
+            from tensorboard.summary.writer.record_writer import RecordWriter
 
             if storage.is_remote(logdir):
                 self._local = tempfile.mkdtemp(prefix="bert_jax-tensorboard-")
             else:
                 os.makedirs(logdir, exist_ok=True)
-            self._tf = tf
-            self._writer = tf.summary.create_file_writer(self._local)
+            name = f"events.out.tfevents.{int(time.time())}.{socket.gethostname()}.{os.getpid()}"
+            self._file = open(os.path.join(self._local, name), "wb")  # closed in close()
+            self._records = RecordWriter(self._file)
+            self._event = event_pb2.Event
+            self._write(self._event(wall_time=time.time(), file_version="brain.Event:2"))
+
+    def _write(self, event) -> None:
+        self._records.write(event.SerializeToString())
 
     def _upload(self) -> None:
         if self._local != self._logdir:
@@ -96,19 +105,24 @@ class Writer:
     def scalars(self, step: int, values: dict[str, float], prefix: str = "") -> None:
         if not self.enabled:
             return
-        with self._writer.as_default(step=step):
-            for k, v in values.items():
-                self._tf.summary.scalar(prefix + k, float(v))
-        self._writer.flush()
+        from tensorboard.compat.proto import summary_pb2
+
+        summary = summary_pb2.Summary(
+            value=[
+                summary_pb2.Summary.Value(tag=prefix + k, simple_value=float(v)) for k, v in values.items()
+            ]
+        )
+        self._write(self._event(wall_time=time.time(), step=int(step), summary=summary))
+        self._file.flush()
         self._upload()
 
     def close(self) -> None:
-        if self._writer is not None:
-            self._writer.close()
+        if self._file is not None:
+            self._file.close()
             self._upload()
             if self._local != self._logdir:
                 shutil.rmtree(self._local, ignore_errors=True)
-            self._writer = None
+            self._file = None
 
 
 def summarize(sums: dict[str, np.ndarray]) -> dict[str, float]:

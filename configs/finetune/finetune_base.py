@@ -97,6 +97,10 @@ def base_config(task: ml_collections.ConfigDict) -> ml_collections.ConfigDict:
     # Evaluate every N steps (0 = at the end of each epoch); the best checkpoint by the
     # task's main metric (on the first eval split) is kept.
     c.train.eval_every = 0
+    # Save the full training state (params, optimizer, step) every N steps (0 = at each
+    # evaluation) under seed_<k>/state, and on SIGTERM (then exit 0): rerunning the command
+    # continues an interrupted seed where it stopped, bit for bit.
+    c.train.checkpoint_every = 0
     # Fraction of the steps spent warming the learning rate up (BERT: 0.1).
     c.train.warmup_fraction = 0.1
 
