@@ -12,6 +12,9 @@ at a time, each the median of `--steps` calls after a warm-up call:
   optimizer        the AdamW update alone (clipping, decay mask, schedule)
   host_batch       packing the step's examples on the host + the host-to-device copy
   eval_dev         predicting the whole dev split (packed), as each evaluation does
+  torch_padded     the peer's step (../shared/peers/hf_torch_finetune.py: transformers'
+                   BertForSequenceClassification, torch.optim.AdamW) on the padded rows,
+                   with torch's default threads; `ratio_*` divide our steps by it
 
     .venv/bin/python benchmarks/finetune_step_profile.py [--steps 20]
 """
@@ -160,7 +163,37 @@ def main(argv=None) -> None:
     result["packed_rows"] = int(len(rows["packed"]["input_ids"]))
     result["real_tokens_per_step"] = real
     result["dev_rows"] = int(len(dev.arrays["input_ids"]))
-    print(json.dumps({"ms": result}))
+    import torch
+    import transformers
+
+    torch.manual_seed(0)
+    peer = transformers.AutoModelForSequenceClassification.from_pretrained(
+        minilm, num_labels=task.num_labels
+    ).train()
+    opt = torch.optim.AdamW(peer.parameters(), lr=1e-4, weight_decay=0.01)
+    inputs = {
+        "input_ids": torch.tensor(rows["padded"]["input_ids"], dtype=torch.long),
+        "attention_mask": torch.tensor(rows["padded"]["attention_mask"], dtype=torch.long),
+        "token_type_ids": torch.tensor(rows["padded"]["segment_ids"], dtype=torch.long),
+        "labels": torch.tensor(rows["padded"]["labels"], dtype=torch.long),
+    }
+
+    def torch_step():
+        peer(**inputs).loss.backward()
+        opt.step()
+        opt.zero_grad()
+
+    torch_step()
+    times = []
+    for _ in range(a.steps):
+        t = time.perf_counter()
+        torch_step()
+        times.append(time.perf_counter() - t)
+    result["torch_padded"] = round(1000 * statistics.median(times), 1)
+    for name in ("packed", "bucketed", "padded"):
+        result[f"ratio_step_{name}_to_torch"] = round(result[f"step_{name}"] / result["torch_padded"], 3)
+    result["torch_threads"] = torch.get_num_threads()
+    print(json.dumps({"ms": result, "xla_flags": os.environ.get("XLA_FLAGS", "")}))
 
 
 if __name__ == "__main__":

@@ -519,6 +519,7 @@ def _train_and_evaluate(config, workdir: str, log=print) -> dict:
         writer = metrics.Writer(storage.join(seed_dir, "tensorboard"), enabled=lead)
         ckpt = checkpointing.Checkpointer(seed_dir, save_every=1, keep=1, async_save=False)
         best, best_step, history, start = -math.inf, None, [], 0
+        best_outputs = None  # the best evaluation's outputs: its predictions need no second pass
         if resumed is None:
             state = init_fn(encoder, jnp.uint32(seed))
         else:
@@ -578,12 +579,11 @@ def _train_and_evaluate(config, workdir: str, log=print) -> dict:
                         f"lr {out['learning_rate']:.2e}"
                     )
                 if (step + 1) % eval_every == 0 or step + 1 == total:
-                    scores = {
-                        s: task.evaluate(
-                            s, f, predict(eval_step, state["params"], f, eval_batch, mesh, layout)
-                        )[0]
+                    outputs = {
+                        s: predict(eval_step, state["params"], f, eval_batch, mesh, layout)
                         for s, f in evals.items()
                     }
+                    scores = {s: task.evaluate(s, f, outputs[s])[0] for s, f in evals.items()}
                     flat = _flat(scores)
                     writer.scalars(step + 1, flat, "eval/")
                     history.append({"step": step + 1, **flat})
@@ -594,7 +594,7 @@ def _train_and_evaluate(config, workdir: str, log=print) -> dict:
                         + (" (best)" if better else "")
                     )
                     if better:
-                        best, best_step = flat[main], step + 1
+                        best, best_step, best_outputs = flat[main], step + 1, outputs
                         ckpt.save(
                             step + 1,
                             {"params": state["params"]},
@@ -627,7 +627,9 @@ def _train_and_evaluate(config, workdir: str, log=print) -> dict:
             preemption.restore()
             state_ckpt.close()
         writer.close()
-        # The best checkpoint's scores and predictions (GLUE test TSVs, SQuAD JSON, ...).
+        # The best checkpoint's scores and predictions (GLUE test TSVs, SQuAD JSON, ...): its
+        # eval outputs are at hand unless that evaluation ran before a resume; predict-only
+        # splits (GLUE test) need its parameters back.
         target = {
             "params": jax.tree.map(
                 lambda a, s: jax.ShapeDtypeStruct(a.shape, a.dtype, sharding=s),
@@ -636,12 +638,16 @@ def _train_and_evaluate(config, workdir: str, log=print) -> dict:
             )
         }
         del state
-        restored, _ = ckpt.restore(best_step, target)
+        known = best_outputs or {}
+        if predicts or set(evals) - set(known):
+            params = ckpt.restore(best_step, target)[0]["params"]
+        else:
+            params = None
         ckpt.close()
         result = _final(
             task,
             eval_step,
-            restored["params"],
+            params,
             evals,
             predicts,
             eval_batch,
@@ -649,7 +655,9 @@ def _train_and_evaluate(config, workdir: str, log=print) -> dict:
             layout,
             storage.join(seed_dir, "predictions"),
             lead,
+            known,
         )
+        del params, best_outputs
         result.update(
             seed=seed,
             best_step=best_step,
@@ -689,10 +697,18 @@ def _train_and_evaluate(config, workdir: str, log=print) -> dict:
     return results
 
 
-def _final(task, eval_step, params, evals, predicts, eval_batch, mesh, layout, out_dir, lead) -> dict:
+def _final(
+    task, eval_step, params, evals, predicts, eval_batch, mesh, layout, out_dir, lead, known=None
+) -> dict:
+    """Scores and prediction files of `params` on every split; `known`: outputs of these
+    params already computed, by split."""
     scores, files = {}, []
     for split, feats in {**evals, **predicts}.items():
-        s, preds = task.evaluate(split, feats, predict(eval_step, params, feats, eval_batch, mesh, layout))
+        if known and split in known:
+            outputs = known[split]
+        else:
+            outputs = predict(eval_step, params, feats, eval_batch, mesh, layout)
+        s, preds = task.evaluate(split, feats, outputs)
         if split in evals:
             scores[split] = s
         if lead:
