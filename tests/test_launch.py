@@ -668,6 +668,12 @@ def _kill_session(sid: int) -> None:
                 pass
 
 
+def _default_sigint() -> None:
+    # A shell started with SIGINT ignored can never trap it (POSIX), and a test run started in
+    # the background (`cmd &` in a script) ignores SIGINT: give local.sh what a terminal gives.
+    signal.signal(signal.SIGINT, signal.SIG_DFL)
+
+
 def _start_local(args, env, cwd) -> subprocess.Popen:
     return subprocess.Popen(
         [LAUNCH / "local.sh", *args],
@@ -677,6 +683,7 @@ def _start_local(args, env, cwd) -> subprocess.Popen:
         stderr=subprocess.PIPE,
         text=True,
         start_new_session=True,
+        preexec_fn=_default_sigint,
     )
 
 
@@ -756,7 +763,7 @@ def test_local_forwards_sigterm_and_ctrl_c(tmp_path, fake_bert_jax, sig, want_rc
         while not all(p.exists() and "ready" in p.read_text() for p in logs) and time.time() < deadline:
             time.sleep(0.05)
         proc.send_signal(sig)
-        out, err = proc.communicate(timeout=15)
+        out, err = proc.communicate(timeout=60)  # seconds, not minutes: under load (CI) 15 once ran out
     finally:
         _kill_session(proc.pid)
     assert proc.returncode == want_rc, err

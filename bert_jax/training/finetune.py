@@ -370,10 +370,12 @@ def _global(tree, shardings):
 
 def _layout(config, task, batch: int, mesh) -> packing.Layout:
     """Packed rows for the tasks that pack (config.train.packing), else length buckets."""
-    k = config.train.pack_max_per_row
+    # .get: `bert-jax evaluate` reads configs saved before these fields existed.
+    k = config.train.get("pack_max_per_row", 16)
     if k < 1:
         raise UserError(f"config.train.pack_max_per_row={k} must be >= 1")
-    return packing.Layout.for_task(task.kind, config.train.packing, k, batch, sharding.batch_divisor(mesh))
+    pack = config.train.get("packing", True)
+    return packing.Layout.for_task(task.kind, pack, k, batch, sharding.batch_divisor(mesh))
 
 
 def _check_batch(config, mesh) -> tuple[int, int]:
