@@ -55,17 +55,19 @@ from bert_jax import cli, host_malloc
 calls = []
 host_malloc.tune = lambda: calls.append("jax" in sys.modules)
 with contextlib.suppress(SystemExit), contextlib.redirect_stdout(io.StringIO()):
-    cli.main(["bench", "--help"])
+    cli.main([sys.argv[1], "--help"])
 print(calls)
 """
 
 
-def test_cli_tunes_before_jax_starts():
+@pytest.mark.parametrize("command,want", [("bench", "[False]"), ("pretrain", "[False]"), ("finetune", "[]")])
+def test_cli_tunes_before_jax_starts(command, want):
+    """Tuned once, before anything imported JAX; fine-tuning keeps glibc's defaults."""
     out = subprocess.run(
-        [sys.executable, "-c", CLI_PROBE],
-        env={**os.environ, "PYTHONPATH": ROOT},
+        [sys.executable, "-c", CLI_PROBE, command],
+        env={**os.environ, "PYTHONPATH": ROOT, "JAX_PLATFORMS": "cpu"},
         capture_output=True,
         text=True,
         check=True,
     ).stdout
-    assert out.strip() == "[False]"  # called once, before anything imported JAX
+    assert out.strip() == want
