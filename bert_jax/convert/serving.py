@@ -80,8 +80,8 @@ class _Servable:
 
         ids = jax.ShapeDtypeStruct((1, seq_len), jnp.int32)
         available = sorted(jax.eval_shape(run, self.param_specs, ids, ids, ids))
-        if outputs is None:
-            outputs = available
+        if outputs is None:  # "cls" (what the heads read) is hidden[:, 0]: asked for by name only
+            outputs = [name for name in available if name != "cls"]
         elif isinstance(outputs, str) or not outputs:
             raise UserError(
                 f"outputs={outputs!r} is invalid: expected a non-empty list of names "
