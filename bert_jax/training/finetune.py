@@ -632,13 +632,7 @@ def _train_and_evaluate(config, workdir: str, log=print) -> dict:
         # The best checkpoint's scores and predictions (GLUE test TSVs, SQuAD JSON, ...): its
         # eval outputs are at hand unless that evaluation ran before a resume; predict-only
         # splits (GLUE test) need its parameters back.
-        target = {
-            "params": jax.tree.map(
-                lambda a, s: jax.ShapeDtypeStruct(a.shape, a.dtype, sharding=s),
-                state["params"],
-                setup.state_shardings["params"],
-            )
-        }
+        target = {"params": setup.target["params"]}
         del state
         known = best_outputs or {}
         if predicts or set(evals) - set(known):
