@@ -26,7 +26,7 @@ import jax  # noqa: E402
 jax.config.update("jax_num_cpu_devices", 8)
 
 
-# The longest test files start first, so the workers (pyproject.toml: -n 3 --dist
+# The longest test files start first, so the two workers (pyproject.toml: -n 2 --dist
 # loadfile) finish together rather than one waiting on a long file started last.
 LONGEST_FIRST = (
     "test_pretrain.py",
