@@ -139,12 +139,14 @@ def _listing(names: list[str]) -> str:
 # ---------------------------------------------------------------- the checkpointer
 
 
-_replica_parallel: bool | None = None  # what the registered jax.Array handler was made with
+_UNSET = object()
+_replica_parallel: object = _UNSET  # what the registered jax.Array handler was made with
 
 
-def _use_replica_parallel(on: bool) -> None:
-    """Register Orbax's jax.Array handler with replica-parallel saving `on`, once per value
-    (Orbax keeps one global handler per type and logs each override)."""
+def _use_replica_parallel(on: bool | None) -> None:
+    """Register Orbax's jax.Array handler with replica-parallel saving `on` (None: Orbax's
+    own default, off on GPU), once per value: Orbax keeps one global handler per type and
+    logs each override."""
     global _replica_parallel
     if _replica_parallel is not on:
         absl_logger = logging.getLogger("absl")
@@ -191,7 +193,8 @@ class Checkpointer:
         # that every host writes a part. With one process every replica is on this host, so
         # it only costs a slice program compiled per device and shape at the first save
         # (about 8 s for bert-tiny on 8 CPU devices); single-replica writes the same files.
-        _use_replica_parallel(jax.process_count() > 1)
+        # Several processes keep Orbax's default.
+        _use_replica_parallel(False if jax.process_count() == 1 else None)
         registry = ocp.handlers.DefaultCheckpointHandlerRegistry()
         for args, handler in (
             (ocp.args.StandardSave, ocp.StandardCheckpointHandler),
