@@ -7,6 +7,13 @@ with CUDA libraries but no GPU that is `cudart_stub ... Could not find cuda driv
 and `E0000 ... failed call to cuInit: ... UNKNOWN ERROR (303)`. None of it concerns bert_jax
 (JAX owns the accelerators), so those lines are filtered; anything else TensorFlow prints
 while starting is passed through.
+
+Keras is kept out of that import. `import tensorflow` eagerly imports Keras 3 (and, through
+its scikit-learn wrappers, scikit-learn): about 4 of the 9 seconds TensorFlow takes to import
+on a 2-core CPU, paid by every pretraining process, for a library bert_jax never calls.
+TensorFlow treats a Keras that cannot be imported as absent (its import is in a try); `tf.keras`
+stays a lazy loader, so code that does use it later (tensorflow_text does) still imports Keras
+then. A process that imported Keras before TensorFlow keeps it.
 """
 
 from __future__ import annotations
@@ -34,8 +41,15 @@ def start() -> None:
     saved = os.dup(2)
     with tempfile.TemporaryFile() as captured:
         os.dup2(captured.fileno(), 2)
+        keep_keras_out = "keras" not in sys.modules
+        if keep_keras_out:
+            sys.modules["keras"] = None  # `import keras` raises ImportError while set
         try:
-            import tensorflow as tf
+            try:
+                import tensorflow as tf
+            finally:
+                if keep_keras_out:
+                    del sys.modules["keras"]
 
             for kind in ("GPU", "TPU"):
                 try:

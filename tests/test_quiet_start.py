@@ -26,6 +26,21 @@ def test_tensorflow_starts_without_cuda_lines():
         assert noise not in out.stderr, out.stderr
 
 
+def test_tensorflow_starts_without_keras_and_keras_stays_importable():
+    code = (
+        "import sys\n"
+        "from bert_jax import tf_setup; tf_setup.start()\n"
+        "assert 'keras' not in sys.modules and 'sklearn' not in sys.modules, 'keras loaded'\n"
+        "import tensorflow as tf\n"
+        "print([int(x) for x in tf.data.Dataset.range(3).map(lambda x: x * 2)])\n"
+        "import tensorflow_text\n"  # needs tf.keras: the lazy loader imports Keras now
+        "print(tf.keras.layers.Dense.__name__, 'keras' in sys.modules)\n"
+    )
+    out = subprocess.run([sys.executable, "-c", code], cwd=ROOT, capture_output=True, text=True, timeout=300)
+    assert out.returncode == 0, out.stderr
+    assert out.stdout.split("\n")[:2] == ["[0, 2, 4]", "Dense True"]
+
+
 def test_noise_filter_keeps_other_lines():
     seen = [
         "I0000 00:00:1 123 cudart_stub.cc:31] Could not find cuda drivers on your machine",
