@@ -6,6 +6,9 @@ Every parameter carries `axes`, its logical axis names (`vocab`, `embed`, `mlp`,
 statistics are computed in fp32 whatever the compute dtype.
 
 Dropout takes an explicit PRNG key (`rng`); `rng=None` means deterministic (inference).
+A block draws the random bits of all its dropout sites at once (`keep_masks`): XLA:CPU
+compiles each threefry draw on its own, about half a second apiece, and that was a third of
+a training step's compile (benchmarks/compile_breakdown.py).
 
 Cheap elementwise work is recomputed in the backward pass rather than stored per layer
 (`recompute`): LayerNorm keeps only its compute-dtype input, the feed-forward activation
@@ -17,6 +20,7 @@ reading them back costs more than recomputing them.
 
 from __future__ import annotations
 
+import math
 from collections.abc import Sequence
 
 import jax
@@ -38,7 +42,32 @@ ACTIVATIONS = {
 def dropout(x: Array, rate: float, rng: Array | None) -> Array:
     if rng is None or rate == 0.0:
         return x
-    return apply_keep(x, jax.random.bernoulli(rng, 1.0 - rate, x.shape), rate)
+    return apply_keep(x, keep_masks(rng, [(rate, x.shape)])[0], rate)
+
+
+def keep_masks(rng: Array, sites: Sequence[tuple[float, tuple[int, ...]]]) -> list[Array | None]:
+    """Boolean keep masks for several dropout sites, `(rate, shape)` each, from one draw.
+
+    Each mask keeps an element with probability 1 - rate exactly (a uint32 compared with
+    round((1 - rate) * 2**32)); a site with rate 0 gets None. Every shape starts with the
+    batch axis, and the draw is [batch, elements per example of all sites], so a batch
+    sharded over devices draws its own rows where it lives.
+    """
+    drawn = [(rate, shape) for rate, shape in sites if rate > 0.0]
+    if not drawn:
+        return [None] * len(sites)
+    batch = drawn[0][1][0]
+    if any(shape[0] != batch for _, shape in drawn):
+        raise ValueError(f"dropout sites must share their leading (batch) axis: {[s for _, s in drawn]}")
+    sizes = [math.prod(shape[1:]) for _, shape in drawn]
+    bits = jax.random.bits(rng, (batch, sum(sizes)), jnp.uint32)
+    masks, start = [], 0
+    for (rate, shape), size in zip(drawn, sizes, strict=True):
+        threshold = min(round((1.0 - rate) * 2**32), 2**32 - 1)
+        masks.append((bits[:, start : start + size] < jnp.uint32(threshold)).reshape(shape))
+        start += size
+    it = iter(masks)
+    return [next(it) if rate > 0.0 else None for rate, _ in sites]
 
 
 def apply_keep(x: Array, keep: Array, rate: float) -> Array:
@@ -162,10 +191,10 @@ class SelfAttention(nnx.Module):
         self.value = Dense((h,), (n, d), ("embed", "heads", "kv"), config, rngs=rngs)
         self.output = Dense((n, d), (h,), ("heads", "kv", "embed"), config, rngs=rngs)
 
-    def __call__(self, x: Array, mask: Array, rng: Array | None) -> Array:
+    def __call__(self, x: Array, mask: Array, keep: Array | None) -> Array:
+        """keep: the attention probabilities' dropout mask [batch, heads, q, k], or None."""
         q, k, v = self.query(x), self.key(x), self.value(x)  # [batch, seq, heads, head_dim]
-        rate = self.config.attention_dropout
-        if rng is None or rate == 0.0:
+        if keep is None:
             impl = None if self.config.attention_impl == "auto" else self.config.attention_impl
             if impl == "cudnn" and jax.default_backend() != "gpu":
                 raise UserError(
@@ -177,7 +206,6 @@ class SelfAttention(nnx.Module):
             # jax.nn.dot_product_attention has no dropout on the probabilities; training
             # with attention dropout takes the explicit path (same math, no fused kernel).
             logits = jnp.einsum("bqnd,bknd->bnqk", q, k)
-            keep = jax.random.bernoulli(rng, 1.0 - rate, logits.shape)
             probs = recompute(self._probs, self.config)(logits, mask, keep)
             ctx = jnp.einsum("bnqk,bknd->bqnd", probs, v)
         return self.output(ctx)  # [batch, seq, hidden]
@@ -203,14 +231,18 @@ class Block(nnx.Module):
         self.output_norm = LayerNorm(h, config)
 
     def __call__(self, x: Array, mask: Array, rng: Array | None) -> Array:
-        rate = self.config.hidden_dropout
-        r_attn = r_out1 = r_out2 = None
+        c = self.config
+        rate = c.hidden_dropout
+        keep_attn = keep_out1 = keep_out2 = None
         if rng is not None:
-            r_attn, r_out1, r_out2 = jax.random.split(rng, 3)
-        a = self.attention(x, mask, r_attn)
-        x = self.attention_norm(x + dropout(a, rate, r_out1))
+            b, s, _ = x.shape
+            keep_attn, keep_out1, keep_out2 = keep_masks(
+                rng, [(c.attention_dropout, (b, c.num_heads, s, s)), (rate, x.shape), (rate, x.shape)]
+            )
+        a = self.attention(x, mask, keep_attn)
+        x = self.attention_norm(x + (a if keep_out1 is None else apply_keep(a, keep_out1, rate)))
         y = self._ffn_out(self.intermediate(x), self.output.kernel[...], self.output.bias[...])
-        return self.output_norm(x + dropout(y, rate, r_out2))  # [batch, seq, hidden]
+        return self.output_norm(x + (y if keep_out2 is None else apply_keep(y, keep_out2, rate)))  # [b, s, h]
 
     def _ffn_out(self, h: Array, kernel: Array, bias: Array) -> Array:
         # Recomputed: the backward pass keeps the pre-activation h alone and recomputes the
