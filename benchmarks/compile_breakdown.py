@@ -27,8 +27,10 @@ def main() -> None:
     parser.add_argument("--devices", type=int, default=1, help="fake CPU devices (XLA_FLAGS)")
     parser.add_argument("--batch", type=int, default=8)
     parser.add_argument("--seq", type=int, default=32)
+    parser.add_argument("--xla-flags", default="", help="more XLA_FLAGS, e.g. --xla_llvm_disable_expensive_passes=true")
+    parser.add_argument("--runs", type=int, default=20, help="calls timed after each compile (run_ms: their median)")
     args = parser.parse_args()
-    os.environ["XLA_FLAGS"] = f"--xla_force_host_platform_device_count={args.devices}"
+    os.environ["XLA_FLAGS"] = f"--xla_force_host_platform_device_count={args.devices} {args.xla_flags}".strip()
     os.environ.pop("JAX_COMPILATION_CACHE_DIR", None)
 
     import jax
@@ -66,9 +68,15 @@ def main() -> None:
         for name, (fn, fn_args) in programs.items():
             lowered = jax.jit(fn).lower(*fn_args)
             start = time.perf_counter()
-            lowered.compile()
+            compiled = lowered.compile()
             seconds = round(time.perf_counter() - start, 2)
-            rows.append({"program": name, "dropout": rate, "compile_s": seconds})
+            times = []
+            for _ in range(args.runs):
+                start = time.perf_counter()
+                jax.block_until_ready(compiled(*fn_args))
+                times.append(time.perf_counter() - start)
+            run_ms = round(1000 * sorted(times)[len(times) // 2], 2) if times else None
+            rows.append({"program": name, "dropout": rate, "compile_s": seconds, "run_ms": run_ms})
             print(json.dumps(rows[-1]), flush=True)
 
 
