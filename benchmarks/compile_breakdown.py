@@ -10,6 +10,8 @@ figure is the compile alone (`lowered.compile()`), in seconds. No persistent cac
 Session 8 (bert-tiny, 1 device, batch 8 x 32): forward 4.1 s with dropout vs 0.9 s without,
 grad 7.5 vs 4.7 s, whole step 9.8 vs 7.7 s: dropout's threefry bits cost 2-3 s a compile.
 The same run alongside a CI run (2 cores shared): 7.4 vs 1.7, 14.1 vs 8.5, 20.2 vs 13.0 s.
+Session 9, after one threefry draw per block (layers.keep_masks): forward 2.1 vs 1.0 s, grad
+5.6 vs 4.7 s, step 8.2 vs 7.2 s (benchmarks/RESULTS.md has both runs and run times).
 """
 
 from __future__ import annotations
@@ -27,10 +29,11 @@ def main() -> None:
     parser.add_argument("--devices", type=int, default=1, help="fake CPU devices (XLA_FLAGS)")
     parser.add_argument("--batch", type=int, default=8)
     parser.add_argument("--seq", type=int, default=32)
-    parser.add_argument("--xla-flags", default="", help="more XLA_FLAGS, e.g. --xla_llvm_disable_expensive_passes=true")
-    parser.add_argument("--runs", type=int, default=20, help="calls timed after each compile (run_ms: their median)")
+    parser.add_argument("--xla-flags", default="", help="more XLA_FLAGS")
+    parser.add_argument("--runs", type=int, default=20, help="timed calls (run_ms)")
     args = parser.parse_args()
-    os.environ["XLA_FLAGS"] = f"--xla_force_host_platform_device_count={args.devices} {args.xla_flags}".strip()
+    flags = f"--xla_force_host_platform_device_count={args.devices} {args.xla_flags}"
+    os.environ["XLA_FLAGS"] = flags.strip()
     os.environ.pop("JAX_COMPILATION_CACHE_DIR", None)
 
     import jax
