@@ -226,18 +226,19 @@ def test_keep_masks_rates_sites_and_sharding():
     """One draw serves several dropout sites: each keeps 1 - rate of its elements, the sites
     are not copies of each other, and a batch sharded over 8 devices draws the same bits."""
     key = jax.random.key(3)
-    sites = [(0.1, (16, 4, 64, 64)), (0.0, (16, 64, 32)), (0.5, (16, 64, 32)), (0.1, (16, 64, 32))]
-    attn, none, half, hidden = keep_masks(key, sites)
+    hidden_site = (0.1, (16, 64, 32))
+    sites = [(0.1, (16, 4, 64, 64)), (0.0, (16, 64, 32)), (0.5, (16, 64, 32)), hidden_site, hidden_site]
+    attn, none, half, hidden, hidden2 = keep_masks(key, sites)
     assert none is None and attn.shape == (16, 4, 64, 64) and attn.dtype == jnp.bool_
     for mask, rate in ((attn, 0.1), (half, 0.5), (hidden, 0.1)):
         n = mask.size  # binomial: 5 standard deviations
         assert abs(float(mask.mean()) - (1 - rate)) < 5 * (rate * (1 - rate) / n) ** 0.5, (rate, mask.mean())
-    assert 0.8 < float((hidden == attn[:, 0, :, :32]).mean()) < 0.84  # independent: 0.9^2 + 0.1^2
+    assert 0.8 < float((hidden == hidden2).mean()) < 0.84  # independent: 0.9^2 + 0.1^2
     mesh = jax.make_mesh((8,), ("data",))
     sharded = jax.jit(
         lambda k: keep_masks(k, sites), out_shardings=NamedSharding(mesh, PartitionSpec("data"))
     )(key)
-    for a, b in zip((attn, half, hidden), (sharded[0], sharded[2], sharded[3]), strict=True):
+    for a, b in zip((attn, half, hidden, hidden2), (sharded[0], *sharded[2:]), strict=True):
         np.testing.assert_array_equal(a, b)
     with pytest.raises(ValueError, match="leading .batch. axis"):
         keep_masks(key, [(0.1, (2, 3)), (0.1, (3, 2))])
