@@ -21,6 +21,12 @@ if "JAX_COMPILATION_CACHE_DIR" not in os.environ:
     os.environ["JAX_COMPILATION_CACHE_DIR"] = tempfile.mkdtemp(prefix="bert-jax-tests-xla-cache-")
     atexit.register(shutil.rmtree, os.environ["JAX_COMPILATION_CACHE_DIR"], ignore_errors=True)
 
+# The processes of a multi-process test run read and write each other's CPU entries in that
+# cache (a CPU key differs per process otherwise): tests/shared_cache/sitecustomize.py.
+os.environ["PYTHONPATH"] = os.pathsep.join(
+    p for p in (os.path.join(os.path.dirname(__file__), "shared_cache"), os.environ.get("PYTHONPATH")) if p
+)
+
 import jax  # noqa: E402
 
 jax.config.update("jax_num_cpu_devices", 8)

@@ -53,3 +53,29 @@ def test_non_integer_process_count_is_one_line(tmp_path):
     assert out.returncode == 2, out.stderr
     assert "BERT_JAX_NUM_PROCESSES='two' is not an integer" in out.stderr
     assert "Traceback" not in out.stderr
+
+
+def test_the_program_exits_with_mains_code_and_its_objects_frozen(monkeypatch):
+    """`bert-jax` (setup.cfg's entry point) and `python -m bert_jax.cli` run cli.run: main's
+    exit code, with gc.freeze() first so the final collections skip TensorFlow's and JAX's
+    objects (a 2 s exit, cli.py), also when main raises."""
+    import configparser
+    import gc
+
+    entry = configparser.ConfigParser()
+    entry.read(os.path.join(ROOT, "setup.cfg"))
+    assert "bert-jax = bert_jax.cli:run" in entry["options.entry_points"]["console_scripts"]
+    frozen = []
+    monkeypatch.setattr(gc, "freeze", lambda: frozen.append(True))
+    monkeypatch.setattr(cli, "main", lambda: 2)
+    with pytest.raises(SystemExit) as exit_:
+        cli.run()
+    assert exit_.value.code == 2 and frozen == [True]
+
+    def boom():
+        raise RuntimeError("boom")
+
+    monkeypatch.setattr(cli, "main", boom)
+    with pytest.raises(RuntimeError, match="boom"):
+        cli.run()
+    assert frozen == [True, True]

@@ -235,6 +235,19 @@ def test_resume_at_any_step_equals_the_uninterrupted_stream(stream_data):
     }
 
 
+def test_a_bounded_stream_ends_at_its_stop_step_untuned(stream_data):
+    """dataset(start, stop) yields the host batches of steps [start, stop) and then ends, with
+    tf.data's autotuning off (its thread stalled the end of 2-process runs: pretraining.py)."""
+    stream = PretrainingStream(StreamConfig(stream_data[0], global_batch_size=8, seed=3))
+    ds = stream.dataset(start_step=5, stop_step=9)
+    assert ds.options().autotune.enabled is False
+    got = list(ds.as_numpy_iterator())
+    assert len(got) == 4
+    for k, batch in zip(range(5, 9), got, strict=True):
+        np.testing.assert_array_equal(batch["row_index"], stream.host_batch(k)["row_index"])
+        np.testing.assert_array_equal(batch["input_ids"], stream.host_batch(k)["input_ids"])
+
+
 def test_host_slices_partition_the_global_batch(stream_data):
     data, _ = stream_data
     cfg = StreamConfig(data, global_batch_size=16, seed=3)

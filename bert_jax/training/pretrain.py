@@ -528,7 +528,7 @@ def _train_and_evaluate(config, workdir: str, log=print) -> dict:
         history["first_eval"] = evaluate(0)
         say(f"eval at step 0: {_fmt(history['first_eval'])}")
     preemption = _Preemption()
-    batches = train_stream.dataset(start_step=start).as_numpy_iterator()
+    batches = train_stream.dataset(start, config.train.steps).as_numpy_iterator()
     last_time, last_step, step = time.perf_counter(), start, start
     try:
         for step in range(start + 1, config.train.steps + 1):
