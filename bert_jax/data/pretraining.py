@@ -241,7 +241,7 @@ class PretrainingStream:
         )
         options = tf.data.Options()
         # Parallelism and prefetch are fixed, so nothing is tuned. With autotuning on, deleting
-        # the iterator at the end of a run waited 14-20 s for tf.data's tuning thread in about
-        # half of the 2-process runs (both processes; 0 of 6 runs with it off).
+        # the iterator at the end of a run waited 14-21 s for tf.data's tuning thread in about
+        # half of the 2-process runs (9 of 15; both processes; 0 of 6 runs with it off).
         options.autotune.enabled = False
         return ds.map(to_dict).prefetch(prefetch).with_options(options)
