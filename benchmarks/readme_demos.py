@@ -1,7 +1,7 @@
 """The README's two demo figures, reproduced (issue #19 item 5).
 
   pretrain: `bert-jax pretrain --config configs/pretrain/bert.py:size=tiny` on the embedded
-            corpus (README: 4 to 8 minutes, 446 s measured; MLM accuracy "about 0.00 -> 0.29");
+            corpus (README: 4 to 8 minutes, 277 s measured; MLM accuracy "about 0.00 -> 0.29");
   finetune: MiniLM-L6 on the stdlib-topics CSV (README: 1 to 3 minutes, 67 s measured;
             dev accuracy 0.81).
 
@@ -27,7 +27,7 @@ import time
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 # The README's figures: the times as last measured on the 2-core VM (2026-12-02).
 CLAIMS = {
-    "pretrain": {"seconds": 446, "mlm_first": 0.00, "mlm_final": 0.29},
+    "pretrain": {"seconds": 277, "mlm_first": 0.00, "mlm_final": 0.29},
     "finetune": {"seconds": 67, "dev_accuracy": 0.81},
 }
 
