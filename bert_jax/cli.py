@@ -16,6 +16,18 @@ from bert_jax.errors import UserError
 
 
 def _encode(args: argparse.Namespace) -> None:
+    import types
+
+    from bert_jax.training import distributed
+
+    distributed.initialize(
+        types.SimpleNamespace(
+            coordinator=args.coordinator_address or "",
+            num_processes=args.num_processes or 0,
+            process_id=-1 if args.process_id is None else args.process_id,
+            timeout_seconds=300,
+        )
+    )
     from bert_jax import encode
 
     encode.encode(
@@ -26,6 +38,12 @@ def _encode(args: argparse.Namespace) -> None:
         max_length=args.max_length,
         batch_size=args.batch_size,
         normalize=args.normalize,
+        batch_tokens=args.batch_tokens,
+        prefix=args.prefix,
+        dtype=args.dtype,
+        field=args.field,
+        on_bad_line=args.on_bad_line,
+        window=args.window,
     )
 
 
@@ -142,8 +160,29 @@ def build_parser() -> argparse.ArgumentParser:
         required=True,
         help="checkpoint directory (Hugging Face: config.json, model.safetensors, vocab.txt)",
     )
-    p.add_argument("--input", required=True, help="UTF-8 text file, one text per line")
-    p.add_argument("--output", required=True, help="where to write the .npy array")
+    p.add_argument(
+        "--input",
+        required=True,
+        help="UTF-8 text (one text per line), .jsonl, .csv, .tsv, or tfds:NAME[/CONFIG][:SPLIT]",
+    )
+    p.add_argument(
+        "--output",
+        required=True,
+        help="a .npy file, or a directory for .npy shards and a manifest (resumable; "
+        "needed with several processes)",
+    )
+    p.add_argument(
+        "--field",
+        default="",
+        help="the text's JSONL key, CSV/TSV column (default: text) or TFDS feature",
+    )
+    p.add_argument(
+        "--on-bad-line",
+        choices=("error", "skip"),
+        default="error",
+        help="a line that is not UTF-8, invalid JSON or an empty text: stop with its line "
+        "number (error), or report it and go on without it (skip) (default: error)",
+    )
     p.add_argument(
         "--pooling",
         choices=("cls", "mean", "none"),
@@ -158,8 +197,38 @@ def build_parser() -> argparse.ArgumentParser:
         help="tokens per line incl. [CLS]/[SEP]; longer lines are truncated "
         "(default: the model's maximum, at most 512)",
     )
-    p.add_argument("--batch-size", type=int, default=32, help="lines per batch (default: 32)")
+    p.add_argument(
+        "--batch-size",
+        type=int,
+        default=32,
+        help="rows per batch; a row holds several short lines (default: 32)",
+    )
+    p.add_argument(
+        "--batch-tokens",
+        type=int,
+        default=0,
+        help="tokens per batch instead of rows (rows = this // the row's width)",
+    )
     p.add_argument("--normalize", action="store_true", help="L2-normalize pooled vectors")
+    p.add_argument(
+        "--prefix",
+        default="",
+        help='text put before every line, e.g. "query: " for E5-style models (default: none)',
+    )
+    p.add_argument(
+        "--dtype",
+        choices=("float32", "bfloat16"),
+        default="float32",
+        help="compute dtype; weights stay float32 and outputs are float32 (default: float32)",
+    )
+    p.add_argument(
+        "--window",
+        type=int,
+        default=0,
+        help="lines sorted and written together: one shard (default: 8192; pooling none: "
+        "at most 256 MB of output)",
+    )
+    _distributed_flags(p)
     p.set_defaults(func=_encode)
 
     p = sub.add_parser(

@@ -1,17 +1,28 @@
-"""`bert-jax encode`: text lines in, hidden states or pooled sentence vectors out (.npy).
+"""`bert-jax encode`: text in, hidden states or pooled sentence vectors out (.npy), streamed.
 
-Lines are tokenized with the checkpoint's WordPiece vocabulary ([CLS] text [SEP]),
-batched into a few fixed shapes (so XLA compiles a handful of programs, not one per
-batch), run through the encoder, and pooled on device:
-  none  -> [lines, max_length, hidden], zeros past each line's last token
-  cls   -> [lines, hidden], the [CLS] token's last hidden state
-  mean  -> [lines, hidden], the mean over the line's tokens (sentence-transformers' pooling)
+    input records (bert_jax/encoding/sources.py: text lines, a JSONL field, a CSV/TSV column,
+    a TFDS feature; bad ones refused, or skipped and reported)
+      -> windows of `window` records; with several processes, window k is process k % N's
+      -> [CLS] prefix+text [SEP] with the checkpoint's WordPiece vocabulary
+      -> length-sorted, packed / bucketed batches (bert_jax/encoding/batches.py), sharded over
+         this process's devices
+      -> the encoder and the pooling, on device:
+           none  -> [lines, max_length, hidden], zeros past each line's last token
+           cls   -> [lines, hidden], the [CLS] token's last hidden state
+           mean  -> [lines, hidden], the mean over the line's tokens (sentence-transformers')
+      -> the window's rows back in input order, written as they come (bert_jax/encoding/
+         outputs.py): one .npy that lands whole, or .npy shards with a manifest that a rerun
+         resumes from.
+
+Memory is bounded by a window and a batch, whatever the input's size.
 """
 
 from __future__ import annotations
 
-import io
+import dataclasses
+import itertools
 import sys
+import time
 
 import jax
 import jax.numpy as jnp
@@ -21,33 +32,15 @@ from flax import nnx
 from bert_jax import storage
 from bert_jax.convert import hf
 from bert_jax.data.tokenizers import WordPieceTokenizer
+from bert_jax.encoding import outputs, sources
+from bert_jax.encoding.batches import PACK_WIDTH, Batching
 from bert_jax.errors import UserError
+from bert_jax.training import sharding
 
 POOLINGS = ("cls", "mean", "none")
-
-
-def read_lines(path: str) -> list[str]:
-    """The file's lines, decoded as UTF-8; a line that is not UTF-8 is an error naming it."""
-    if storage.isdir(path):
-        raise UserError(f"input {path} is a directory, expected a text file")
-    try:
-        raw = storage.read_bytes(path)
-    except FileNotFoundError:
-        raise UserError(f"input file {path} does not exist") from None
-    lines = raw.split(b"\n")
-    if lines and lines[-1] == b"":
-        lines.pop()  # the file's final newline ends the last line; it does not start one
-    if not lines:
-        raise UserError(f"input file {path} is empty; expected one text per line")
-    texts = []
-    for number, line in enumerate(lines, 1):
-        try:
-            texts.append(line.removesuffix(b"\r").decode("utf-8"))
-        except UnicodeDecodeError as e:
-            raise UserError(
-                f"{path}:{number}: line is not valid UTF-8 ({e.reason} at byte {e.start})"
-            ) from None
-    return texts
+DTYPES = ("float32", "bfloat16")
+WINDOW = 8192  # records sorted, batched and written together (one shard)
+NONE_WINDOW_BYTES = 256 << 20  # pooling none: a window's output at most this (one shard)
 
 
 def load_checkpoint(path: str):
@@ -82,9 +75,36 @@ def _load_workdir(workdir: str):
     return model, tokenizer
 
 
-def _bucket(length: int, max_length: int) -> int:
-    """Round a batch's longest line up to a multiple of 32 to bound the compiled shapes."""
-    return min(max_length, -(-length // 32) * 32)
+def _with_dtype(model, dtype: str):
+    """The same weights computing in `dtype` (parameters stay float32)."""
+    from bert_jax.models import model as model_lib
+
+    if dtype == model.config.dtype:
+        return model
+    config = dataclasses.replace(model.config, dtype=dtype)
+    abstract = model_lib.abstract(config, model.heads, model.num_labels)
+    return nnx.merge(nnx.graphdef(abstract), nnx.state(model))
+
+
+def _forward_fn(graphdef, pooling: str, normalize: bool):
+    def forward(params, ids, mask, packing_ids, cls_positions):
+        model = nnx.merge(graphdef, params)
+        out = model(ids, mask, packing_ids=packing_ids, cls_positions=cls_positions)
+        hidden = out["hidden"].astype(jnp.float32)
+        if pooling == "none":
+            return hidden * mask[..., None].astype(jnp.float32)
+        if pooling == "cls":
+            vectors = out["cls"].astype(jnp.float32)  # [R, K, H]
+        else:  # the mean over each line's tokens
+            k = cls_positions.shape[1]
+            member = (packing_ids[:, :, None] == jnp.arange(1, k + 1)[None, None, :]).astype(jnp.float32)
+            sums = jnp.einsum("rsk,rsh->rkh", member, hidden, precision=jax.lax.Precision.HIGHEST)
+            vectors = sums / jnp.maximum(member.sum(1), 1.0)[..., None]
+        if normalize:
+            vectors = vectors / jnp.maximum(jnp.linalg.norm(vectors, axis=-1, keepdims=True), 1e-12)
+        return vectors
+
+    return forward
 
 
 def encode(
@@ -96,17 +116,44 @@ def encode(
     batch_size: int = 32,
     normalize: bool = False,
     log=print,
-) -> np.ndarray:
+    *,
+    batch_tokens: int = 0,
+    prefix: str = "",
+    dtype: str = "float32",
+    field: str = "",
+    on_bad_line: str = "error",
+    window: int = 0,
+    progress: bool = True,
+    num_devices: int = 0,
+) -> dict:
+    """Encode every record of `input_path` into `output_path` (a .npy file, or a directory of
+    shards); returns a summary (lines, rows, skipped, tokens, seconds, shapes compiled).
+    `num_devices`: use the first that many of this process's devices (0: all of them)."""
     if pooling not in POOLINGS:
         raise UserError(f"--pooling={pooling!r}; choose one of: {', '.join(POOLINGS)}")
     if normalize and pooling == "none":
         raise UserError("--normalize applies to pooled vectors; use --pooling cls or mean")
     if batch_size < 1:
         raise UserError(f"--batch-size={batch_size}; expected a positive integer")
-    out_dir = storage.parent(output_path)
-    if not storage.is_remote(out_dir) and not storage.isdir(out_dir):
+    if batch_tokens < 0:
+        raise UserError(f"--batch-tokens={batch_tokens}; expected a positive number of tokens")
+    if dtype not in DTYPES:
+        raise UserError(f"--dtype={dtype!r}; choose one of: {', '.join(DTYPES)}")
+    if window < 0:
+        raise UserError(f"--window={window}; expected a positive number of lines")
+    inp = sources.Input(input_path, field, on_bad_line)
+    inp.check()
+    sharded_output = not output_path.endswith(".npy")
+    processes, process = jax.process_count(), jax.process_index()
+    if processes > 1 and not sharded_output:
+        raise UserError(
+            f"--output={output_path}: with {processes} processes each writes its own shards; "
+            "give a directory, not a .npy file"
+        )
+    out_dir = output_path if sharded_output else storage.parent(output_path)
+    if not sharded_output and not storage.is_remote(out_dir) and not storage.isdir(out_dir):
         raise UserError(f"output directory {out_dir} does not exist")
-    texts = read_lines(input_path)
+
     model, tokenizer = load_checkpoint(checkpoint)
     if tokenizer.vocab_size > model.config.vocab_size:
         # An id past the embedding table would embed as NaN (jnp.take fills), not fail.
@@ -119,60 +166,189 @@ def encode(
     max_length = max_length or min(limit, 512)
     if not 2 <= max_length <= limit:
         raise UserError(f"--max-length={max_length}; this checkpoint takes 2 to {limit} tokens")
+    if batch_tokens and batch_tokens < max_length:
+        raise UserError(
+            f"--batch-tokens={batch_tokens}; a batch must hold at least one row of --max-length "
+            f"({max_length}) tokens"
+        )
+    hidden_size = model.config.hidden_size
+    row_shape = (max_length, hidden_size) if pooling == "none" else (hidden_size,)
+    if not window:
+        per_line = 4 * max_length * hidden_size if pooling == "none" else 1
+        window = WINDOW if pooling != "none" else max(1, min(WINDOW, NONE_WINDOW_BYTES // per_line))
 
-    ids, mask, n_truncated = tokenizer.encode_batch(texts, max_length)
-    if n_truncated:
+    settings = {
+        "checkpoint": checkpoint,
+        "input": input_path,
+        "field": field,
+        "pooling": pooling,
+        "normalize": normalize,
+        "max_length": max_length,
+        "prefix": prefix,
+        "dtype": dtype,
+        "window": window,
+        "processes": processes,
+    }
+    sink = outputs.Shards(output_path, settings, process, processes) if sharded_output else None
+    devices = jax.local_devices()
+    if not 0 <= num_devices <= len(devices):
+        raise UserError(f"num_devices={num_devices}; this process has {len(devices)} device(s)")
+    devices = devices[: num_devices or len(devices)]
+    run = _Runner(model, tokenizer, pooling, normalize, dtype, max_length, batch_size, batch_tokens, devices)
+    total = inp.count() if progress else None
+    meter = _Progress(total, enabled=progress)
+    sink = sink or outputs.Npy(output_path, row_shape)
+    summary = {"lines": 0, "rows": 0, "skipped": 0, "tokens": 0, "truncated": 0}
+    started = time.perf_counter()
+    try:
+        for index, chunk in enumerate(_windows(inp.records(), window)):
+            if index % processes != process or sink.finished(index):
+                meter.skip(len(chunk))
+                continue
+            good = [r for r in chunk if r.text is not None]
+            skipped = [[r.number, r.problem] for r in chunk if r.text is None]
+            for number, problem in skipped:
+                print(f"warning: skipped {inp.where(number)}: {problem}", file=sys.stderr)
+            texts = [prefix + r.text for r in good]
+            values, tokens, truncated = run(texts) if texts else (np.zeros((0, *row_shape), np.float32), 0, 0)
+            if not np.isfinite(values).all():
+                bad = np.nonzero(~np.isfinite(values).reshape(len(values), -1).all(1))[0]
+                raise UserError(
+                    f"non-finite embeddings for {len(bad)} line(s) "
+                    f"(first: {inp.where(good[bad[0]].number)}); "
+                    f"nothing of window {index} was written to {output_path}"
+                )
+            meta = {"first_line": chunk[0].number, "last_line": chunk[-1].number, "skipped": skipped}
+            sink.write(index, values, meta)
+            summary["lines"] += len(chunk)
+            summary["rows"] += len(values)
+            summary["skipped"] += len(skipped)
+            summary["tokens"] += tokens
+            summary["truncated"] += truncated
+            meter.update(len(chunk))
+    except BaseException:
+        sink.abort()
+        raise
+    sink.close()
+    meter.done()
+    seconds = time.perf_counter() - started
+    summary.update(seconds=round(seconds, 3), shapes=len(run.shapes), devices=len(run.devices))
+    if summary["truncated"]:
         print(
-            f"warning: {n_truncated} of {len(texts)} lines were longer than {max_length} "
+            f"warning: {summary['truncated']} of {summary['rows']} lines were longer than {max_length} "
             "tokens and were truncated",
             file=sys.stderr,
         )
-
-    graphdef, params = nnx.split(model)
-
-    @jax.jit
-    def forward(params, ids, mask):
-        hidden = nnx.merge(graphdef, params)(ids, mask)["hidden"].astype(jnp.float32)
-        m = mask[..., None].astype(jnp.float32)
-        if pooling == "cls":
-            out = hidden[:, 0]
-        elif pooling == "mean":
-            out = (hidden * m).sum(1) / jnp.maximum(m.sum(1), 1.0)
-        else:
-            return hidden * m
-        if normalize:
-            out = out / jnp.maximum(jnp.linalg.norm(out, axis=-1, keepdims=True), 1e-12)
-        return out
-
-    hidden = model.config.hidden_size
-    result = np.zeros(
-        (len(texts), max_length, hidden) if pooling == "none" else (len(texts), hidden), np.float32
-    )
-    lengths = mask.sum(1)
-    for start in range(0, len(texts), batch_size):
-        stop = min(start + batch_size, len(texts))
-        width = _bucket(int(lengths[start:stop].max()), max_length)
-        b_ids = np.zeros((batch_size, width), np.int32) + tokenizer.pad_id
-        b_mask = np.zeros((batch_size, width), np.int32)
-        b_ids[: stop - start] = ids[start:stop, :width]
-        b_mask[: stop - start] = mask[start:stop, :width]
-        out = np.asarray(forward(params, b_ids, b_mask))[: stop - start]
-        if pooling == "none":
-            result[start:stop, :width] = out
-        else:
-            result[start:stop] = out
-
-    if not np.isfinite(result).all():
-        bad = np.nonzero(~np.isfinite(result).reshape(len(texts), -1).all(1))[0]
-        raise UserError(
-            f"non-finite embeddings for {len(bad)} line(s) (first: line {bad[0] + 1}); "
-            f"nothing was written to {output_path}"
-        )
-    buffer = io.BytesIO()
-    np.save(buffer, result)
-    storage.write_atomic(output_path, buffer.getvalue())  # whole or not at all
+    notes = [f"{summary['tokens']} tokens"]
+    if summary["skipped"]:
+        notes.append(f"{summary['skipped']} bad line(s) skipped")
+    if getattr(sink, "resumed", 0):
+        notes.append(f"{sink.resumed} shard(s) from an earlier run kept")
+    rate = 1 / max(seconds, 1e-9)
     log(
-        f"encoded {len(texts)} lines with {checkpoint} -> {output_path} "
-        f"{tuple(result.shape)} ({pooling} pooling{', L2-normalized' if normalize else ''})"
+        f"encoded {summary['rows']} lines ({', '.join(notes)}) with {checkpoint} -> {output_path} "
+        f"[{', '.join(map(str, (summary['rows'], *row_shape)))}] ({pooling} pooling"
+        f"{', L2-normalized' if normalize else ''}); {summary['rows'] * rate:.0f} lines/s, "
+        f"{summary['tokens'] * rate:.0f} tokens/s on {len(run.devices)} device(s), "
+        f"{len(run.shapes)} batch shape(s) compiled"
     )
-    return result
+    return summary
+
+
+def _windows(records, size: int):
+    """Lists of `size` records (the last may be shorter)."""
+    it = iter(records)
+    while chunk := list(itertools.islice(it, size)):
+        yield chunk
+
+
+class _Runner:
+    """texts -> (outputs [n, ...] in their order, tokens, truncated): tokenize, batch, run, place."""
+
+    def __init__(
+        self, model, tokenizer, pooling, normalize, dtype, max_length, batch_size, batch_tokens, devices
+    ):
+        model = _with_dtype(model, dtype)
+        self.tokenizer = tokenizer
+        self.pooling = pooling
+        self.max_length = max_length
+        self.devices = devices
+        mesh = sharding.make_mesh({"data": -1}, self.devices)  # this process's devices only
+        self.rows_sharding = sharding.batch_sharding(mesh)
+        graphdef, params = nnx.split(model)
+        self.params = jax.device_put(params, sharding.replicated(mesh))
+        self.forward = jax.jit(_forward_fn(graphdef, pooling, normalize))
+        pack_width = min(PACK_WIDTH, max_length)
+        self.batching = Batching(max_length, pack_width, batch_size, batch_tokens, len(self.devices))
+        self.row_shape = (
+            (max_length, model.config.hidden_size) if pooling == "none" else (model.config.hidden_size,)
+        )
+        self.shapes: set[tuple[int, int]] = set()
+
+    def __call__(self, texts: list[str]) -> tuple[np.ndarray, int, int]:
+        ids, mask, truncated = self.tokenizer.encode_batch(texts, self.max_length)
+        lengths = mask.sum(1)
+        out = np.zeros((len(texts), *self.row_shape), np.float32)
+        pending = []  # the device runs a batch ahead while the host places the previous one
+        for rows, width in self.batching.batches(ids, lengths):
+            self.shapes.add((len(rows["input_ids"]), width))
+            args = [
+                jax.device_put(rows[k], self.rows_sharding)
+                for k in ("input_ids", "attention_mask", "packing_ids", "cls_positions")
+            ]
+            pending.append((rows, self.forward(self.params, *args)))
+            if len(pending) > 1:
+                _place(out, *pending.pop(0), self.pooling)
+        for rows, values in pending:
+            _place(out, rows, values, self.pooling)
+        return out, int(lengths.sum()), truncated
+
+
+class _Progress:
+    """lines done, lines/s and ETA on stderr: redrawn in place on a terminal, a line every 30 s
+    otherwise."""
+
+    def __init__(self, total: int | None, enabled: bool = True):
+        self.total, self.enabled = total, enabled
+        self.done_lines = self.skipped = 0
+        self.start = self.last = time.perf_counter()
+        self.tty = sys.stderr.isatty()
+
+    def skip(self, n: int) -> None:
+        self.skipped += n  # another process's window, or one a previous run finished
+
+    def update(self, n: int) -> None:
+        self.done_lines += n
+        now = time.perf_counter()
+        if self.enabled and (self.tty or now - self.last >= 30):
+            self.last = now
+            print(self._line(now), end="\r" if self.tty else "\n", file=sys.stderr, flush=True)
+
+    def done(self) -> None:
+        if self.enabled and self.tty:
+            print(file=sys.stderr)
+
+    def _line(self, now: float) -> str:
+        rate = self.done_lines / max(now - self.start, 1e-9)
+        text = f"encode: {self.done_lines + self.skipped:,}"
+        if self.total:
+            remaining = max(0, self.total - self.done_lines - self.skipped)
+            eta = remaining / rate if rate else 0
+            text += f"/{self.total:,} lines ({rate:,.0f} lines/s, ETA {int(eta) // 60}:{int(eta) % 60:02d})"
+        else:
+            text += f" lines ({rate:,.0f} lines/s)"
+        return text
+
+
+def _place(out: np.ndarray, rows: dict[str, np.ndarray], vectors: jax.Array, pooling: str) -> None:
+    """Put a batch's outputs at their lines' places in the window's output `out`."""
+    values = np.asarray(vectors)
+    index = rows["example_index"]
+    if pooling != "none":
+        keep = index >= 0
+        out[index[keep]] = values[keep]
+        return
+    for row, slot in zip(*np.nonzero(index >= 0), strict=True):
+        at = int(rows["cls_positions"][row, slot])
+        m = int((rows["packing_ids"][row] == slot + 1).sum())
+        out[index[row, slot], :m] = values[row, at : at + m]

@@ -147,7 +147,7 @@ def _tfds_source(s: _Settings) -> _Source:
 def _tfds_label_names(name: str, feature: str, data_dir, kind: str) -> tuple[str, ...]:
     if kind == "regression":
         return ()
-    tfds = _tfds()
+    tfds = import_tfds()
 
     try:
         features = tfds.builder(name, data_dir=data_dir).info.features
@@ -160,7 +160,7 @@ def _tfds_label_names(name: str, feature: str, data_dir, kind: str) -> tuple[str
     return tuple(names.names)
 
 
-def _tfds():
+def import_tfds():
     """tensorflow_datasets, with TensorFlow started quietly first (bert_jax/tf_setup.py): only
     a TFDS task imports TensorFlow."""
     from bert_jax import tf_setup
@@ -172,7 +172,7 @@ def _tfds():
 
 
 def _tfds_examples(name: str, split: str, data_dir, max_examples: int) -> Iterator[dict]:
-    tfds = _tfds()
+    tfds = import_tfds()
 
     try:
         ds = tfds.load(name, split=split, data_dir=data_dir, shuffle_files=False)
