@@ -2,7 +2,7 @@
 
 Builds a real text file offline: Python standard-library docstrings and comments (read with
 `ast` from the library's sources, as benchmarks/finetune_vs_torch.py does), as a mix of single
-sentences and whole docstring paragraphs (`--lines`, default 20,000; shuffled with a fixed
+sentences and paragraphs of consecutive sentences (`--lines`, default 20,000; shuffled with a fixed
 seed). Then runs, back to back on the same file and machine, each as its own process:
 
   - the peer: `SentenceTransformer(CKPT).encode(lines, batch_size=32, normalize_embeddings=True)`
@@ -16,6 +16,7 @@ as the checkpoint's WordPiece counts them, [CLS]/[SEP] included, after truncatio
 (min cosine, max abs difference).
 
     .venv/bin/python benchmarks/encode_vs_st.py [--lines 20000] [--max-length 128] [--repeat 1]
+    .venv/bin/python benchmarks/encode_vs_st.py --skip-peer --devices 8   # ours on 8 CPU devices
 
 Environment: both run with this machine's defaults (torch uses every core; XLA:CPU too). Our
 CLI tunes glibc malloc for encode on CPU hosts (bert_jax/host_malloc.py); the peer gets the
@@ -60,24 +61,27 @@ print(f"peer_st encode_s={t2 - t1:.2f} load_s={t1 - t0:.2f}")
 
 
 def build(path: str, n: int, seed: int = 0) -> None:
-    """n lines: about 70% single sentences and 30% whole paragraphs (sentences joined), so
-    lengths run from a few tokens to several hundred."""
+    """n lines: three quarters single sentences (each used once), one quarter paragraphs of
+    2-12 consecutive sentences of a second shuffle, so lengths run from a few tokens to a few
+    hundred."""
     by_source = stdlib_sentences()
     sentences = [s for source in sorted(by_source) for s in by_source[source]]
     rng = random.Random(seed)
-    rng.shuffle(sentences)
-    lines = []
-    i = 0
-    while len(lines) < n and i < len(sentences):
-        if rng.random() < 0.3:
-            k = rng.randint(3, 25)
-            lines.append(" ".join(sentences[i : i + k]))
-            i += k
-        else:
-            lines.append(sentences[i])
+    singles = sentences[:]
+    rng.shuffle(singles)
+    runs = sentences[:]
+    rng.shuffle(runs)
+    lines, i, j = [], 0, 0
+    while len(lines) < n:
+        if rng.random() < 0.25:
+            k = rng.randint(2, 12)
+            lines.append(" ".join(runs[j : j + k]))
+            j = (j + k) % max(1, len(runs) - 12)
+        elif i < len(singles):
+            lines.append(singles[i])
             i += 1
-    if len(lines) < n:
-        raise SystemExit(f"only {len(lines)} lines from the standard library; ask for fewer --lines")
+        else:
+            raise SystemExit(f"only {len(lines)} lines from the standard library; ask for fewer --lines")
     os.makedirs(os.path.dirname(path), exist_ok=True)
     with open(path, "w", encoding="utf-8") as f:
         f.writelines(line + "\n" for line in lines)
@@ -101,6 +105,9 @@ def main(argv=None) -> None:
     p.add_argument("--repeat", type=int, default=1, help="runs of each side, alternating")
     p.add_argument("--peer-malloc-tuned", action="store_true")
     p.add_argument("--skip-peer", action="store_true")
+    p.add_argument(
+        "--devices", type=int, default=0, help="ours on this many fake CPU devices (XLA_FLAGS); 0: as is"
+    )
     p.add_argument("--arg", action="append", default=[], help="extra argument for bert-jax encode")
     a = p.parse_args(argv)
     if a.init is None:
@@ -139,13 +146,16 @@ def main(argv=None) -> None:
         out = os.path.join(a.out, "ours.npy")
         cmd = [sys.executable, "-m", "bert_jax.cli", "encode", "--checkpoint", a.init, "--input", text]
         cmd += ["--output", out, "--normalize", "--max-length", str(a.max_length), *a.arg]
-        wall, log, rss = _run(cmd)
+        env = None
+        if a.devices:
+            env = dict(os.environ, XLA_FLAGS=f"--xla_force_host_platform_device_count={a.devices}")
+        wall, log, rss = _run(cmd, env=env)
         row = {
             "wall_s": round(wall, 1),
             "lines_per_s": round(a.lines / wall, 1),
             "tokens_per_s": round(tokens / wall),
             "peak_rss_mb": round(rss),
-            "log": log.strip().splitlines()[-1][:300],
+            "log": next((x for x in log.splitlines() if x.startswith("encoded")), "")[-160:],
         }
         runs["ours"].append(row)
         print(json.dumps({"ours": row}), flush=True)

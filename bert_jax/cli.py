@@ -200,8 +200,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument(
         "--batch-size",
         type=int,
-        default=32,
-        help="rows per batch; a row holds several short lines (default: 32)",
+        default=0,
+        help="rows per batch; a row holds several short lines (default: 8 on CPU, 32 on GPU/TPU)",
     )
     p.add_argument(
         "--batch-tokens",

@@ -39,6 +39,7 @@ from bert_jax.training import sharding
 
 POOLINGS = ("cls", "mean", "none")
 DTYPES = ("float32", "bfloat16")
+CPU_BATCH_ROWS, ACCELERATOR_BATCH_ROWS = 8, 32  # the default --batch-size
 WINDOW = 8192  # records sorted, batched and written together (one shard)
 NONE_WINDOW_BYTES = 256 << 20  # pooling none: a window's output at most this (one shard)
 
@@ -113,7 +114,7 @@ def encode(
     output_path: str,
     pooling: str = "mean",
     max_length: int | None = None,
-    batch_size: int = 32,
+    batch_size: int = 0,
     normalize: bool = False,
     log=print,
     *,
@@ -133,7 +134,7 @@ def encode(
         raise UserError(f"--pooling={pooling!r}; choose one of: {', '.join(POOLINGS)}")
     if normalize and pooling == "none":
         raise UserError("--normalize applies to pooled vectors; use --pooling cls or mean")
-    if batch_size < 1:
+    if batch_size < 0:
         raise UserError(f"--batch-size={batch_size}; expected a positive integer")
     if batch_tokens < 0:
         raise UserError(f"--batch-tokens={batch_tokens}; expected a positive number of tokens")
@@ -194,6 +195,10 @@ def encode(
     if not 0 <= num_devices <= len(devices):
         raise UserError(f"num_devices={num_devices}; this process has {len(devices)} device(s)")
     devices = devices[: num_devices or len(devices)]
+    if not batch_size:
+        # On a CPU, small batches run as fast (their buffers stay in cache) in less memory
+        # (benchmarks/RESULTS.md, "Encoding a corpus"); accelerators want more rows.
+        batch_size = CPU_BATCH_ROWS if devices[0].platform == "cpu" else ACCELERATOR_BATCH_ROWS
     run = _Runner(model, tokenizer, pooling, normalize, dtype, max_length, batch_size, batch_tokens, devices)
     total = inp.count() if progress else None
     meter = _Progress(total, enabled=progress)

@@ -150,7 +150,7 @@ def test_every_input_format_and_bad_lines(tmp_path, reference, capfd):
         (2, "invalid JSON"),
         (4, "no field 'text'"),
         (5, "field 'text' is empty"),
-        (6, "not valid UTF-8"),
+        (6, "line is not valid UTF-8"),
     ):
         assert f"skipped {bad}:{line}: {problem}" in err, err
     assert summary["rows"] == 3 and summary["skipped"] == 4 and ours.shape == (3, 384)
