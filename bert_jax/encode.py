@@ -200,6 +200,7 @@ def encode(
         # (benchmarks/RESULTS.md, "Encoding a corpus"); accelerators want more rows.
         batch_size = CPU_BATCH_ROWS if devices[0].platform == "cpu" else ACCELERATOR_BATCH_ROWS
     run = _Runner(model, tokenizer, pooling, normalize, dtype, max_length, batch_size, batch_tokens, devices)
+    del model  # the runner holds the parameters on its devices; the host copy can go
     total = inp.count() if progress else None
     meter = _Progress(total, enabled=progress)
     sink = sink or outputs.Npy(output_path, row_shape)

@@ -68,7 +68,9 @@ def run(text_file, out, pooling="mean", **kw):
     summary = encode.encode(
         CKPT, text_file, str(out), pooling=pooling, max_length=MAX_LENGTH, log=quiet, **kw
     )
-    return summary, np.load(out) if str(out).endswith(".npy") else outputs.load(str(out))
+    if str(out).endswith(".npy"):
+        return summary, None if str(out).startswith("gs://") else np.load(out)
+    return summary, outputs.load(str(out))
 
 
 def assert_same(ours, theirs, scale_tol=1e-6):
@@ -231,3 +233,31 @@ def test_two_processes_write_every_line_once(tmp_path, text_file, reference):
     windows = -(-len(LINES) // 7)
     assert names[2:] == [f"part-{k:05d}.npy" for k in range(windows)]
     assert_same(outputs.load(str(tmp_path / "out")), reference["mean"])
+
+
+def test_gs_input_and_outputs(tmp_path, text_file, reference, monkeypatch):
+    """Input, one .npy and shards in a bucket (the local Cloud Storage emulator)."""
+    import gcsfs
+    from gcs_emulator import BUCKET, emulator
+
+    with emulator() as env:
+        for k, v in env.items():
+            monkeypatch.setenv(k, v)
+        gcsfs.GCSFileSystem.clear_instance_cache()
+        try:
+            fs = gcsfs.GCSFileSystem()
+            root = f"gs://{BUCKET}/encode"
+            fs.pipe_file(f"{BUCKET}/encode/lines.txt", Path(text_file).read_bytes())
+            run(f"{root}/lines.txt", f"{root}/all.npy")
+            one = np.load(fs.open(f"{BUCKET}/encode/all.npy", "rb"))
+            _, shards = run(f"{root}/lines.txt", f"{root}/shards", window=20)
+            assert sorted(p.rsplit("/", 1)[1] for p in fs.ls(f"{BUCKET}/encode/shards")) == [
+                "manifest.json",
+                "part-00000.npy",
+                "part-00001.npy",
+                "part-00002.npy",
+            ]
+        finally:
+            gcsfs.GCSFileSystem.clear_instance_cache()
+    assert_same(one, reference["mean"])
+    np.testing.assert_array_equal(shards, one)

@@ -82,6 +82,10 @@ class Shards:
         name = "manifest.json" if processes == 1 else f"manifest-{process}-of-{processes}.json"
         self.manifest_path = storage.join(directory, name)
         self.manifest = {"settings": settings, "shards": []}
+        if storage.exists(directory) and not storage.isdir(directory):
+            raise UserError(
+                f"--output {directory} is a file; give a directory for shards, or a name ending in .npy"
+            )
         if storage.exists(self.manifest_path):
             found = storage.read_json(self.manifest_path)
             if found.get("settings") != settings:
@@ -95,13 +99,14 @@ class Shards:
                 )
             self.manifest = found
         else:
-            storage.makedirs(directory)
-            others = [n for n in storage.listdir(directory) if n.startswith(("part-", "manifest"))]
+            held = storage.listdir(directory) if storage.isdir(directory) else []
+            others = [n for n in held if n.startswith(("part-", "manifest"))]
             if others:
                 raise UserError(
                     f"--output {directory} holds shards of another run ({others[0]}, ...) but no "
                     f"{name}; choose an empty or new directory"
                 )
+            storage.makedirs(directory)
         self._done = {shard["index"] for shard in self.manifest["shards"]}
         self.resumed = len(self._done)  # shards an earlier run finished
 
