@@ -15,7 +15,7 @@ import numpy as np
 import pytest
 from ports import free_port
 
-from bert_jax import encode
+from bert_jax import encode, storage
 from bert_jax.encoding import outputs
 from bert_jax.errors import UserError
 
@@ -251,7 +251,7 @@ def test_gs_input_and_outputs(tmp_path, text_file, reference, monkeypatch):
             run(f"{root}/lines.txt", f"{root}/all.npy")
             one = np.load(fs.open(f"{BUCKET}/encode/all.npy", "rb"))
             _, shards = run(f"{root}/lines.txt", f"{root}/shards", window=20)
-            assert sorted(p.rsplit("/", 1)[1] for p in fs.ls(f"{BUCKET}/encode/shards")) == [
+            assert storage.listdir(f"{root}/shards") == [  # the directory's placeholder left out
                 "manifest.json",
                 "part-00000.npy",
                 "part-00001.npy",
