@@ -28,7 +28,8 @@ NOISE = re.compile(
     r"cuda_blas\.cc|All log messages before absl::InitializeLog\(\) is called|"
     r"Unable to register cu(DNN|FFT|BLAS) factory|computation placer already registered|"
     r"This TensorFlow binary is optimized to use available CPU instructions|"
-    r"rebuild TensorFlow with the appropriate compiler flags|TF-TRT Warning"
+    r"rebuild TensorFlow with the appropriate compiler flags|TF-TRT Warning|"
+    r"oneDNN custom operations are on"
 )
 
 
@@ -37,6 +38,10 @@ def start() -> None:
     if "tensorflow" in sys.modules:
         return
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+    # On AVX-512 CPUs TensorFlow turns on its oneDNN kernels and says so (an I0000 line at
+    # import and another at its first op). bert_jax's TensorFlow work is input only (string,
+    # integer and gather ops), which oneDNN does not speed up: off, and quiet.
+    os.environ.setdefault("TF_ENABLE_ONEDNN_OPTS", "0")
     sys.stderr.flush()
     saved = os.dup(2)
     with tempfile.TemporaryFile() as captured:

@@ -18,6 +18,7 @@ except RuntimeError:  # backend already initialised by an earlier test module
     pass
 
 import shutil  # noqa: E402
+import time  # noqa: E402
 
 import jax.numpy as jnp  # noqa: E402
 import numpy as np  # noqa: E402
@@ -308,7 +309,15 @@ def test_reader_leaves_a_live_async_save_intact(tmp_path, mesh):
     assert writer.save(4, big, {"step": 4})
     root = tmp_path / "checkpoints"
     assert writer._manager.is_saving_in_progress()
-    assert any(".orbax-checkpoint-tmp" in p.name for p in root.iterdir())
+
+    def in_flight():
+        return any(".orbax-checkpoint-tmp" in p.name for p in root.iterdir())
+
+    # Orbax may create the save's tmp directory from its background thread, a moment later.
+    deadline = time.monotonic() + 30
+    while not in_flight() and writer._manager.is_saving_in_progress() and time.monotonic() < deadline:
+        time.sleep(0.005)
+    assert in_flight()
     with Checkpointer(str(tmp_path), read_only=True) as reader:
         assert reader.latest_step() == 2
         restored, extra = reader.restore(None, _abstract(small, lambda p, x: x.sharding))
