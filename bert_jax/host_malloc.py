@@ -24,6 +24,7 @@ import sys
 
 _M_TRIM_THRESHOLD, _M_MMAP_THRESHOLD, _M_ARENA_MAX = -1, -3, -8
 _LIMIT = 2**31 - 1  # mallopt takes an int
+_applied = False  # tune() took effect in this process
 
 
 def runs_on_cpu() -> bool:
@@ -51,7 +52,26 @@ def tune() -> bool:
     except (OSError, AttributeError):  # not glibc (e.g. musl): nothing to tune
         return False
     mallopt.argtypes, mallopt.restype = (ctypes.c_int, ctypes.c_int), ctypes.c_int
-    return all(
+    global _applied
+    _applied = all(
         mallopt(param, value) == 1
         for param, value in ((_M_MMAP_THRESHOLD, _LIMIT), (_M_TRIM_THRESHOLD, _LIMIT), (_M_ARENA_MAX, 1))
     )
+    return _applied
+
+
+def trim() -> bool:
+    """Give the heap's free pages back to the kernel (glibc's malloc_trim(0)); True if any
+    were. Under glibc's default settings XLA's compiler and a checkpoint's host copies leave
+    hundreds of MB free but mapped in malloc's arenas, counted in the process's RSS until
+    something reuses them. A no-op where the tuning above keeps the heap on purpose, and off
+    glibc."""
+    if not sys.platform.startswith("linux") or _applied:
+        return False
+    try:
+        libc = ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6")
+        malloc_trim = libc.malloc_trim
+    except (OSError, AttributeError):
+        return False
+    malloc_trim.argtypes, malloc_trim.restype = (ctypes.c_size_t,), ctypes.c_int
+    return malloc_trim(0) == 1

@@ -200,25 +200,54 @@ def read_json(path):
     return json.loads(read_text(path))
 
 
+class Landing:
+    """A binary file written in pieces (`.file`, seekable) that lands at `path` whole on
+    `commit()` or not at all on `abort()`. Local: a temporary file beside `path`, fsynced and
+    renamed. Cloud: a local temporary file, uploaded on commit (one object write)."""
+
+    def __init__(self, path):
+        self.path = str(path)
+        directory = None
+        if not is_remote(path):
+            directory = os.path.dirname(os.path.abspath(path))
+            os.makedirs(directory, exist_ok=True)
+        fd, self._tmp = tempfile.mkstemp(dir=directory, prefix=f".{basename(path)}.", suffix=".tmp")
+        self.file = os.fdopen(fd, "w+b")
+
+    def commit(self) -> None:
+        try:
+            self.file.flush()
+            os.fsync(self.file.fileno())
+            self.file.close()
+            if is_remote(self.path):
+                with builtins.open(self._tmp, "rb") as src, _epath(self.path).open("wb") as dst:
+                    shutil.copyfileobj(src, dst, 16 << 20)  # the object lands when dst closes
+                os.remove(self._tmp)
+            else:
+                os.replace(self._tmp, self.path)
+        except BaseException:
+            self.abort()
+            raise
+
+    def abort(self) -> None:
+        self.file.close()
+        if os.path.exists(self._tmp):
+            os.remove(self._tmp)
+
+
 def write_atomic(path, data: str | bytes) -> None:
     """Write `data` to `path` whole or not at all (local: temporary file + rename)."""
     data = data.encode("utf-8") if isinstance(data, str) else data
     if is_remote(path):
         _epath(path).write_bytes(data)
         return
-    directory = os.path.dirname(os.path.abspath(path))
-    os.makedirs(directory, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=directory, prefix=f".{os.path.basename(path)}.", suffix=".tmp")
+    landing = Landing(path)
     try:
-        with os.fdopen(fd, "wb") as f:
-            f.write(data)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
+        landing.file.write(data)
     except BaseException:
-        if os.path.exists(tmp):
-            os.remove(tmp)
+        landing.abort()
         raise
+    landing.commit()
 
 
 def write_json(path, value, indent: int = 1) -> None:

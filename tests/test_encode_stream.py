@@ -260,4 +260,4 @@ def test_gs_input_and_outputs(tmp_path, text_file, reference, monkeypatch):
         finally:
             gcsfs.GCSFileSystem.clear_instance_cache()
     assert_same(one, reference["mean"])
-    np.testing.assert_array_equal(shards, one)
+    assert_same(shards, reference["mean"])  # other windows: other batches, so not bit for bit

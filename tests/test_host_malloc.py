@@ -71,3 +71,42 @@ def test_cli_tunes_before_jax_starts(command, want):
         check=True,
     ).stdout
     assert out.strip() == want
+
+
+# 2,000 blocks of 64 KiB (under glibc's mmap threshold: heap memory) freed, all but the last
+# (which pins the heap's top, so free() alone cannot shrink it); RSS in MiB around trim().
+TRIM_PROBE = """
+import ctypes, sys
+from bert_jax import host_malloc
+if sys.argv[1] == "tuned":
+    host_malloc.tune()
+libc = ctypes.CDLL("libc.so.6")
+libc.malloc.restype, libc.malloc.argtypes = ctypes.c_void_p, (ctypes.c_size_t,)
+libc.free.argtypes = (ctypes.c_void_p,)
+def rss():
+    return int(open("/proc/self/status").read().split("VmRSS:")[1].split()[0]) // 1024
+blocks = [libc.malloc(64 * 1024) for _ in range(2000)]
+for b in blocks:
+    ctypes.memset(b, 1, 64 * 1024)
+for b in blocks[:-1]:
+    libc.free(b)
+before = rss()
+trimmed = host_malloc.trim()
+print(trimmed, before, rss())
+"""
+
+
+@pytest.mark.skipif(not sys.platform.startswith("linux"), reason="glibc malloc")
+@pytest.mark.parametrize("setting", ["default", "tuned"])
+def test_trim_gives_free_heap_back_unless_tuned(setting):
+    """Fine-tuning (glibc defaults) trims after compiling and after each evaluation and save;
+    under the tuning the heap is kept on purpose and trim() leaves it."""
+    env = {**os.environ, "PYTHONPATH": ROOT, "BERT_JAX_HOST_MALLOC": ""}
+    out = subprocess.run(
+        [sys.executable, "-c", TRIM_PROBE, setting], env=env, capture_output=True, text=True, check=True
+    ).stdout.split()
+    trimmed, before, after = out[0] == "True", int(out[1]), int(out[2])
+    if setting == "default":
+        assert trimmed and after < before - 100, (before, after)  # ~125 MiB were free in the heap
+    else:
+        assert not trimmed and after > before - 10, (before, after)

@@ -20,6 +20,7 @@ from bert_jax.data.finetuning.packing import pack
 
 MAX_PER_ROW = 16  # lines a packed row holds at most
 PACK_WIDTH = 128  # packed rows' width (at most the run's max length)
+SHORT_WIDTH = 32  # the narrower packed rows, for lines of at most this many tokens
 
 
 @dataclasses.dataclass(frozen=True)
@@ -33,13 +34,24 @@ class Batching:
     divisor: int  # the rows of a batch are a multiple of this (the local devices)
 
     @property
+    def packed_widths(self) -> tuple[int, ...]:
+        """Widths of packed rows: SHORT_WIDTH for the shortest lines (their attention then
+        spans 32 tokens, not 128), then pack_width."""
+        return tuple(sorted({min(SHORT_WIDTH, self.pack_width), self.pack_width}))
+
+    @property
     def widths(self) -> tuple[int, ...]:
-        """Row widths: the packed width, then buckets for longer lines."""
+        """Row widths: the packed widths, then buckets for longer lines."""
         longer = range(2 * self.pack_width, self.max_length, self.pack_width)
-        return tuple(sorted({self.pack_width, *longer, self.max_length}))
+        return tuple(sorted({*self.packed_widths, *longer, self.max_length}))
 
     def rows(self, width: int) -> int:
-        rows = self.batch_tokens // width if self.batch_tokens else self.batch_size
+        """Rows of a full batch of this width: batch_tokens // width, or batch_size rows of
+        pack_width's tokens (more rows when they are narrower)."""
+        if self.batch_tokens:
+            rows = self.batch_tokens // width
+        else:
+            rows = self.batch_size * max(1, self.pack_width // width)
         return self.divisor * max(1, math.ceil(rows / self.divisor))
 
     def last_rows(self, n: int, width: int) -> int:
@@ -64,7 +76,7 @@ class Batching:
                 "segment_ids": np.zeros((len(ids), width), np.int32),
                 "attention_mask": (np.arange(width)[None, :] < lengths[:, None]).astype(np.int32),
             }
-            per_row = MAX_PER_ROW if width == self.pack_width else 1
+            per_row = MAX_PER_ROW if width in self.packed_widths else 1
             packed = pack(arrays, chosen, per_row)
             packed = {k: v for k, v in packed.items() if k != "segment_ids"}
             full = self.rows(width)

@@ -15,9 +15,7 @@
 
 from __future__ import annotations
 
-import os
 import struct
-import tempfile
 
 import numpy as np
 
@@ -43,35 +41,24 @@ class Npy:
         self.path = path
         self.row_shape = tuple(row_shape)
         self.rows = 0
-        directory = None if storage.is_remote(path) else os.path.dirname(os.path.abspath(path))
-        fd, self._tmp = tempfile.mkstemp(dir=directory, prefix=f".{storage.basename(path)}.", suffix=".tmp")
-        self._file = os.fdopen(fd, "wb")
-        self._file.write(npy_header((0, *self.row_shape)))
+        self._landing = storage.Landing(path)
+        self._landing.file.write(npy_header((0, *self.row_shape)))
 
     def finished(self, index: int) -> bool:
         return False
 
     def write(self, index: int, values: np.ndarray, meta: dict) -> None:
         assert values.shape[1:] == self.row_shape and values.dtype == np.float32
-        self._file.write(np.ascontiguousarray(values).tobytes())
+        self._landing.file.write(np.ascontiguousarray(values).tobytes())
         self.rows += len(values)
 
     def close(self) -> None:
-        self._file.seek(0)
-        self._file.write(npy_header((self.rows, *self.row_shape)))
-        self._file.flush()
-        os.fsync(self._file.fileno())
-        self._file.close()
-        if storage.is_remote(self.path):
-            storage.copy(self._tmp, self.path)
-            os.remove(self._tmp)
-        else:
-            os.replace(self._tmp, self.path)
+        self._landing.file.seek(0)
+        self._landing.file.write(npy_header((self.rows, *self.row_shape)))
+        self._landing.commit()
 
     def abort(self) -> None:
-        self._file.close()
-        if os.path.exists(self._tmp):
-            os.remove(self._tmp)
+        self._landing.abort()
 
 
 class Shards:

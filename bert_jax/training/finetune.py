@@ -31,7 +31,7 @@ import numpy as np
 import optax
 from flax import nnx
 
-from bert_jax import storage
+from bert_jax import host_malloc, storage
 from bert_jax.data.finetuning import packing
 from bert_jax.errors import UserError
 from bert_jax.models import model as model_lib
@@ -485,8 +485,8 @@ def _train_and_evaluate(config, workdir: str, log=print) -> dict:
         make_train_step(setup.graphdef, task.kind, setup.tx, setup.lr, mesh, setup.state_shardings)
     )
     eval_step = _Shapes(make_eval_step(setup.graphdef, task.kind, mesh, setup.param_shardings))
-    encoder = _global(init.encoder, setup.param_shardings["encoder"])
-    init_fn = jax.jit(setup.init_state, out_shardings=setup.state_shardings)
+    # The encoder's arrays are donated to each seed's state (no second copy while training).
+    init_fn = jax.jit(setup.init_state, out_shardings=setup.state_shardings, donate_argnums=0)
     say(
         f"fine-tuning {init.source} on {task.name} ({task.kind}, {len(task.label_names) or 1} "
         f"output(s)): {total} steps of {batch} ({config.train.epochs:g} epochs), {config.seeds} seed(s), "
@@ -523,7 +523,7 @@ def _train_and_evaluate(config, workdir: str, log=print) -> dict:
         best, best_step, history, start = -math.inf, None, [], 0
         best_outputs = None  # the best evaluation's outputs: its predictions need no second pass
         if resumed is None:
-            state = init_fn(encoder, jnp.uint32(seed))
+            state = init_fn(_global(init.encoder, setup.param_shardings["encoder"]), jnp.uint32(seed))
         else:
             from bert_jax.training.pretrain import _restore_newest_intact
 
@@ -534,6 +534,8 @@ def _train_and_evaluate(config, workdir: str, log=print) -> dict:
             for later in [s for s in ckpt.all_steps() if s > start]:
                 ckpt.delete(later)
             say(f"seed {seed}: resumed at step {start} of {total} from {seed_dir}/state")
+        if k == config.seeds - 1:
+            init = dataclasses.replace(init, encoder=None)  # no later seed needs the host copy
         identity = {
             "encoder": setup.enc.architecture(),
             "heads": [task.head],
@@ -568,6 +570,9 @@ def _train_and_evaluate(config, workdir: str, log=print) -> dict:
                 order = np.concatenate([order, -np.ones(steps_per_epoch * batch - n_train, np.int64)])
                 rows = layout.batch(train.arrays, order[within * batch : (within + 1) * batch])
                 state, out = train_step(state, _batch(rows, mesh))
+                if step == start:
+                    jax.block_until_ready(state)
+                    host_malloc.trim()  # the compiler's freed memory (see host_malloc.trim)
                 if (step + 1) % config.train.log_every == 0 or step + 1 == total:
                     out = {k: float(v) for k, v in jax.device_get(out).items()}
                     if not math.isfinite(out["loss"]):
@@ -613,6 +618,9 @@ def _train_and_evaluate(config, workdir: str, log=print) -> dict:
                         )
                 if step + 1 < total and state_ckpt.should_save(step + 1):
                     save_state(state, step + 1)
+                    state_ckpt.wait()  # its host copy freed before the next step's buffers
+                if (step + 1) % eval_every == 0:
+                    host_malloc.trim()  # evaluation's and the saves' freed memory
                 if step + 1 < total and preemption.agreed(step + 1):
                     if saved_at["step"] != step + 1:
                         save_state(state, step + 1, force=True)
