@@ -201,7 +201,8 @@ def build_parser() -> argparse.ArgumentParser:
         "--batch-size",
         type=int,
         default=0,
-        help="rows per batch; a row holds several short lines (default: 8 on CPU, 32 on GPU/TPU)",
+        help="rows of 128 tokens per batch (four times as many 32-token rows); a row holds several "
+        "short lines (default: 8 on CPU, 32 on GPU/TPU)",
     )
     p.add_argument(
         "--batch-tokens",
@@ -239,7 +240,7 @@ def build_parser() -> argparse.ArgumentParser:
         "Override any config field with --config.FIELD=VALUE.",
     )
     p.add_argument(
-        "--config", required=True, help="config file and argument, e.g. configs/data/pretraining.py:bert"
+        "--config", required=True, help="config file and argument, e.g. configs/data/pretraining.py:nsp"
     )
     p.add_argument("--output", required=True, help="output directory")
     p.add_argument(

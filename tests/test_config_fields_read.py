@@ -72,3 +72,26 @@ def test_every_config_leaf_is_read(spec):
 def test_the_check_fails_on_an_unread_field():
     assert not _read("electra.rtd_weight_nobody_reads")
     assert _read("electra.rtd_weight")
+
+
+def test_data_configs_are_keyed_by_example_format():
+    """configs/data/pretraining.py:<format>; a family name means the format it used."""
+
+    def load(arg):
+        return config_files.to_dict(config_files.load(f"{ROOT}/configs/data/pretraining.py:{arg}"))
+
+    for family, fmt, kind, lower in (
+        ("bert", "nsp", "wordpiece", True),
+        ("albert", "sop", "unigram", True),
+        ("roberta", "full_sentences", "byte_bpe", False),
+        ("electra", "electra", "wordpiece", True),
+    ):
+        config = load(fmt)
+        assert config["objective"] == fmt
+        assert (config["train_tokenizer"]["model_type"], config["train_tokenizer"]["lowercase"]) == (
+            kind,
+            lower,
+        )
+        assert load(family) == config
+    with pytest.raises(Exception, match="choose an example format .nsp, sop, full_sentences, electra"):
+        load("mlm")

@@ -279,3 +279,40 @@ def test_attention_impl_is_a_runtime_choice():
         cudnn = config.replace(attention_impl="cudnn", dtype="bfloat16")
         with pytest.raises(UserError, match="attention_impl='cudnn' needs a GPU; JAX's backend here"):
             M.create(cudnn, seed=3)(ids)
+
+
+def test_features_not_family_names_decide_the_architecture():
+    """positions and classifier default to the family's, are recorded, and compute the same
+    model under any family name; an older record (no feature fields) reads as its family."""
+    roberta = tiny("roberta")
+    assert (roberta.positions, roberta.classifier) == ("fairseq", "cls_dense_tanh")
+    assert (tiny("electra").positions, tiny("electra").classifier) == ("absolute", "cls_dense_gelu")
+    assert (tiny("bert").positions, tiny("bert").classifier) == ("absolute", "pooler")
+    record = roberta.architecture()
+    assert record["positions"] == "fairseq"
+    old = {k: v for k, v in record.items() if k not in ("positions", "classifier")}
+    assert EncoderConfig.from_dict(old) == EncoderConfig.from_dict(record) == roberta
+    # A "bert" model with RoBERTa's features: the same outputs as the roberta model.
+    renamed = roberta.replace(family="bert")
+    ids = np.array([[5, 9, 17, 33, 1, 1], [7, 8, 1, 1, 1, 1]])
+    mask = (ids != 1).astype(np.int32)
+    a = M.create(roberta, heads=("classification",), num_labels=3, seed=2)
+    b = M.create(renamed, heads=("classification",), num_labels=3, seed=2)
+    out_a = a(jnp.asarray(ids), jnp.asarray(mask))
+    out_b = b(jnp.asarray(ids), jnp.asarray(mask))
+    np.testing.assert_array_equal(
+        np.asarray(out_a["classification_logits"]), np.asarray(out_b["classification_logits"])
+    )
+    np.testing.assert_array_equal(np.asarray(out_a["hidden"]), np.asarray(out_b["hidden"]))
+    # ... and different ones with BERT's positions.
+    c = M.create(roberta.replace(positions="absolute"), heads=("classification",), num_labels=3, seed=2)
+    assert not np.allclose(
+        np.asarray(c(jnp.asarray(ids), jnp.asarray(mask))["hidden"]), np.asarray(out_a["hidden"])
+    )
+    # transformers has no class for a bert with fairseq positions: export refuses it.
+    with pytest.raises(UserError, match="no Hugging Face class computes it"):
+        hf.config_to_hf(renamed)
+    with pytest.raises(UserError, match="positions='rotary'.*absolute, fairseq"):
+        EncoderConfig(positions="rotary")
+    with pytest.raises(UserError, match="classifier='mean'"):
+        EncoderConfig(classifier="mean")

@@ -27,7 +27,7 @@ from flax import nnx
 from bert_jax import storage
 from bert_jax.errors import UserError
 from bert_jax.models import model as model_lib
-from bert_jax.models.config import EncoderConfig
+from bert_jax.models.config import FAMILY_FEATURES, EncoderConfig
 
 MAX_HEADER_BYTES = 100 * 1024 * 1024
 SAFETENSORS_DTYPES = {
@@ -200,6 +200,7 @@ def config_from_hf(hf: dict, source: str = "config.json") -> EncoderConfig:
     embedding = hf.get("embedding_size", 128) if family in ("albert", "electra") else None
     return EncoderConfig(
         family=family,
+        **FAMILY_FEATURES[family],  # what transformers' model of this type is
         vocab_size=hf["vocab_size"],
         hidden_size=hf["hidden_size"],
         num_layers=hf["num_hidden_layers"],
@@ -504,6 +505,12 @@ def from_tensors(
 
 def config_to_hf(config: EncoderConfig) -> dict:
     """The config.json transformers expects for this architecture."""
+    features = {k: getattr(config, k) for k in FAMILY_FEATURES[config.family]}
+    if features != FAMILY_FEATURES[config.family]:
+        raise UserError(
+            f"this {config.family} model has {features}; transformers' {config.family} models have "
+            f"{FAMILY_FEATURES[config.family]}: no Hugging Face class computes it"
+        )
     act = {"gelu": "gelu", "gelu_tanh": "gelu_new", "relu": "relu"}[config.hidden_act]
     out = {
         "model_type": config.family,

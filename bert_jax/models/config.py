@@ -23,6 +23,22 @@ REMAT_POLICIES: tuple[str, ...] = ("none", "full", "dots", "dots_no_batch", "off
 # jax.nn.dot_product_attention's implementation: "auto" lets JAX choose (XLA today), "cudnn"
 # is cuDNN flash attention (GPU, bf16/fp16, no attention dropout).
 ATTENTION_IMPLS: tuple[str, ...] = ("auto", "xla", "cudnn")
+# Position ids: "absolute" numbers a row's tokens 0, 1, ... (BERT, ALBERT, ELECTRA);
+# "fairseq" numbers its non-padding tokens from pad_token_id + 1 and gives padding
+# pad_token_id (RoBERTa). Both read a learned table; packed rows restart per sequence.
+POSITIONS: tuple[str, ...] = ("absolute", "fairseq")
+# What a sequence head classifies: "pooler" the pooled [CLS] (BERT, ALBERT); "cls_dense_tanh"
+# and "cls_dense_gelu" the last hidden [CLS] through a dense layer of its own and that
+# activation (RoBERTa; ELECTRA), as the HF heads of those families do.
+CLASSIFIERS: tuple[str, ...] = ("pooler", "cls_dense_tanh", "cls_dense_gelu")
+# What each family's models are: the defaults of the feature fields above (and what a record
+# written before those fields existed meant).
+FAMILY_FEATURES: dict[str, dict[str, str]] = {
+    "bert": {"positions": "absolute", "classifier": "pooler"},
+    "albert": {"positions": "absolute", "classifier": "pooler"},
+    "roberta": {"positions": "fairseq", "classifier": "cls_dense_tanh"},
+    "electra": {"positions": "absolute", "classifier": "cls_dense_gelu"},
+}
 # Fields that choose how the same model is computed, not what it is: a checkpoint written
 # under one value resumes under another (training.pretrain.model_identity leaves them out).
 RUNTIME_FIELDS: tuple[str, ...] = ("attention_impl",)
@@ -30,9 +46,15 @@ RUNTIME_FIELDS: tuple[str, ...] = ("attention_impl",)
 
 @dataclasses.dataclass(frozen=True)
 class EncoderConfig:
-    """Architecture of one BERT-family encoder. Every field is checked on construction."""
+    """Architecture of one BERT-family encoder. Every field is checked on construction.
+
+    The fields say what the model is; `family` only names it (presets, the Hugging Face
+    model_type it converts to and from): nothing under models/ branches on it."""
 
     family: str = "bert"
+    # POSITIONS and CLASSIFIERS above; None takes the family's (FAMILY_FEATURES).
+    positions: str | None = None
+    classifier: str | None = None
     vocab_size: int = 30522
     hidden_size: int = 768
     num_layers: int = 12
@@ -72,6 +94,13 @@ class EncoderConfig:
 
         if self.family not in FAMILIES:
             bad("family", self.family, "one of " + ", ".join(FAMILIES))
+        for field, value in FAMILY_FEATURES[self.family].items():
+            if getattr(self, field) is None:  # also records written before the field existed
+                object.__setattr__(self, field, value)
+        if self.positions not in POSITIONS:
+            bad("positions", self.positions, "one of " + ", ".join(POSITIONS))
+        if self.classifier not in CLASSIFIERS:
+            bad("classifier", self.classifier, "one of " + ", ".join(CLASSIFIERS))
         for field in (
             "vocab_size",
             "hidden_size",
@@ -137,8 +166,8 @@ class EncoderConfig:
 
     @property
     def position_offset(self) -> int:
-        """RoBERTa numbers positions from pad_token_id + 1 (fairseq's convention)."""
-        return self.pad_token_id + 1 if self.family == "roberta" else 0
+        """The first position id: pad_token_id + 1 under fairseq numbering (RoBERTa), else 0."""
+        return self.pad_token_id + 1 if self.positions == "fairseq" else 0
 
     @property
     def max_length(self) -> int:
@@ -180,6 +209,8 @@ def _bert(layers: int, hidden: int, heads: int | None = None) -> EncoderConfig:
 def _roberta(layers: int, hidden: int, heads: int) -> EncoderConfig:
     return EncoderConfig(
         family="roberta",
+        positions="fairseq",
+        classifier="cls_dense_tanh",
         vocab_size=50265,
         hidden_size=hidden,
         num_layers=layers,
@@ -219,6 +250,7 @@ def _electra(layers: int, hidden: int, heads: int, embedding: int, ffn: int) -> 
         intermediate_size=ffn,
         embedding_size=embedding,
         use_pooler=False,
+        classifier="cls_dense_gelu",
     )
 
 

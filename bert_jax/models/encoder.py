@@ -75,11 +75,11 @@ class Encoder(nnx.Module):
         c = self.config
         if packing_ids is not None:
             local = segment_positions(packing_ids)
-        elif c.family == "roberta":
+        elif c.positions == "fairseq":
             local = jnp.cumsum(valid, axis=-1) - 1
         else:
             return jnp.broadcast_to(jnp.arange(valid.shape[-1]), valid.shape)
-        if c.family == "roberta":  # fairseq numbering: pad_id + 1 + index, pad_id at padding
+        if c.positions == "fairseq":  # pad_id + 1 + index, pad_id at padding
             return jnp.where(valid, local + c.position_offset, c.pad_token_id)
         return local
 

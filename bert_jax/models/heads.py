@@ -74,8 +74,9 @@ class ReplacedTokenHead(nnx.Module):
 class SequenceClassificationHead(nnx.Module):
     """num_labels logits per row (num_labels=1: regression).
 
-    BERT and ALBERT classify the pooled output; RoBERTa (tanh) and ELECTRA (gelu) run
-    [CLS] through their own dense layer first, as the HF heads of those families do.
+    config.classifier: "pooler" classifies the pooled output (BERT, ALBERT); "cls_dense_tanh"
+    (RoBERTa) and "cls_dense_gelu" (ELECTRA) run [CLS] through a dense layer of their own first,
+    as the HF heads of those families do.
     """
 
     def __init__(self, config: EncoderConfig, num_labels: int, *, rngs: nnx.Rngs):
@@ -83,7 +84,7 @@ class SequenceClassificationHead(nnx.Module):
         self.config = config
         self.dense = (
             layers.Dense((h,), (h,), ("embed", "embed"), config, rngs=rngs)
-            if config.family in ("roberta", "electra")
+            if config.classifier != "pooler"
             else None
         )
         self.output = layers.Dense((h,), (num_labels,), ("embed", None), config, rngs=rngs)
@@ -96,7 +97,7 @@ class SequenceClassificationHead(nnx.Module):
         if self.dense is None:
             return self.output(layers.dropout(encoded["pooled"], rate, r1)).astype(jnp.float32)
         x = layers.dropout(encoded["cls"], rate, r1)
-        act = jnp.tanh if self.config.family == "roberta" else layers.ACTIVATIONS["gelu"]
+        act = jnp.tanh if self.config.classifier == "cls_dense_tanh" else layers.ACTIVATIONS["gelu"]
         x = layers.dropout(act(self.dense(x)), rate, r2)
         return self.output(x).astype(jnp.float32)  # [batch, (K,) num_labels]
 

@@ -41,9 +41,14 @@ class Model(nnx.Module):
         if unknown:
             raise UserError(f"unknown head(s) {unknown}; choose from: {', '.join(HEADS)}")
         if not config.use_pooler and any(h in _NEEDS_POOLER for h in heads):
-            raise UserError(f"heads nsp/sop need a pooler, but {config.family} has use_pooler=False")
-        if not config.use_pooler and "classification" in heads and config.family in ("bert", "albert"):
-            raise UserError("the classification head of bert/albert needs use_pooler=True")
+            raise UserError(
+                f"heads nsp/sop need a pooler, but this {config.family} model has use_pooler=False"
+            )
+        if not config.use_pooler and "classification" in heads and config.classifier == "pooler":
+            raise UserError(
+                f"the classification head of this {config.family} model (classifier='pooler') "
+                "needs use_pooler=True"
+            )
         self.config = config
         self.heads = heads
         self.num_labels = num_labels

@@ -1,25 +1,38 @@
-"""Data preparation for pretraining: corpus, tokenizer, objective, rows.
+"""Data preparation for pretraining: corpus, tokenizer, example format, rows.
 
 Run (offline, on the embedded default corpus, training an 8k WordPiece vocabulary first):
-    bert-jax prepare-data --config configs/data/pretraining.py:bert --output data/bert
-Other families: `:roberta` (full sentences), `:albert` (sentence order), `:electra`.
+    bert-jax prepare-data --config configs/data/pretraining.py:nsp --output data/bert
+The argument is the example format (bert_jax/data/prepare.py): `nsp` (BERT), `sop` (ALBERT),
+`full_sentences` (RoBERTa), `electra`; a family name (`bert`, `albert`, `roberta`,
+`electra`) means the format it was pretrained on.
 A real corpus, with an existing vocabulary:
-    bert-jax prepare-data --config configs/data/pretraining.py:bert --output data/wiki \
+    bert-jax prepare-data --config configs/data/pretraining.py:nsp --output data/wiki \
         --config.corpus.source=tfds --config.corpus.tfds_name=wikipedia/20230601.en \
         --config.tokenizer=/path/to/bert-base-uncased
 """
 
 import ml_collections
 
-# The example format each family was pretrained on.
-OBJECTIVES = {"bert": "nsp", "roberta": "full_sentences", "albert": "sop", "electra": "electra"}
-# The vocabulary trained when no tokenizer is given: the family's own kind.
-TOKENIZER_KINDS = {"bert": "wordpiece", "roberta": "byte_bpe", "albert": "unigram", "electra": "wordpiece"}
+# The example formats, each with the vocabulary trained when no tokenizer is given (the kind
+# of the family that was pretrained on it) and whether that vocabulary is lowercased.
+FORMATS = {
+    "nsp": ("wordpiece", True),
+    "sop": ("unigram", True),
+    "full_sentences": ("byte_bpe", False),  # RoBERTa's byte-level BPE is cased
+    "electra": ("wordpiece", True),
+}
+# The format each family was pretrained on.
+FAMILY_FORMATS = {"bert": "nsp", "albert": "sop", "roberta": "full_sentences", "electra": "electra"}
 
 
-def get_config(family: str = "bert") -> ml_collections.ConfigDict:
-    if family not in OBJECTIVES:
-        raise ValueError(f"configs/data/pretraining.py:{family}: choose one of {', '.join(OBJECTIVES)}")
+def get_config(example_format: str = "nsp") -> ml_collections.ConfigDict:
+    example_format = FAMILY_FORMATS.get(example_format, example_format)
+    if example_format not in FORMATS:
+        raise ValueError(
+            f"configs/data/pretraining.py:{example_format}: choose an example format "
+            f"({', '.join(FORMATS)}) or a family ({', '.join(FAMILY_FORMATS)})"
+        )
+    tokenizer_kind, lowercase = FORMATS[example_format]
     c = ml_collections.ConfigDict()
     c.corpus = ml_collections.ConfigDict()
     # Where text comes from: "default" (embedded, offline), "tfds" or "files".
@@ -40,11 +53,11 @@ def get_config(family: str = "bert") -> ml_collections.ConfigDict:
     # Empty: train one on the corpus first, into OUTPUT/tokenizer, as below.
     c.tokenizer = ""
     c.train_tokenizer = ml_collections.ConfigDict()
-    c.train_tokenizer.model_type = TOKENIZER_KINDS[family]
+    c.train_tokenizer.model_type = tokenizer_kind
     c.train_tokenizer.vocab_size = 8192
-    c.train_tokenizer.lowercase = family != "roberta"  # RoBERTa's byte-level BPE is cased
+    c.train_tokenizer.lowercase = lowercase
     # nsp | sop | full_sentences | electra (see bert_jax/data/prepare.py).
-    c.objective = OBJECTIVES[family]
+    c.objective = example_format
     # Tokens per row, special tokens included.
     c.max_seq_length = 128
     # Probability that an example targets a random shorter length (BERT: 0.1).
