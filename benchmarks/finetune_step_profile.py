@@ -103,9 +103,7 @@ def main(argv=None) -> None:
     rows["padded"] = {k: v[take] for k, v in train.arrays.items()}
     rows["padded"]["weights"] = np.ones(batch, np.float32)
     on_device = {k: finetune._batch(v, mesh) for k, v in rows.items()}
-    step = finetune.make_train_step(
-        setup.graphdef, task.kind, setup.tx, setup.lr, mesh, setup.state_shardings
-    )
+    step = finetune.make_task_step(setup.graphdef, task.kind, setup.tx, setup.lr, mesh, setup.state_shardings)
     # The step donates its state: each timed call gets a copy.
     copy = jax.jit(lambda s: jax.tree.map(jnp.copy, s), out_shardings=setup.state_shardings)
     result: dict[str, float] = {}
@@ -136,7 +134,7 @@ def main(argv=None) -> None:
         ],
     )
     dsetup = finetune._setup(dropless, init, task, mesh, total)
-    dstep = finetune.make_train_step(
+    dstep = finetune.make_task_step(
         dsetup.graphdef, task.kind, dsetup.tx, dsetup.lr, mesh, dsetup.state_shardings
     )
     result["no_dropout"] = round(
@@ -152,7 +150,7 @@ def main(argv=None) -> None:
         return finetune._batch(packed.batch(train.arrays, order[batch : 2 * batch]), mesh)
 
     result["host_batch"] = _median_ms(host, a.steps)
-    eval_step = finetune.make_eval_step(setup.graphdef, task.kind, mesh, setup.param_shardings)
+    eval_step = finetune.make_predict_step(setup.graphdef, task.kind, mesh, setup.param_shardings)
     result["eval_dev"] = _median_ms(
         lambda: finetune.predict(eval_step, state["params"], dev, batch, mesh, packed)[
             "classification_logits"

@@ -96,7 +96,7 @@ def _finetune(args: argparse.Namespace) -> None:
     _apply_distributed_flags(args, config)
     from bert_jax.training import finetune
 
-    finetune.train_and_evaluate(config, args.workdir)
+    finetune.fine_tune(config, args.workdir)
 
 
 def _evaluate(args: argparse.Namespace) -> None:

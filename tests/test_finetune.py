@@ -801,3 +801,21 @@ def test_bad_setups_are_clear_errors(tiny, topics, tmp_path, capsys):
         assert message in capsys.readouterr().err, (argv, message)
     assert cli.main(["evaluate", "--checkpoint", tiny]) == 2
     assert "needs --config" in capsys.readouterr().err
+
+
+def test_the_trainers_share_no_public_function_name():
+    """#14 item 7: a name means one thing; the fine-tuning trainer's functions are named for it."""
+    from bert_jax.training import finetune as ft
+    from bert_jax.training import pretrain as pt
+
+    def public(module):
+        return {
+            name
+            for name, value in vars(module).items()
+            if not name.startswith("_")
+            and callable(value)
+            and getattr(value, "__module__", "") == module.__name__
+        }
+
+    assert public(ft) & public(pt) == set()
+    assert {"fine_tune", "make_task_step", "make_predict_step", "task_encoder_config"} <= public(ft)

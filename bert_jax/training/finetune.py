@@ -1,4 +1,4 @@
-"""Fine-tuning and evaluation: `train_and_evaluate(config, workdir)`, `evaluate(...)`.
+"""Fine-tuning and evaluation: `fine_tune(config, workdir)`, `evaluate(...)`.
 
   start-up and mesh -> the init checkpoint (encoder + tokenizer) -> task features, built
   once -> for each seed: model (the checkpoint's encoder, a fresh head) created sharded, or
@@ -116,7 +116,7 @@ def _copy_tokenizer(files: dict[str, str], directory: str) -> str:
     return directory
 
 
-def encoder_config(config, enc: EncoderConfig) -> EncoderConfig:
+def task_encoder_config(config, enc: EncoderConfig) -> EncoderConfig:
     m = config.model
     enc = enc.replace(
         dtype=m.dtype, remat_policy=m.remat_policy, scan_layers=m.scan_layers, attention_impl=m.attention_impl
@@ -188,7 +188,7 @@ OUTPUTS = {
 }
 
 
-def make_train_step(graphdef, kind: str, tx, lr, mesh, state_shardings):
+def make_task_step(graphdef, kind: str, tx, lr, mesh, state_shardings):
     def loss_fn(params, batch, rng):
         loss, _ = task_loss(kind, _forward(nnx.merge(graphdef, params), batch, rng), batch)
         return loss
@@ -213,7 +213,7 @@ def make_train_step(graphdef, kind: str, tx, lr, mesh, state_shardings):
     )
 
 
-def make_eval_step(graphdef, kind: str, mesh, param_shardings):
+def make_predict_step(graphdef, kind: str, mesh, param_shardings):
     def step(params, batch):
         out = _forward(nnx.merge(graphdef, params), batch)
         return {k: out[k] for k in OUTPUTS[kind]}
@@ -265,7 +265,7 @@ class _Shapes:
 
 
 def _setup(config, init: Init, task, mesh, total_steps: int):
-    enc = encoder_config(config, init.config)
+    enc = task_encoder_config(config, init.config)
     seed = config.train.seed
 
     def build(seed=seed):
@@ -417,14 +417,14 @@ def _flat(scores: dict[str, dict[str, float]]) -> dict[str, float]:
     }
 
 
-def train_and_evaluate(config, workdir: str, log=print) -> dict:
+def fine_tune(config, workdir: str, log=print) -> dict:
     """Fine-tune into `workdir`, which this run holds alone (writer_lock) while it runs."""
     distributed.initialize(config.distributed)
     with writer_lock.holding(workdir, "finetune"):
-        return _train_and_evaluate(config, workdir, log)
+        return _fine_tune(config, workdir, log)
 
 
-def _train_and_evaluate(config, workdir: str, log=print) -> dict:
+def _fine_tune(config, workdir: str, log=print) -> dict:
     from bert_jax.data import finetuning
     from bert_jax.data.tokenizers import load_tokenizer
     from bert_jax.evaluation import metrics as eval_metrics
@@ -482,9 +482,9 @@ def _train_and_evaluate(config, workdir: str, log=print) -> dict:
     setup = _setup(config, init, task, mesh, total)
     layout = _layout(config, task, batch, mesh)
     train_step = _Shapes(
-        make_train_step(setup.graphdef, task.kind, setup.tx, setup.lr, mesh, setup.state_shardings)
+        make_task_step(setup.graphdef, task.kind, setup.tx, setup.lr, mesh, setup.state_shardings)
     )
-    eval_step = _Shapes(make_eval_step(setup.graphdef, task.kind, mesh, setup.param_shardings))
+    eval_step = _Shapes(make_predict_step(setup.graphdef, task.kind, mesh, setup.param_shardings))
     # The encoder's arrays are donated to each seed's state (no second copy while training).
     init_fn = jax.jit(setup.init_state, out_shardings=setup.state_shardings, donate_argnums=0)
     say(
@@ -839,12 +839,12 @@ def evaluate(checkpoint: str, config=None, overrides=(), output: str | None = No
             f"labels ({', '.join(task.label_names)})"
         )
     order = _label_order(label_names, task.label_names, checkpoint, task.name)
-    enc = encoder_config(config, enc) if "model" in config else enc
+    enc = task_encoder_config(config, enc) if "model" in config else enc
     model = model_lib.abstract(enc, heads, num_labels)
     graphdef, abstract = nnx.split(model)
     param_shardings = sharding.param_shardings(abstract, mesh)
     params = _global(params, param_shardings)
-    eval_step = make_eval_step(graphdef, task.kind, mesh, param_shardings)
+    eval_step = make_predict_step(graphdef, task.kind, mesh, param_shardings)
     if order is not None:  # the checkpoint's outputs in the task's label order
         key, step = OUTPUTS[task.kind][0], eval_step
         eval_step = lambda p, b: {key: step(p, b)[key][..., order]}  # noqa: E731
