@@ -178,8 +178,8 @@ export PATH="\$HOME/.local/bin:\$PATH"
 command -v uv >/dev/null || python3 -m pip install --user --quiet uv
 [ -x \$d/venv/bin/python ] || uv venv --quiet --python $(quote "$python") \$d/venv
 uv pip install --quiet --python \$d/venv/bin/python -e \$d/src $(quote "jax[tpu]$jax_pin")
-rm -f \$d/exit-code
-setsid nohup sh -c '"\$@"; echo \$? > \$0/exit-code' \$d \\
+rm -f \$d/exit-code \$d/exit-code.tmp
+setsid nohup sh -c '"\$@"; echo \$? > \$0/exit-code.tmp; mv \$0/exit-code.tmp \$0/exit-code' \$d \\
   \$d/venv/bin/bert-jax $(join_quoted "${bert_jax_args[@]}") >\$d/log 2>&1 </dev/null &
 echo \$! > \$d/pid
 echo "bert-jax started on \$(hostname): log ~/\$d/log"
