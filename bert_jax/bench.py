@@ -32,12 +32,14 @@ import numpy as np
 
 from bert_jax.errors import UserError
 from bert_jax.models.config import get_preset
+from bert_jax.objectives import OBJECTIVES, networks
 from bert_jax.training import metrics, sharding
-from bert_jax.training.pretrain import StateSetup, encoder_config, make_train_step
+from bert_jax.training.pretrain import encoder_config, make_train_step
+from bert_jax.training.state import Settings, StateSetup
 
 
 def synthetic_batch(
-    rng: np.random.Generator, batch: int, seq: int, predictions: int, vocab: int, objective: str
+    rng: np.random.Generator, batch: int, seq: int, predictions: int, vocab: int, heads: tuple[str, ...]
 ) -> dict[str, np.ndarray]:
     """Random rows with `predictions` masked slots each (as many distinct positions as the
     row has after [CLS]; any slots beyond that are padding with weight 0, as in the stream)."""
@@ -60,7 +62,7 @@ def synthetic_batch(
         "masked_weights": weights,
         "row_index": np.arange(batch, dtype=np.int64),
     }
-    if objective in ("bert", "albert"):
+    if {"nsp", "sop"} & set(heads):  # a sentence-pair head
         out["sentence_label"] = rng.integers(0, 2, batch).astype(np.int32)
     return out
 
@@ -72,8 +74,6 @@ def peak_device_mb() -> float | None:
 
 
 def run(config, steps: int = 10, warmup: int = 2, log=print, profile_dir: str | None = None) -> dict:
-    from bert_jax.objectives import OBJECTIVES
-
     mesh = sharding.make_mesh(dict(config.mesh))
     seq = config.data.prepare.max_seq_length
     batch_size = config.train.global_batch_size
@@ -81,11 +81,12 @@ def run(config, steps: int = 10, warmup: int = 2, log=print, profile_dir: str | 
     # The model pretraining builds (dropout, dtype, attention kernel), at the preset's
     # vocabulary unless config.model.vocab_size names one.
     enc = encoder_config(config, m.vocab_size or get_preset(m.preset).vocab_size)
+    objective = OBJECTIVES[config.objective]
     setup = StateSetup(config, enc, mesh)
     state = jax.jit(setup.init, out_shardings=setup.shardings)()
     step_fn = make_train_step(
         setup.graphdef,
-        OBJECTIVES[config.objective],
+        objective,
         setup.tx,
         setup.lr,
         config.train.microbatches,
@@ -96,7 +97,7 @@ def run(config, steps: int = 10, warmup: int = 2, log=print, profile_dir: str | 
     predictions = config.masking.max_predictions
     batches = [
         sharding.global_batch(
-            synthetic_batch(rng, batch_size, seq, predictions, enc.vocab_size, config.objective), mesh
+            synthetic_batch(rng, batch_size, seq, predictions, enc.vocab_size, objective.HEADS), mesh
         )
         for _ in range(2)
     ]
@@ -111,16 +112,10 @@ def run(config, steps: int = 10, warmup: int = 2, log=print, profile_dir: str | 
         if i >= warmup:
             times.append(time.perf_counter() - t)
     ms = statistics.median(times) * 1e3
-    flops = metrics.flops_per_sequence(enc, seq, predictions) * batch_size
-    if config.objective == "electra":
-        from bert_jax.objectives.electra import generator_config
-
-        flops += (
-            metrics.flops_per_sequence(
-                generator_config(enc, config.electra.generator_fraction), seq, predictions
-            )
-            * batch_size
-        )
+    flops = batch_size * sum(
+        metrics.flops_per_sequence(network, seq, predictions)
+        for network in networks(config.objective, enc, Settings.of(config))
+    )
     ceiling = metrics.peak_matmul_flops(m.dtype)
     result = {
         "preset": m.preset,
@@ -156,7 +151,7 @@ def run(config, steps: int = 10, warmup: int = 2, log=print, profile_dir: str | 
 
 def run_loop(config, steps: int = 300, workdir: str | None = None, log=print) -> dict:
     """The synthetic step, then the whole loop for `steps` steps; their tokens/s and ratio."""
-    from bert_jax.data.prepare import read_metadata
+    from bert_jax.data.records import read_metadata
     from bert_jax.training import pretrain
 
     if steps <= config.train.log_every:

@@ -114,9 +114,9 @@ def _export(args: argparse.Namespace) -> None:
 
 
 def _import(args: argparse.Namespace) -> None:
-    from bert_jax.convert import workdir
+    from bert_jax import importer
 
-    workdir.import_checkpoint(args.source_kind, args.source, args.output, overwrite=args.overwrite)
+    importer.import_checkpoint(args.source_kind, args.source, args.output, overwrite=args.overwrite)
 
 
 def _bench(args: argparse.Namespace) -> None:

@@ -3,7 +3,7 @@
     input records (bert_jax/encoding/sources.py: text lines, a JSONL field, a CSV/TSV column,
     a TFDS feature; bad ones refused, or skipped and reported)
       -> windows of `window` records; with several processes, window k is process k % N's
-      -> [CLS] prefix+text [SEP] with the checkpoint's WordPiece vocabulary
+      -> [CLS] prefix+text [SEP] with the checkpoint's tokenizer
       -> length-sorted, packed / bucketed batches (bert_jax/encoding/batches.py), sharded over
          this process's devices
       -> the encoder and the pooling, on device:
@@ -30,8 +30,6 @@ import numpy as np
 from flax import nnx
 
 from bert_jax import storage
-from bert_jax.convert import hf
-from bert_jax.data.tokenizers import WordPieceTokenizer
 from bert_jax.encoding import outputs, sources
 from bert_jax.encoding.batches import PACK_WIDTH, Batching
 from bert_jax.errors import UserError
@@ -46,34 +44,14 @@ NONE_WINDOW_BYTES = 256 << 20  # pooling none: a window's output at most this (o
 
 def load_checkpoint(path: str):
     """(model, tokenizer) from a checkpoint directory: a Hugging Face checkpoint, or one of
-    our pretraining workdirs (its latest checkpoint; ELECTRA: the discriminator)."""
-    if storage.isdir(storage.join(path, "checkpoints")):
-        return _load_workdir(path)
-    path = storage.fetch(path)  # transformers-style files are read locally
-    ckpt = hf.load(path)
-    if "vocab.txt" not in ckpt.tokenizer_files:
-        raise UserError(
-            f"{path}: no vocab.txt; encode needs the checkpoint's WordPiece "
-            f"vocabulary (found tokenizer files: "
-            f"{', '.join(ckpt.tokenizer_files) or 'none'})"
-        )
-    return ckpt.model(), WordPieceTokenizer.from_dir(path)
-
-
-def _load_workdir(workdir: str):
-    from bert_jax.data.prepare import read_metadata
-    from bert_jax.data.tokenizers import load_tokenizer
+    our workdirs (its latest checkpoint; ELECTRA: the discriminator)."""
     from bert_jax.models import model as model_lib
-    from bert_jax.training.pretrain import load_params
+    from bert_jax.training import workdir
 
-    enc, objective, params, extra, _ = load_params(workdir)
-    encoder = params["discriminator"]["encoder"] if objective == "electra" else params["encoder"]
-    model = nnx.merge(nnx.graphdef(model_lib.abstract(enc)), {"encoder": encoder})
-    if objective == "imported":  # bert-jax import keeps the tokenizer beside the checkpoint
-        return model, load_tokenizer(storage.join(workdir, "tokenizer"))
-    data_dir = extra["config"]["data"]["dir"] or storage.join(workdir, "data")
-    tokenizer = load_tokenizer(read_metadata(data_dir)["tokenizer"])
-    return model, tokenizer
+    ckpt = workdir.open(path, sources=("ours", "hf"))
+    abstract = model_lib.abstract(ckpt.record.encoder)
+    model = nnx.merge(nnx.graphdef(abstract), {"encoder": ckpt.encoder_params()})
+    return model, ckpt.tokenizer()
 
 
 def _with_dtype(model, dtype: str):

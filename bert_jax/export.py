@@ -17,7 +17,6 @@ from __future__ import annotations
 
 import hashlib
 import os
-import re
 import shutil
 import tempfile
 
@@ -26,31 +25,6 @@ from bert_jax.convert import hf
 from bert_jax.errors import UserError
 
 FORMATS = ("hf", "stablehlo", "savedmodel")
-
-
-def parse_checkpoint(path: str) -> tuple[str, int | None]:
-    """WORKDIR, WORKDIR/STEP or WORKDIR/checkpoints/STEP -> (workdir, step or None)."""
-    path = path.rstrip("/")
-    head, tail = os.path.split(path)
-    if re.fullmatch(r"\d+", tail):
-        workdir = os.path.dirname(head) if os.path.basename(head) == "checkpoints" else head
-        return workdir, int(tail)
-    return path, None
-
-
-def _tokenizer_files(workdir: str, extra: dict) -> dict[str, str]:
-    from bert_jax.data.prepare import METADATA
-
-    candidates = [storage.join(workdir, "tokenizer")]
-    data_dir = (extra.get("config") or {}).get("data", {}).get("dir") or storage.join(workdir, "data")
-    meta_path = storage.join(data_dir, METADATA)
-    if storage.isfile(meta_path):
-        candidates.insert(0, storage.read_json(meta_path)["tokenizer"])
-    for directory in candidates:
-        if storage.isdir(directory):
-            present = set(storage.listdir(directory))
-            return {n: storage.join(directory, n) for n in hf.TOKENIZER_FILES if n in present}
-    return {}
 
 
 def sha256(path: str) -> str:
@@ -77,7 +51,7 @@ def write_manifest(output: str, source: dict) -> dict:
 def export(
     checkpoint: str, fmt: str, output: str, overwrite: bool = False, max_length: int | None = None, log=print
 ) -> dict:
-    from bert_jax.training.pretrain import load_params
+    from bert_jax.training import workdir
 
     if fmt not in FORMATS:
         raise UserError(f"--format={fmt!r}; choose one of: {', '.join(FORMATS)}")
@@ -91,8 +65,8 @@ def export(
             "--max-length applies to the serving formats (stablehlo, savedmodel); an "
             "hf export keeps the model's whole position table"
         )
-    workdir, step = parse_checkpoint(checkpoint)
-    enc, objective, params, extra, step = load_params(workdir, step)
+    ckpt = workdir.open(checkpoint, sources=("ours",))
+    enc = ckpt.record.encoder
     max_length = max_length or enc.max_length
     if not 2 <= max_length <= enc.max_length:
         raise UserError(f"--max-length={max_length}; this model takes 2 to {enc.max_length} tokens")
@@ -106,14 +80,14 @@ def export(
         os.makedirs(parent, exist_ok=True)
         staging = tempfile.mkdtemp(prefix=f".{os.path.basename(output)}.partial-", dir=parent)
     try:
-        manifest = _write(staging, fmt, workdir, step, enc, objective, params, extra, max_length)
+        manifest = _write(staging, fmt, ckpt, max_length)
         if storage.is_remote(output):
             _upload(staging, output)
         else:
             _move_into_place(staging, output)
     finally:
         shutil.rmtree(staging, ignore_errors=True)
-    log(f"exported step {step} of {workdir} as {fmt} -> {output} ({len(manifest['files'])} files)")
+    log(f"exported step {ckpt.step} of {ckpt.path} as {fmt} -> {output} ({len(manifest['files'])} files)")
     return manifest
 
 
@@ -147,56 +121,21 @@ def _move_into_place(staging: str, output: str) -> None:
         shutil.rmtree(old)
 
 
-def _write(
-    output: str,
-    fmt: str,
-    workdir: str,
-    step: int,
-    enc,
-    objective: str,
-    params: dict,
-    extra: dict,
-    max_length: int,
-) -> dict:
-    from bert_jax.objectives import OBJECTIVES
-
-    tokenizer_files = _tokenizer_files(workdir, extra)
-    if objective == "imported":
-        heads = tuple(extra["model"]["heads"])
-    elif objective != "electra":
-        heads = OBJECTIVES[objective].HEADS
+def _write(output: str, fmt: str, ckpt, max_length: int) -> dict:
+    record = ckpt.record
     if fmt == "hf":
-        if objective == "electra":
-            from bert_jax.objectives.electra import generator_config
+        from bert_jax.objectives import hf_models
 
-            fraction = extra["model"]["generator_fraction"]
-            gen = dict(params["generator"])
-            shared = params["discriminator"]["encoder"]["embeddings"]
-            gen["encoder"] = {**gen["encoder"], "embeddings": shared}
-            hf.save(
-                enc,
-                ("rtd",),
-                params["discriminator"],
-                os.path.join(output, "discriminator"),
-                tokenizer_files=tokenizer_files,
-            )
-            hf.save(
-                generator_config(enc, fraction),
-                ("mlm",),
-                gen,
-                os.path.join(output, "generator"),
-                tokenizer_files=tokenizer_files,
-            )
-        else:
-            labels = tuple(extra["model"].get("label_names") or ()) or None
+        files = {n: p for n, p in ckpt.tokenizer_files.items() if n in hf.TOKENIZER_FILES}
+        for subdir, enc, heads, params in hf_models(record, ckpt.params()):
             hf.save(
                 enc,
                 heads,
                 params,
-                output,
-                tokenizer_files=tokenizer_files,
-                num_labels=extra["model"].get("num_labels", 2),
-                label_names=labels,
+                os.path.join(output, subdir) if subdir else output,
+                tokenizer_files=files,
+                num_labels=record.num_labels,
+                label_names=record.label_names or None,
             )
     else:
         from flax import nnx
@@ -204,13 +143,8 @@ def _write(
         from bert_jax.convert import serving
         from bert_jax.models import model as model_lib
 
-        if objective == "electra":
-            enc_params, heads = params["discriminator"], ("rtd",)
-        else:
-            enc_params = params
-        model = nnx.merge(
-            nnx.graphdef(model_lib.abstract(enc, heads, extra["model"].get("num_labels", 2))), enc_params
-        )
+        abstract = model_lib.abstract(record.encoder, record.heads, record.num_labels)
+        model = nnx.merge(nnx.graphdef(abstract), ckpt.model_params())
         if fmt == "stablehlo":
             serving.export_stablehlo(model, output, seq_len=max_length, overwrite=True)
         else:
@@ -218,11 +152,11 @@ def _write(
     return write_manifest(
         output,
         {
-            "workdir": storage.absolute(workdir),
-            "step": step,
-            "objective": objective,
+            "workdir": storage.absolute(ckpt.path),
+            "step": ckpt.step,
+            "objective": record.objective or "imported",
             "format": fmt,
             "max_length": max_length if fmt != "hf" else None,
-            "config": extra.get("config"),
+            "config": record.config,
         },
     )

@@ -14,9 +14,10 @@ import transformers as T
 from flax import nnx
 
 from bert_jax.convert import hf
-from bert_jax.export import parse_checkpoint, sha256
+from bert_jax.export import sha256
 from bert_jax.models import model as M
 from bert_jax.models.config import EncoderConfig
+from bert_jax.training.workdir import parse_checkpoint
 
 B, S = 3, 12
 
@@ -232,9 +233,10 @@ def test_cli_export_of_pretraining_workdirs(workdirs, tmp_path):
 def test_cli_serving_exports_match_the_checkpoint(workdirs, tmp_path):
     from bert_jax import cli
     from bert_jax.convert import serving
-    from bert_jax.training.pretrain import load_params
+    from bert_jax.training import workdir
 
-    enc, _, params, _, _ = load_params(str(workdirs["bert"]))
+    ckpt = workdir.open(str(workdirs["bert"]))
+    enc, params = ckpt.record.encoder, ckpt.params()
     ours = nnx.merge(nnx.graphdef(M.abstract(enc, ("mlm", "nsp"))), params)
     ids = np.random.default_rng(0).integers(5, 900, (2, 128)).astype(np.int32)
     mask = np.ones_like(ids)
@@ -297,7 +299,7 @@ def test_albert_tiny_export_matches_encode(workdirs, tmp_path):
     embedding projection. Its export must hold the projection and give bert-jax encode's
     hidden states."""
     from bert_jax import cli
-    from bert_jax.data.prepare import read_metadata
+    from bert_jax.data.records import read_metadata
     from bert_jax.data.tokenizers import load_tokenizer
 
     out = tmp_path / "albert"

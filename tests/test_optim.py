@@ -17,7 +17,7 @@ from bert_jax.models import model as model_lib
 from bert_jax.models.config import get_preset
 from bert_jax.objectives import OBJECTIVES
 from bert_jax.training import finetune, optim, sharding
-from bert_jax.training.pretrain import Settings
+from bert_jax.training.state import Settings
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 

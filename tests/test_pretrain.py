@@ -18,9 +18,10 @@ import pytest
 from ports import free_port
 
 from bert_jax import config_files
-from bert_jax.data import corpora, prepare
+from bert_jax.data import corpora, prepare, records
 from bert_jax.errors import UserError
 from bert_jax.training import pretrain
+from bert_jax.training import workdir as workdir_lib
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 DATA_KINDS = {"bert": "nsp", "roberta": "full_sentences", "albert": "sop", "electra": "electra"}
@@ -172,7 +173,7 @@ def test_gradient_accumulation_equals_one_big_step(data, tmp_path):
             },
         )
         pretrain.train_and_evaluate(cfg, str(tmp_path / f"m{m}"), log=lambda *a: None)
-        params[m] = pretrain.load_params(str(tmp_path / f"m{m}"))[2]
+        params[m] = workdir_lib.open(str(tmp_path / f"m{m}")).params()
     for a, b in zip(jax.tree.leaves(params[1]), jax.tree.leaves(params[4]), strict=True):
         np.testing.assert_allclose(np.asarray(b), np.asarray(a), rtol=1e-6, atol=1e-6)
 
@@ -299,8 +300,8 @@ def test_sigkill_at_random_moments_then_resume_is_bit_exact(data, reference, tmp
     start = int(out.split("resumed from")[1].split("at step ")[1].split()[0])
     assert start == kills[-1]["killed_at"], (start, kills)  # a kill never leaves a damaged step
     np.testing.assert_array_equal(losses(_summary(work)), losses(reference[1])[start:])
-    straight = pretrain.load_params(str(reference[0]))[2]
-    chaos = pretrain.load_params(str(work))[2]
+    straight = workdir_lib.open(str(reference[0])).params()
+    chaos = workdir_lib.open(str(work)).params()
     for x, y in zip(jax.tree.leaves(straight), jax.tree.leaves(chaos), strict=True):
         np.testing.assert_array_equal(np.asarray(x), np.asarray(y))
 
@@ -358,7 +359,7 @@ def _nan_on_steps(monkeypatch, data_dir, cfg, steps):
     from bert_jax.data.pretraining import PretrainingStream, StreamConfig
     from bert_jax.objectives import OBJECTIVES
 
-    n_train = prepare.read_metadata(data_dir)["num_rows"] - cfg.data.eval_rows
+    n_train = records.read_metadata(data_dir)["num_rows"] - cfg.data.eval_rows
     stream = PretrainingStream(
         StreamConfig(
             data_dir,
@@ -465,7 +466,7 @@ def test_workdir_data_with_other_settings_is_refused_or_prepared_again(data, tmp
     """WORKDIR/data prepared with other data.prepare settings is never used silently: refused
     naming the field, or prepared again with data.reprepare=True (and then the checkpoint,
     made from the old data, cannot resume: the stream's fingerprint differs)."""
-    meta = prepare.read_metadata(data["bert"])
+    meta = records.read_metadata(data["bert"])
     fields = {
         "data.prepare.corpus.source": "files",
         "data.prepare.corpus.files": meta["config"]["corpus"]["files"],
@@ -478,12 +479,12 @@ def test_workdir_data_with_other_settings_is_refused_or_prepared_again(data, tmp
     changed = {**fields, "data.prepare.max_seq_length": 32, "train.steps": 2}
     with pytest.raises(UserError, match=r"other settings \(max_seq_length: 64 -> 32\)"):
         pretrain.train_and_evaluate(config_for("bert", "", **changed), str(tmp_path), log=lambda *a: None)
-    assert prepare.read_metadata(str(tmp_path / "data"))["max_seq_length"] == 64
+    assert records.read_metadata(str(tmp_path / "data"))["max_seq_length"] == 64
     with pytest.raises(UserError, match="cannot resume the data stream"):
         pretrain.train_and_evaluate(
             config_for("bert", "", **changed, **{"data.reprepare": True}), str(tmp_path), log=lambda *a: None
         )
-    assert prepare.read_metadata(str(tmp_path / "data"))["max_seq_length"] == 32
+    assert records.read_metadata(str(tmp_path / "data"))["max_seq_length"] == 32
 
 
 def test_bad_setups_fail_before_compiling(data, reference, tmp_path):
@@ -534,7 +535,7 @@ def test_bf16_compute_trains_with_fp32_params(data, tmp_path):
     )
     loss = losses(pretrain.train_and_evaluate(cfg, str(tmp_path), log=lambda *a: None))
     assert np.all(np.isfinite(loss))
-    params = pretrain.load_params(str(tmp_path))[2]
+    params = workdir_lib.open(str(tmp_path)).params()
     assert {np.asarray(p).dtype for p in jax.tree.leaves(params)} == {np.dtype(np.float32)}
 
 

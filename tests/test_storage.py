@@ -7,7 +7,7 @@ import pytest
 
 from bert_jax import storage
 from bert_jax.errors import UserError
-from bert_jax.training.finetune import best_seed_dir
+from bert_jax.training.workdir import best_seed_dir
 
 
 def test_write_atomic_leaves_the_old_file_on_failure(tmp_path, monkeypatch):

@@ -13,8 +13,8 @@ from test_tokenizers import stdlib_docs  # noqa: E402 - the real text the parity
 
 from bert_jax.data.tokenizers import (  # noqa: E402
     ByteLevelBPETokenizer,
-    FastWordPieceTokenizer,
     SentencePieceTokenizer,
+    WordPieceTokenizer,
     load_tokenizer,
 )
 from bert_jax.data.train_tokenizer import train_tokenizer  # noqa: E402
@@ -41,7 +41,7 @@ CASES = {
     "byte_bpe": (2000, "RobertaTokenizerFast"),
 }
 OUR_CLASS = {
-    "wordpiece": FastWordPieceTokenizer,
+    "wordpiece": WordPieceTokenizer,
     "unigram": SentencePieceTokenizer,
     "bpe": SentencePieceTokenizer,
     "byte_bpe": ByteLevelBPETokenizer,
@@ -175,7 +175,7 @@ def test_overwrite(tmp_path, corpus):
     (out / "README.md").write_text("mine", encoding="utf-8")
     with pytest.raises(UserError, match=f"{out}: output_dir is not empty.*overwrite=True"):
         train_tokenizer(files, "unigram", 500, out)
-    assert type(load_tokenizer(out)) is FastWordPieceTokenizer  # untouched
+    assert type(load_tokenizer(out)) is WordPieceTokenizer  # untouched
     train_tokenizer(files, "unigram", 500, out, overwrite=True)
     # The old vocab.txt is gone (it would win in load_tokenizer); other files stay.
     assert not (out / "vocab.txt").exists() and (out / "README.md").read_text(encoding="utf-8") == "mine"

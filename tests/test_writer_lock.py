@@ -12,11 +12,11 @@ import time
 import pytest
 
 from bert_jax.errors import UserError
-from bert_jax.training.writer_lock import LOCK_FILE, STALE_ENV, WriterLock
+from bert_jax.writer_lock import LOCK_FILE, STALE_ENV, WriterLock
 
 HOLDER = """
 import sys, time
-from bert_jax.training.writer_lock import WriterLock
+from bert_jax.writer_lock import WriterLock
 WriterLock(sys.argv[1], "pretrain").acquire()
 print("held", flush=True)
 time.sleep(600)
@@ -200,7 +200,7 @@ def test_gcs_heartbeat_advances_and_stops_when_taken_over(gcs, request, monkeypa
 def test_gcs_racing_creator_is_caught_by_the_read_back(gcs, request, monkeypatch):
     """The emulator (like some backends) ignores ifGenerationMatch=0: a writer that lands its
     record right after ours wins, and the read-back sees that the token is not ours."""
-    from bert_jax.training import writer_lock
+    from bert_jax import writer_lock
 
     workdir = _workdir(request)
     write = writer_lock._Lease._write

@@ -40,14 +40,13 @@ from collections.abc import Iterable, Iterator
 
 import numpy as np
 
-from bert_jax import storage
+from bert_jax import storage, writer_lock
 from bert_jax.data import corpora, records
+from bert_jax.data.records import METADATA
 from bert_jax.errors import UserError
-from bert_jax.training import writer_lock
 
 OBJECTIVES = ("nsp", "sop", "full_sentences", "electra")
 LABELLED = ("nsp", "sop")
-METADATA = "metadata.json"
 TOKENIZER_DIR = "tokenizer"
 NOT_SKIPS = ("documents", "sentences_split_over_rows")  # counted, but nothing was lost
 
@@ -505,25 +504,4 @@ def _prepare(config: dict, output: str, overwrite: bool, progress: bool, log) ->
     )
     if meta["skipped"]:
         log(f"prepare-data: skipped {meta['skipped']}")
-    return meta
-
-
-def read_metadata(data_dir: str) -> dict:
-    path = storage.join(data_dir, METADATA)
-    if not storage.isdir(data_dir):
-        raise UserError(f"data directory {data_dir} does not exist; run bert-jax prepare-data first")
-    if not storage.isfile(path):
-        raise UserError(
-            f"{data_dir} holds no {METADATA}: not prepared data, or an interrupted prepare-data run"
-        )
-    meta = storage.read_json(path)
-    if meta.get("format_version") != records.FORMAT_VERSION:
-        raise UserError(
-            f"{path}: format_version {meta.get('format_version')}, this bert_jax reads "
-            f"{records.FORMAT_VERSION}; prepare the data again"
-        )
-    present = set(storage.listdir(data_dir))
-    missing = [s["file"] for s in meta["shards"] if s["file"] not in present]
-    if missing:
-        raise UserError(f"{data_dir}: shard file(s) listed in {METADATA} are missing: {', '.join(missing)}")
     return meta

@@ -29,7 +29,8 @@ import numpy as np
 from bert_jax import storage
 from bert_jax.data import masking as masking_lib
 from bert_jax.data import records
-from bert_jax.data.prepare import LABELLED, read_metadata
+from bert_jax.data.prepare import LABELLED
+from bert_jax.data.records import read_metadata
 from bert_jax.errors import UserError
 
 WORD_START_FILE = "word_start.npy"

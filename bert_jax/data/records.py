@@ -1,4 +1,5 @@
-"""The on-disk row format of prepared pretraining data, and batch decoding.
+"""The on-disk format of prepared pretraining data: rows, batch decoding, and the directory's
+metadata.json (`METADATA`, `read_metadata`).
 
 A row is one model input: one example, or several short ones packed together. Rows are
 stored one per ArrayRecord record (random access by index is what makes resuming at step k
@@ -16,8 +17,12 @@ import struct
 
 import numpy as np
 
+from bert_jax import storage
+from bert_jax.errors import UserError
+
 HEADER = struct.Struct("<HBb")
 FORMAT_VERSION = 1
+METADATA = "metadata.json"  # beside the shards: settings, tokenizer, counts; written last
 
 
 def id_dtype(vocab_size: int) -> np.dtype:
@@ -65,3 +70,25 @@ def decode_rows(records: list[bytes], seq_len: int, dtype: np.dtype, pad_id: int
         "attention_mask": (packing > 0).astype(np.int32),
         "label": labels,
     }
+
+
+def read_metadata(data_dir: str) -> dict:
+    """The metadata of a prepared data directory, checked: format version, every shard present."""
+    path = storage.join(data_dir, METADATA)
+    if not storage.isdir(data_dir):
+        raise UserError(f"data directory {data_dir} does not exist; run bert-jax prepare-data first")
+    if not storage.isfile(path):
+        raise UserError(
+            f"{data_dir} holds no {METADATA}: not prepared data, or an interrupted prepare-data run"
+        )
+    meta = storage.read_json(path)
+    if meta.get("format_version") != FORMAT_VERSION:
+        raise UserError(
+            f"{path}: format_version {meta.get('format_version')}, this bert_jax reads "
+            f"{FORMAT_VERSION}; prepare the data again"
+        )
+    present = set(storage.listdir(data_dir))
+    missing = [s["file"] for s in meta["shards"] if s["file"] not in present]
+    if missing:
+        raise UserError(f"{data_dir}: shard file(s) listed in {METADATA} are missing: {', '.join(missing)}")
+    return meta

@@ -3,6 +3,7 @@
 from bert_jax.objectives import masked_lm
 
 HEADS = ("mlm", "nsp")
+MODEL = ()  # where the BERT model with HEADS sits in the parameters
 DATA = ("nsp",)  # prepared-data objectives this objective can train on
 build = masked_lm.builder(HEADS)
 denominators = masked_lm.pair_denominators

@@ -20,6 +20,7 @@ from bert_jax.models.config import EncoderConfig
 from bert_jax.objectives import masked_lm
 
 HEADS = ("rtd",)
+MODEL = ("discriminator",)  # where the BERT model with HEADS sits in the parameters
 DATA = ("electra", "full_sentences")
 
 
@@ -51,6 +52,21 @@ def build(config: EncoderConfig, settings, rngs):
         rngs=rngs,
         rtd_weight=settings.rtd_weight,
     )
+
+
+def networks(disc: EncoderConfig, settings) -> tuple[EncoderConfig, EncoderConfig]:
+    return disc, generator_config(disc, settings.generator_fraction)
+
+
+def hf_models(disc: EncoderConfig, params: dict, generator_fraction: float) -> list[tuple]:
+    """discriminator/ (ElectraForPreTraining) and generator/ (ElectraForMaskedLM, holding the
+    embeddings it shares with the discriminator)."""
+    shared = params["discriminator"]["encoder"]["embeddings"]
+    gen = dict(params["generator"], encoder={**params["generator"]["encoder"], "embeddings": shared})
+    return [
+        ("discriminator", disc, HEADS, params["discriminator"]),
+        ("generator", generator_config(disc, generator_fraction), ("mlm",), gen),
+    ]
 
 
 def denominators(batch):

@@ -3,6 +3,7 @@
 from bert_jax.objectives import masked_lm
 
 HEADS = ("mlm",)
+MODEL = ()  # where the BERT model with HEADS sits in the parameters
 DATA = ("full_sentences", "electra")  # prepared-data objectives this objective can train on
 build = masked_lm.builder(HEADS)
 denominators = masked_lm.mlm_denominators

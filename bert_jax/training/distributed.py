@@ -3,6 +3,7 @@
 Sources, first found wins: the config (`distributed.*`, set from the CLI flags), then
 BERT_JAX_COORDINATOR / BERT_JAX_NUM_PROCESSES / BERT_JAX_PROCESS_ID. With none and on a
 Cloud TPU VM, `jax.distributed.initialize()` auto-detects the slice. Otherwise one process.
+`Preemption`: SIGTERM, agreed on by every process at a step boundary.
 On CPU, BERT_JAX_LOCAL_DEVICES=K gives each process K devices and gloo collectives (how
 tests and launch/local.sh run N processes on one machine).
 """
@@ -11,11 +12,13 @@ from __future__ import annotations
 
 import glob
 import os
+import signal
 import socket
 import time
 
 import jax
 import numpy as np
+from jax.experimental import multihost_utils
 
 from bert_jax.errors import UserError
 
@@ -107,7 +110,6 @@ def _wait_for(coordinator: str, timeout: float, pid: int, num: int) -> None:
 def on_lead(fn, what: str):
     """Run `fn` on process 0 while the others wait; if it raises a UserError, every process
     raises one (process 0 with its message), instead of the others waiting forever."""
-    from jax.experimental import multihost_utils
 
     result, error = None, ""
     if jax.process_index() == 0:
@@ -122,3 +124,30 @@ def on_lead(fn, what: str):
         if failed:
             raise UserError(error or f"{what} failed on process 0 (its log names the cause)")
     return result
+
+
+class Preemption:
+    """SIGTERM sets a flag; the loop saves at the next step boundary and exits 0."""
+
+    def __init__(self):
+        self.requested = False
+        self._previous = signal.signal(signal.SIGTERM, self._handle)
+
+    def _handle(self, signum, frame):
+        self.requested = True
+
+    # Processes agree through an all-gather, a host sync: only every few steps, so the loop
+    # keeps dispatching ahead. Preemption notices give tens of seconds; this costs a few steps.
+    CHECK_EVERY = 10
+
+    def agreed(self, step: int) -> bool:
+        """Every process must stop at the same step: agree through a tiny all-gather."""
+        if jax.process_count() == 1:
+            return self.requested
+        if step % self.CHECK_EVERY:
+            return False
+        flags = multihost_utils.process_allgather(np.asarray(self.requested, np.int32))
+        return bool(np.any(flags))
+
+    def restore(self):
+        signal.signal(signal.SIGTERM, self._previous)

@@ -31,14 +31,15 @@ import numpy as np
 import optax
 from flax import nnx
 
-from bert_jax import host_malloc, storage
+from bert_jax import host_malloc, storage, writer_lock
 from bert_jax.data.finetuning import packing
 from bert_jax.errors import UserError
 from bert_jax.models import model as model_lib
 from bert_jax.models.config import EncoderConfig
-from bert_jax.training import checkpointing, distributed, metrics, optim, sharding, writer_lock
+from bert_jax.training import checkpointing, distributed, metrics, optim, sharding
+from bert_jax.training import workdir as workdir_lib
+from bert_jax.training.state import restore_newest_intact
 
-RESULTS = "results.json"
 SEED_RESULT = "result.json"
 
 
@@ -56,64 +57,10 @@ class Init:
 def load_init(path: str) -> Init:
     """The encoder and tokenizer of one of our workdirs (pretraining, `bert-jax import`,
     fine-tuning), a Hugging Face checkpoint directory, or an original TF1 checkpoint."""
-    from bert_jax.convert import hf
-
     if not path:
         raise UserError("no checkpoint to start from: pass --init CHECKPOINT (or set config.init)")
-    path = best_seed_dir(path)
-    if storage.isdir(storage.join(path, "checkpoints")):
-        from bert_jax.training.pretrain import load_params
-
-        enc, objective, params, extra, step = load_params(path)
-        if objective == "electra":
-            encoder = params["discriminator"]["encoder"]
-        else:
-            encoder = params["encoder"]
-        if objective == "imported":  # import and fine-tuning keep the tokenizer beside the checkpoint
-            tok_dir = storage.join(path, "tokenizer")
-        else:
-            from bert_jax.data.prepare import read_metadata
-
-            data_dir = extra["config"]["data"]["dir"] or storage.join(path, "data")
-            tok_dir = read_metadata(data_dir)["tokenizer"]
-        files = (
-            {
-                n: storage.join(tok_dir, n)
-                for n in storage.listdir(tok_dir)
-                if storage.isfile(storage.join(tok_dir, n))
-            }
-            if storage.isdir(tok_dir)
-            else {}
-        )
-        return Init(enc, encoder, files, f"{path} (step {step}, {objective})")
-    if storage.isfile(storage.join(path, "config.json")):
-        ckpt = hf.load(storage.fetch(path))
-        source = f"{path} (Hugging Face)"
-    else:
-        from bert_jax.convert import tf1
-
-        ckpt = tf1.load_tf1(storage.fetch(path))
-        source = f"{path} (TF1)"
-    return Init(ckpt.config, ckpt.params["encoder"], dict(ckpt.tokenizer_files), source)
-
-
-def best_seed_dir(path: str) -> str:
-    """A fine-tuning WORKDIR -> WORKDIR/seed_<best>; any other path as it is."""
-    results = storage.join(path, RESULTS)
-    if not storage.isfile(results):
-        return path
-    try:
-        best = storage.read_json(results)["best_checkpoint"]
-    except (UnicodeDecodeError, json.JSONDecodeError, KeyError, TypeError) as e:
-        raise UserError(f"{results}: no readable best_checkpoint ({type(e).__name__}: {e})") from None
-    return storage.inside(path, best, f"{results}'s best_checkpoint")
-
-
-def _copy_tokenizer(files: dict[str, str], directory: str) -> str:
-    storage.makedirs(directory)
-    for name, src in files.items():
-        storage.copy(src, storage.join(directory, name))
-    return directory
+    ckpt = workdir_lib.open(path)
+    return Init(ckpt.record.encoder, ckpt.encoder_params(), ckpt.tokenizer_files, ckpt.source)
 
 
 def task_encoder_config(config, enc: EncoderConfig) -> EncoderConfig:
@@ -437,9 +384,9 @@ def _fine_tune(config, workdir: str, log=print) -> dict:
         raise UserError(f"config.seeds={config.seeds} must be >= 1")
     init = load_init(config.init)
     storage.makedirs(workdir)
-    tok_dir = storage.join(workdir, "tokenizer")
+    tok_dir = storage.join(workdir, workdir_lib.TOKENIZER)
     if lead:
-        _copy_tokenizer(init.tokenizer_files, tok_dir)
+        workdir_lib.copy_tokenizer(init.tokenizer_files, tok_dir)
     _sync("tokenizer")
     tokenizer = load_tokenizer(tok_dir)
     if tokenizer.vocab_size > init.config.vocab_size:
@@ -516,7 +463,7 @@ def _fine_tune(config, workdir: str, log=print) -> dict:
         # train.checkpoint_every steps and on SIGTERM; an interrupted seed continues from it.
         state_ckpt, resumed = _open_state(seed_dir, fingerprint, save_every, lead, seed)
         if lead and resumed is None:
-            _copy_tokenizer(init.tokenizer_files, storage.join(seed_dir, "tokenizer"))
+            workdir_lib.copy_tokenizer(init.tokenizer_files, storage.join(seed_dir, workdir_lib.TOKENIZER))
         t_seed = time.perf_counter()
         writer = metrics.Writer(storage.join(seed_dir, "tensorboard"), enabled=lead)
         ckpt = checkpointing.Checkpointer(seed_dir, save_every=1, keep=1, async_save=False)
@@ -525,9 +472,7 @@ def _fine_tune(config, workdir: str, log=print) -> dict:
         if resumed is None:
             state = init_fn(_global(init.encoder, setup.param_shardings["encoder"]), jnp.uint32(seed))
         else:
-            from bert_jax.training.pretrain import _restore_newest_intact
-
-            state, extra, start = _restore_newest_intact(state_ckpt, resumed, setup.target, say)
+            state, extra, start = restore_newest_intact(state_ckpt, resumed, setup.target, say)
             best, best_step, history = extra["best"], extra["best_step"], extra["history"]
             best = -math.inf if best is None else best
             # A best checkpoint newer than the state is redone, identically, by the steps to come.
@@ -536,12 +481,14 @@ def _fine_tune(config, workdir: str, log=print) -> dict:
             say(f"seed {seed}: resumed at step {start} of {total} from {seed_dir}/state")
         if k == config.seeds - 1:
             init = dataclasses.replace(init, encoder=None)  # no later seed needs the host copy
-        identity = {
-            "encoder": setup.enc.architecture(),
-            "heads": [task.head],
-            "num_labels": task.num_labels,
-            "label_names": list(task.label_names),
-        }
+        record = workdir_lib.Record(
+            workdir_lib.FINETUNED,
+            setup.enc,
+            heads=(task.head,),
+            num_labels=task.num_labels,
+            label_names=tuple(task.label_names),
+            config=config.to_dict(),
+        )
 
         saved_at = {"step": start}
 
@@ -560,9 +507,7 @@ def _fine_tune(config, workdir: str, log=print) -> dict:
                 force=force,
             )
 
-        from bert_jax.training.pretrain import _Preemption
-
-        preemption = _Preemption()
+        preemption = distributed.Preemption()
         try:
             for step in range(start, total):
                 epoch, within = divmod(step, steps_per_epoch)
@@ -605,15 +550,9 @@ def _fine_tune(config, workdir: str, log=print) -> dict:
                         ckpt.save(
                             step + 1,
                             {"params": state["params"]},
-                            {
-                                "kind": "finetuned",
-                                "model": identity,
-                                "task": config.task.to_dict(),
-                                "config": config.to_dict(),
-                                "seed": seed,
-                                "metrics": flat,
-                                "init": init.source,
-                            },
+                            record.to_json(
+                                task=config.task.to_dict(), seed=seed, metrics=flat, init=init.source
+                            ),
                             force=True,
                         )
                 if step + 1 < total and state_ckpt.should_save(step + 1):
@@ -695,7 +634,7 @@ def _fine_tune(config, workdir: str, log=print) -> dict:
     }
     table = format_table(results)
     if lead:
-        storage.write_json(storage.join(workdir, RESULTS), results)
+        storage.write_json(storage.join(workdir, workdir_lib.RESULTS), results)
         storage.write_atomic(storage.join(workdir, "results.md"), table + "\n")
     say(table)
     return results
@@ -782,37 +721,14 @@ def evaluate(checkpoint: str, config=None, overrides=(), output: str | None = No
     import ml_collections
 
     from bert_jax import config_files
-    from bert_jax.convert import hf
     from bert_jax.data import finetuning
-    from bert_jax.data.tokenizers import load_tokenizer
 
-    checkpoint = best_seed_dir(checkpoint)
-    if storage.isdir(storage.join(checkpoint, "checkpoints")):
-        from bert_jax.training.pretrain import load_params
-
-        enc, _, params, extra, step = load_params(checkpoint)
-        if extra.get("kind") != "finetuned" and config is None:
-            raise UserError(f"{checkpoint} is not a fine-tuned checkpoint; pass --config to name the task")
-        model_info = extra["model"]
-        heads, num_labels, label_names = (
-            tuple(model_info["heads"]),
-            model_info["num_labels"],
-            tuple(model_info.get("label_names") or ()),
-        )
-        tok_dir = storage.join(checkpoint, "tokenizer")
-        source = f"{checkpoint} (step {step})"
-        saved = extra.get("config")
-    elif storage.isfile(storage.join(checkpoint, "config.json")):
-        ckpt = hf.load(storage.fetch(checkpoint))
-        enc, params, heads, num_labels = ckpt.config, ckpt.params, ckpt.heads, ckpt.num_labels
-        label_names, tok_dir, source, saved = (
-            tuple(ckpt.label_names or ()),
-            storage.fetch(checkpoint),
-            checkpoint,
-            None,
-        )
-    else:
-        raise UserError(f"{checkpoint}: neither a fine-tuning workdir nor a Hugging Face checkpoint")
+    ckpt = workdir_lib.open(checkpoint, sources=("ours", "hf"))
+    checkpoint, record = ckpt.path, ckpt.record
+    if record.kind != workdir_lib.FINETUNED and config is None:
+        raise UserError(f"{checkpoint} is not a fine-tuned checkpoint; pass --config to name the task")
+    heads, num_labels, label_names = record.heads, record.num_labels, record.label_names
+    params, saved = ckpt.model_params(), record.config
     if config is not None:
         config = config_files.load(config, overrides)
     elif saved is not None:
@@ -828,7 +744,7 @@ def evaluate(checkpoint: str, config=None, overrides=(), output: str | None = No
     distributed.initialize(config.distributed)
     mesh = sharding.make_mesh(dict(config.mesh))
     _, eb = _check_batch(config, mesh)
-    task = finetuning.load_task(config.task, load_tokenizer(tok_dir))
+    task = finetuning.load_task(config.task, ckpt.tokenizer())
     if task.head not in heads:
         raise UserError(
             f"{checkpoint} has heads {list(heads) or 'none'}; {task.name} needs a {task.head} head"
@@ -839,7 +755,7 @@ def evaluate(checkpoint: str, config=None, overrides=(), output: str | None = No
             f"labels ({', '.join(task.label_names)})"
         )
     order = _label_order(label_names, task.label_names, checkpoint, task.name)
-    enc = task_encoder_config(config, enc) if "model" in config else enc
+    enc = task_encoder_config(config, record.encoder) if "model" in config else record.encoder
     model = model_lib.abstract(enc, heads, num_labels)
     graphdef, abstract = nnx.split(model)
     param_shardings = sharding.param_shardings(abstract, mesh)
@@ -855,7 +771,7 @@ def evaluate(checkpoint: str, config=None, overrides=(), output: str | None = No
     predicts = {s: f for s, f in splits.items() if s not in task.eval_splits}
     layout = _layout(config, task, eb, mesh)
     result = _final(task, eval_step, params, evals, predicts, eb, mesh, layout, output, lead)
-    result["checkpoint"] = source
+    result["checkpoint"] = ckpt.source
     if lead:
         _write_json(storage.join(output, "metrics.json"), result)
     for k, v in result["flat"].items():

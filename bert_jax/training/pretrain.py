@@ -7,8 +7,6 @@ step, log, evaluate, checkpoint; SIGTERM saves at the next step boundary -> summ
 
 from __future__ import annotations
 
-import dataclasses
-import signal
 import time
 
 import jax
@@ -16,24 +14,24 @@ import jax.numpy as jnp
 import numpy as np
 import optax
 from flax import nnx
-from jax.experimental import multihost_utils
 
-from bert_jax import storage
+from bert_jax import storage, writer_lock
 from bert_jax.data import masking as masking_lib
-from bert_jax.data import prepare
+from bert_jax.data import prepare, records
 from bert_jax.data.pretraining import PretrainingStream, StreamConfig
 from bert_jax.errors import UserError
 from bert_jax.models.config import EncoderConfig, get_preset
-from bert_jax.objectives import OBJECTIVES
-from bert_jax.training import checkpointing, distributed, metrics, optim, sharding, writer_lock
-
-
-@dataclasses.dataclass(frozen=True)
-class Settings:
-    """What an objective's `build` may read beyond the encoder config."""
-
-    generator_fraction: float = 0.25
-    rtd_weight: float = 50.0
+from bert_jax.objectives import OBJECTIVES, networks
+from bert_jax.training import checkpointing, distributed, metrics, sharding
+from bert_jax.training import workdir as workdir_lib
+from bert_jax.training.state import (
+    Settings,
+    StateSetup,
+    graft,
+    newest_readable,
+    params_target,
+    restore_newest_intact,
+)
 
 
 def encoder_config(config, vocab_size: int):
@@ -55,18 +53,6 @@ def encoder_config(config, vocab_size: int):
             f"config.model.vocab_size={enc.vocab_size} is smaller than the data's vocabulary ({vocab_size})"
         )
     return enc
-
-
-def model_identity(config, enc, imported: bool = False) -> dict:
-    """What a checkpoint must match to be resumed: objective and architecture."""
-    out = {
-        "objective": config.objective,
-        "encoder": enc.architecture(),
-        "generator_fraction": config.electra.generator_fraction,
-    }
-    if imported:  # the architecture came from bert-jax import, not from model.preset
-        out["imported"] = True
-    return out
 
 
 def _data(config, workdir: str) -> str:
@@ -141,101 +127,6 @@ def _check(config, meta, mesh) -> None:
             f"config.data.eval_rows={config.data.eval_rows} leaves no training rows "
             f"(the data has {meta['num_rows']})"
         )
-
-
-class StateSetup:
-    """Shapes, shardings and the initializer of the train state, without allocating it."""
-
-    def __init__(self, config, enc, mesh):
-        objective = OBJECTIVES[config.objective]
-        settings = Settings(config.electra.generator_fraction, config.electra.rtd_weight)
-        self.build = lambda: objective.build(enc, settings, nnx.Rngs(config.train.seed))
-        self.graphdef, abstract_params = nnx.split(nnx.eval_shape(self.build))
-        self.tx, self.lr = optim.make(config.optim, config.train.steps, stacked_layers=not enc.share_layers)
-        self.seed = config.train.seed
-        self.abstract_state = jax.eval_shape(self.init)
-        param_shardings = sharding.param_shardings(abstract_params, mesh)
-        rep = sharding.replicated(mesh)
-        self.shardings = {k: rep for k in self.abstract_state}
-        self.shardings["params"] = param_shardings
-        self.shardings["opt_state"] = optax.tree_map_params(
-            self.tx,
-            lambda _, s: s,
-            self.abstract_state["opt_state"],
-            param_shardings,
-            transform_non_params=lambda _: rep,
-        )
-
-    def init(self):
-        params = nnx.to_pure_dict(nnx.state(self.build()))
-        return {
-            "params": params,
-            "opt_state": self.tx.init(params),
-            "step": jnp.zeros((), jnp.int32),
-            "rng": jax.random.key_data(jax.random.key(self.seed)),
-            "nonfinite_run": jnp.zeros((), jnp.int32),
-            "nonfinite_total": jnp.zeros((), jnp.int32),
-        }
-
-    def target(self):
-        """The abstract state with target shardings: what a restore fills in."""
-        return jax.tree.map(
-            lambda a, s: jax.ShapeDtypeStruct(a.shape, a.dtype, sharding=s),
-            self.abstract_state,
-            self.shardings,
-        )
-
-
-def load_params(workdir: str, step: int | None = None):
-    """(encoder config, objective, params as a pure dict, extra, step) of one of our
-    checkpoints, restored onto this process's first device (for encode / export).
-    Parameter-only checkpoints (`bert-jax import`, fine-tuning) give objective "imported"."""
-    import ml_collections
-
-    ckpt = checkpointing.Checkpointer(workdir, async_save=False, read_only=True)
-    try:
-        step = ckpt.latest_step() if step is None else step
-        if step is None:
-            raise UserError(f"{workdir} holds no checkpoint")
-        extra = ckpt.read_extra(step)
-        enc = EncoderConfig.from_dict(extra["model"]["encoder"])
-        mesh = sharding.make_mesh({"data": 1, "fsdp": 1, "tensor": 1}, jax.local_devices()[:1])
-        if extra.get("kind") in ("imported", "finetuned"):  # import / fine-tuning: parameters only
-            state, extra = ckpt.restore(step, _imported_target(extra, mesh))
-            return enc, "imported", state["params"], extra, step
-        config = ml_collections.ConfigDict(extra["config"])
-        setup = StateSetup(config, enc, mesh)
-        state, extra = ckpt.restore(step, setup.target())
-    finally:
-        ckpt.close()
-    return enc, config.objective, state["params"], extra, step
-
-
-def _imported_target(extra: dict, mesh) -> dict:
-    """The abstract {"params": ...} of an imported checkpoint, placed on `mesh`."""
-    from bert_jax.models import model as model_lib
-
-    m = extra["model"]
-    abstract = model_lib.abstract(EncoderConfig.from_dict(m["encoder"]), tuple(m["heads"]), m["num_labels"])
-    shardings = sharding.param_shardings(nnx.state(abstract), mesh)
-    pure = nnx.to_pure_dict(nnx.state(abstract))
-    return {
-        "params": jax.tree.map(
-            lambda a, s: jax.ShapeDtypeStruct(a.shape, a.dtype, sharding=s), pure, shardings
-        )
-    }
-
-
-def _graft(fresh: dict, imported: dict, objective: str) -> dict:
-    """Imported parameters over a fresh init: what the import has, the rest (new heads,
-    the ELECTRA generator) stays fresh."""
-    if objective == "electra":
-        return {**fresh, "discriminator": _graft(fresh["discriminator"], imported, "")}
-    out = dict(fresh)
-    for key, value in imported.items():
-        if key in fresh:
-            out[key] = _graft(fresh[key], value, "") if isinstance(value, dict) else value
-    return out
 
 
 def count_nonfinite(run, total, finite, limit: int):
@@ -327,33 +218,6 @@ def make_eval_step(graphdef, objective, mesh, param_shardings):
     )
 
 
-class _Preemption:
-    """SIGTERM sets a flag; the loop saves at the next step boundary and exits 0."""
-
-    def __init__(self):
-        self.requested = False
-        self._previous = signal.signal(signal.SIGTERM, self._handle)
-
-    def _handle(self, signum, frame):
-        self.requested = True
-
-    # Processes agree through an all-gather, a host sync: only every few steps, so the loop
-    # keeps dispatching ahead. Preemption notices give tens of seconds; this costs a few steps.
-    CHECK_EVERY = 10
-
-    def agreed(self, step: int) -> bool:
-        """Every process must stop at the same step: agree through a tiny all-gather."""
-        if jax.process_count() == 1:
-            return self.requested
-        if step % self.CHECK_EVERY:
-            return False
-        flags = multihost_utils.process_allgather(np.asarray(self.requested, np.int32))
-        return bool(np.any(flags))
-
-    def restore(self):
-        signal.signal(signal.SIGTERM, self._previous)
-
-
 def train_and_evaluate(config, workdir: str, log=print) -> dict:
     """Pretrain into `workdir`, which this run holds alone (writer_lock) while it runs."""
     distributed.initialize(config.distributed)
@@ -372,14 +236,13 @@ def _train_and_evaluate(config, workdir: str, log=print) -> dict:
     ckpt = checkpointing.Checkpointer(
         workdir, save_every=config.train.checkpoint_every, keep=config.train.keep_checkpoints
     )
-    latest, latest_extra = _newest_readable(ckpt, ckpt.all_steps(), say)
-    imported = latest_extra if latest_extra.get("kind") == "imported" else None
-    # The architecture of a run that began from an import stays the imported one.
-    arch = (imported or {}).get("model", {}).get("encoder") or (
-        latest_extra.get("model", {}).get("encoder")
-        if latest_extra.get("model", {}).get("imported")
-        else None
+    latest, latest_extra = newest_readable(ckpt, ckpt.all_steps(), say)
+    found = (
+        workdir_lib.read_record(latest_extra, f"{workdir} (step {latest})") if latest is not None else None
     )
+    imported = found if found and found.kind == workdir_lib.IMPORTED else None
+    # The architecture of a run that began from an import stays the imported one.
+    arch = found.encoder if found and (imported or found.from_import) else None
     if arch is not None:  # began from an import: its data uses the imported tokenizer, resumed too
         if not config.data.dir and not config.data.prepare.tokenizer:
             with config.unlocked():
@@ -388,7 +251,7 @@ def _train_and_evaluate(config, workdir: str, log=print) -> dict:
     # --- data ------------------------------------------------------------------------------
     _check_config(config, mesh)
     data_dir = _data(config, workdir)
-    meta = prepare.read_metadata(data_dir)
+    meta = records.read_metadata(data_dir)
     _check(config, meta, mesh)
     objective = OBJECTIVES[config.objective]
     masking = masking_lib.MaskingConfig(**config.masking.to_dict())
@@ -416,7 +279,7 @@ def _train_and_evaluate(config, workdir: str, log=print) -> dict:
     enc = encoder_config(config, meta["vocab_size"])
     if arch is not None:
         m = config.model
-        enc = EncoderConfig.from_dict(arch).replace(
+        enc = arch.replace(
             dtype=m.dtype,
             remat_policy=m.remat_policy,
             scan_layers=m.scan_layers,
@@ -436,13 +299,16 @@ def _train_and_evaluate(config, workdir: str, log=print) -> dict:
     graphdef, tx, lr = setup.graphdef, setup.tx, setup.lr
     abstract_state, state_shardings = setup.abstract_state, setup.shardings
     param_shardings = state_shardings["params"]
-    identity = model_identity(config, enc, imported=arch is not None)
+    record = workdir_lib.Record.pretraining(config, enc, from_import=arch is not None)
+    identity = record.model()
 
     # --- restore, or start fresh (created sharded: never whole on one device) ---------------
     if imported is not None:
-        loaded, _ = ckpt.restore(latest, _imported_target(imported, mesh))
+        loaded, _ = ckpt.restore(
+            latest, params_target(imported.encoder, imported.heads, imported.num_labels, mesh)
+        )
         fresh = jax.jit(setup.init, out_shardings=state_shardings)()
-        params = _graft(fresh["params"], loaded["params"], config.objective)
+        params = graft(fresh["params"], loaded["params"], objective.MODEL)
         state = dict(
             fresh,
             params=params,
@@ -459,7 +325,7 @@ def _train_and_evaluate(config, workdir: str, log=print) -> dict:
                 f"{_describe(saved)}, configured {_describe(identity)}"
                 f"{_differences(saved, identity)}; use another --workdir"
             )
-        state, extra, latest = _restore_newest_intact(ckpt, latest, setup.target(), say)
+        state, extra, latest = restore_newest_intact(ckpt, latest, setup.target(), say)
         start = train_stream.check_state(extra["data_state"])
         say(f"resumed from {workdir} at step {start}")
     else:
@@ -487,14 +353,10 @@ def _train_and_evaluate(config, workdir: str, log=print) -> dict:
     progress = metrics.Progress(config.train.steps, enabled=lead)
     peak = config.train.peak_flops or metrics.peak_matmul_flops(config.model.dtype)
     seq = meta["max_seq_length"]
-    flops = metrics.flops_per_sequence(enc, seq, masking.max_predictions)
-    if config.objective == "electra":  # the generator runs too
-        from bert_jax.objectives.electra import generator_config
-
-        flops += metrics.flops_per_sequence(
-            generator_config(enc, config.electra.generator_fraction), seq, masking.max_predictions
-        )
-    flops *= config.train.global_batch_size
+    flops = config.train.global_batch_size * sum(
+        metrics.flops_per_sequence(network, seq, masking.max_predictions)
+        for network in networks(config.objective, enc, Settings.of(config))
+    )
 
     def evaluate(step: int) -> dict[str, float]:
         if eval_stream is None:
@@ -517,7 +379,7 @@ def _train_and_evaluate(config, workdir: str, log=print) -> dict:
         if ckpt.save(
             step,
             state,
-            {"data_state": train_stream.state(step), "model": identity, "config": config.to_dict()},
+            record.to_json(data_state=train_stream.state(step)),
             force=force,
         ):
             saved["step"] = step
@@ -527,7 +389,7 @@ def _train_and_evaluate(config, workdir: str, log=print) -> dict:
     if start == 0:
         history["first_eval"] = evaluate(0)
         say(f"eval at step 0: {_fmt(history['first_eval'])}")
-    preemption = _Preemption()
+    preemption = distributed.Preemption()
     batches = train_stream.dataset(start, config.train.steps).as_numpy_iterator()
     last_time, last_step, step = time.perf_counter(), start, start
     try:
@@ -599,52 +461,6 @@ def _train_and_evaluate(config, workdir: str, log=print) -> dict:
 
 def _fmt(values: dict[str, float]) -> str:
     return "  ".join(f"{k} {v:.4f}" for k, v in sorted(values.items()))
-
-
-def _warn_damaged(error: checkpointing.DamagedCheckpoint, say) -> None:
-    say(
-        f"WARNING: {error}. Resuming from the newest intact step before it; the damaged step "
-        "is kept beside the others as <step>.damaged-<time>."
-    )
-
-
-def _newest_readable(ckpt, steps: list[int], say) -> tuple[int | None, dict]:
-    """The newest step whose JSON item reads back intact, and that item."""
-    for step in reversed(steps):
-        try:
-            return step, ckpt.read_extra(step)
-        except checkpointing.DamagedCheckpoint as e:
-            if step == steps[0]:
-                raise UserError(f"{e}; and no earlier checkpoint is intact") from None
-            _warn_damaged(e, say)
-    return None, {}
-
-
-def _restore_newest_intact(ckpt, step: int, target, say):
-    """(state, extra, step) of the newest fully intact step at or before `step`. Damaged
-    newer steps are set aside only once an intact one has been restored."""
-    damaged = []
-    while True:
-        try:
-            state, extra = ckpt.restore(step, target)
-            saved_step = int(jax.device_get(state["step"].addressable_data(0)))
-            if extra.get("data_state", {}).get("step") != saved_step:
-                raise checkpointing.DamagedCheckpoint(
-                    f"checkpoint step {step} is damaged: its data_state.step "
-                    f"{extra.get('data_state', {}).get('step')!r} is not its state's step {saved_step}",
-                    step,
-                )
-            break
-        except checkpointing.DamagedCheckpoint as e:
-            earlier = [s for s in ckpt.all_steps() if s < step]
-            if not earlier:
-                raise UserError(f"{e}; and no earlier checkpoint is intact") from None
-            _warn_damaged(e, say)
-            damaged.append(step)
-            step, _ = _newest_readable(ckpt, earlier, say)
-    for bad in sorted(set(damaged) | {s for s in ckpt.all_steps() if s > step}):
-        ckpt.set_aside(bad)
-    return state, extra, step
 
 
 def _normalized(identity):

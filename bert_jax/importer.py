@@ -19,7 +19,7 @@ SOURCES = ("hf", "tf1")
 
 def import_checkpoint(kind: str, source: str, output: str, overwrite: bool = False, log=print) -> dict:
     from bert_jax.convert import hf
-    from bert_jax.training import checkpointing
+    from bert_jax.training import checkpointing, workdir
 
     if kind not in SOURCES:
         raise UserError(f"--from={kind!r}; choose one of: {', '.join(SOURCES)}")
@@ -32,24 +32,18 @@ def import_checkpoint(kind: str, source: str, output: str, overwrite: bool = Fal
 
         ckpt = tf1.load_tf1(storage.fetch(source))
     if overwrite:
-        for name in ("checkpoints", "tokenizer", "data"):  # old data would not fit the new vocabulary
+        for name in ("checkpoints", workdir.TOKENIZER, "data"):  # old data would not fit the new vocabulary
             storage.rmtree(storage.join(output, name))
-    tok_dir = storage.join(output, "tokenizer")
-    storage.makedirs(tok_dir)
-    for name, path in ckpt.tokenizer_files.items():
-        storage.copy(path, storage.join(tok_dir, name))
+    workdir.copy_tokenizer(ckpt.tokenizer_files, storage.join(output, workdir.TOKENIZER))
     params = {"params": _to_jax(ckpt.params)}
-    extra = {
-        "kind": "imported",
-        "source": storage.absolute(source),
-        "format": kind,
-        "model": {
-            "encoder": ckpt.config.to_dict(),
-            "heads": list(ckpt.heads),
-            "num_labels": ckpt.num_labels,
-            "label_names": list(ckpt.label_names or []),
-        },
-    }
+    record = workdir.Record(
+        workdir.IMPORTED,
+        ckpt.config,
+        heads=tuple(ckpt.heads),
+        num_labels=ckpt.num_labels,
+        label_names=tuple(ckpt.label_names or ()),
+    )
+    extra = record.to_json(source=storage.absolute(source), format=kind)
     with checkpointing.Checkpointer(output, save_every=1, async_save=False) as saver:
         saver.save(0, params, extra, force=True)
     log(
