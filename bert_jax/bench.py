@@ -34,8 +34,9 @@ from bert_jax.errors import UserError
 from bert_jax.models.config import get_preset
 from bert_jax.objectives import OBJECTIVES, networks
 from bert_jax.training import metrics, sharding
-from bert_jax.training.pretrain import encoder_config, make_train_step
+from bert_jax.training.pretrain import encoder_config
 from bert_jax.training.state import Settings, StateSetup
+from bert_jax.training.step import make_train_step
 
 
 def synthetic_batch(
@@ -82,7 +83,7 @@ def run(config, steps: int = 10, warmup: int = 2, log=print, profile_dir: str | 
     # vocabulary unless config.model.vocab_size names one.
     enc = encoder_config(config, m.vocab_size or get_preset(m.preset).vocab_size)
     objective = OBJECTIVES[config.objective]
-    setup = StateSetup(config, enc, mesh)
+    setup = StateSetup.for_pretraining(config, enc, mesh)
     state = jax.jit(setup.init, out_shardings=setup.shardings)()
     step_fn = make_train_step(
         setup.graphdef,

@@ -100,9 +100,9 @@ def _finetune(args: argparse.Namespace) -> None:
 
 
 def _evaluate(args: argparse.Namespace) -> None:
-    from bert_jax.training import finetune
+    from bert_jax import evaluate
 
-    finetune.evaluate(args.checkpoint, args.config, args.overrides, args.output)
+    evaluate.evaluate(args.checkpoint, args.config, args.overrides, args.output)
 
 
 def _export(args: argparse.Namespace) -> None:

@@ -818,4 +818,5 @@ def test_the_trainers_share_no_public_function_name():
         }
 
     assert public(ft) & public(pt) == set()
-    assert {"fine_tune", "make_task_step", "make_predict_step", "task_encoder_config"} <= public(ft)
+    assert {"fine_tune", "task_encoder_config", "load_init", "score_splits"} <= public(ft)
+    assert {"train_and_evaluate", "encoder_config"} <= public(pt)

@@ -180,7 +180,7 @@ def test_a_step_on_the_layout_equals_the_padded_step(kind, packed):
     import jax.numpy as jnp
     from flax import nnx
 
-    from bert_jax.training import finetune
+    from bert_jax.objectives import tasks
 
     model = _tiny_model()
     graphdef, params = nnx.split(model)
@@ -200,7 +200,7 @@ def test_a_step_on_the_layout_equals_the_padded_step(kind, packed):
 
     def loss(params, batch):
         batch = {k: jnp.asarray(v) for k, v in batch.items() if k != "example_index"}
-        return finetune.task_loss(kind, finetune._forward(nnx.merge(graphdef, params), batch), batch)
+        return tasks.task_loss(kind, tasks.forward(nnx.merge(graphdef, params), batch), batch)
 
     (l1, n1), g1 = jax.value_and_grad(loss, has_aux=True)(params, got)
     (l2, n2), g2 = jax.value_and_grad(loss, has_aux=True)(params, padded)
@@ -261,6 +261,6 @@ def test_eval_batches_cover_every_example_and_map_back(kind, packed):
 
 
 def finetune_outputs(kind):
-    from bert_jax.training import finetune
+    from bert_jax.objectives import tasks
 
-    return finetune.OUTPUTS[kind]
+    return tasks.OUTPUTS[kind]

@@ -28,7 +28,6 @@ import types
 import jax
 import jax.numpy as jnp
 import numpy as np
-import optax
 from flax import nnx
 
 from bert_jax import host_malloc, storage, writer_lock
@@ -36,9 +35,11 @@ from bert_jax.data.finetuning import packing
 from bert_jax.errors import UserError
 from bert_jax.models import model as model_lib
 from bert_jax.models.config import EncoderConfig
+from bert_jax.objectives import tasks
 from bert_jax.training import checkpointing, distributed, metrics, optim, sharding
+from bert_jax.training import step as step_lib
 from bert_jax.training import workdir as workdir_lib
-from bert_jax.training.state import restore_newest_intact
+from bert_jax.training.state import StateSetup, restore_newest_intact
 
 SEED_RESULT = "result.json"
 
@@ -75,116 +76,15 @@ def task_encoder_config(config, enc: EncoderConfig) -> EncoderConfig:
     return enc
 
 
-# --- losses and steps ------------------------------------------------------------------------
-
-
-def task_loss(kind: str, out: dict, batch: dict) -> tuple[jax.Array, jax.Array]:
-    """(mean loss, weight) over the batch's real examples. `weights` is 0 on padding: per row
-    [batch], or per packed example slot [rows, K] (token labels: per row)."""
-    w = batch["weights"]
-    if kind == "token_classification":
-        labels = batch["labels"]  # [batch, seq], -100 where no word starts
-        mask = (labels >= 0) & (w[:, None] > 0)
-        ce = optax.softmax_cross_entropy_with_integer_labels(
-            out["token_classification_logits"], jnp.maximum(labels, 0)
-        )
-        n = mask.sum()
-        return jnp.where(mask, ce, 0.0).sum() / jnp.maximum(n, 1), n
-    if kind == "span":
-        # Over the row's tokens only: a padding position is never an answer, and a batch cut
-        # to a narrower bucket scores the same as a full-width one.
-        tokens = batch["attention_mask"] > 0
-
-        def ce(logits, y):
-            return optax.softmax_cross_entropy_with_integer_labels(jnp.where(tokens, logits, -1e9), y)
-
-        per_row = 0.5 * (
-            ce(out["start_logits"], batch["start_positions"]) + ce(out["end_logits"], batch["end_positions"])
-        )
-        keep = w > 0
-    elif kind == "regression":
-        per_row = jnp.square(out["classification_logits"][..., 0] - jnp.nan_to_num(batch["labels"]))
-        keep = (w > 0) & ~jnp.isnan(batch["labels"])
-    else:
-        labels = batch["labels"]
-        per_row = optax.softmax_cross_entropy_with_integer_labels(
-            out["classification_logits"], jnp.maximum(labels, 0)
-        )
-        keep = (w > 0) & (labels >= 0)
-    n = keep.sum()
-    return jnp.where(keep, per_row, 0.0).sum() / jnp.maximum(n, 1), n
-
-
-def _forward(model, batch, rng=None):
-    """Packed batches carry packing_ids and cls_positions; bucketed ones do not."""
-    return model(
-        batch["input_ids"],
-        batch["attention_mask"],
-        batch["segment_ids"],
-        packing_ids=batch.get("packing_ids"),
-        cls_positions=batch.get("cls_positions"),
-        rng=rng,
-    )
-
-
-OUTPUTS = {
-    "classification": ("classification_logits",),
-    "regression": ("classification_logits",),
-    "span": ("start_logits", "end_logits"),
-    "token_classification": ("token_classification_logits",),
-}
-
-
-def make_task_step(graphdef, kind: str, tx, lr, mesh, state_shardings):
-    def loss_fn(params, batch, rng):
-        loss, _ = task_loss(kind, _forward(nnx.merge(graphdef, params), batch, rng), batch)
-        return loss
-
-    def step(state, batch):
-        rng = jax.random.fold_in(jax.random.wrap_key_data(state["rng"]), state["step"])
-        loss, grads = jax.value_and_grad(loss_fn)(state["params"], batch, rng)
-        updates, opt_state = tx.update(grads, state["opt_state"], state["params"])
-        new = dict(
-            state,
-            params=optax.apply_updates(state["params"], updates),
-            opt_state=opt_state,
-            step=state["step"] + 1,
-        )
-        return new, {"loss": loss, "grad_norm": optax.global_norm(grads), "learning_rate": lr(state["step"])}
-
-    return jax.jit(
-        step,
-        in_shardings=(state_shardings, sharding.batch_sharding(mesh)),
-        out_shardings=(state_shardings, sharding.replicated(mesh)),
-        donate_argnums=0,
-    )
-
-
-def make_predict_step(graphdef, kind: str, mesh, param_shardings):
-    def step(params, batch):
-        out = _forward(nnx.merge(graphdef, params), batch)
-        return {k: out[k] for k in OUTPUTS[kind]}
-
-    return jax.jit(
-        step,
-        in_shardings=(param_shardings, sharding.batch_sharding(mesh)),
-        out_shardings=sharding.replicated(mesh),
-    )
-
-
 # --- batches -----------------------------------------------------------------------------
 
 
 def _batch(host: dict[str, np.ndarray], mesh) -> dict[str, jax.Array]:
-    """A global batch from its host arrays (every process holds all of the task's rows and
-    builds the same batch), so each device takes its own slice wherever the mesh puts it (a
-    batch replicated over a tensor axis that spans processes included)."""
-    spec = sharding.batch_sharding(mesh)
-    return {
-        k: jax.make_array_from_callback(v.shape, spec, lambda idx, v=v: v[idx])
-        for k, v in host.items()
-        if k not in packing.HOST_ONLY
-    }
+    """The device batch of a step: every process holds all of the task's rows and builds the
+    same host batch (sharding.global_batch_from_whole)."""
+    return sharding.global_batch_from_whole(
+        {k: v for k, v in host.items() if k not in packing.HOST_ONLY}, mesh
+    )
 
 
 def predict(eval_step, params, features, batch_size: int, mesh, layout: packing.Layout) -> dict:
@@ -197,29 +97,19 @@ def predict(eval_step, params, features, batch_size: int, mesh, layout: packing.
     return layout.outputs(parts, len(arrays["input_ids"]), arrays["input_ids"].shape[1])
 
 
-class _Shapes:
-    """Counts the distinct batch shapes a jitted step is called with: one compile each."""
-
-    def __init__(self, step):
-        self.step, self.seen = step, set()
-
-    def __call__(self, state, batch):
-        self.seen.add(tuple(sorted((k, v.shape) for k, v in batch.items())))
-        return self.step(state, batch)
-
-
 # --- the job -------------------------------------------------------------------------------
 
 
-def _setup(config, init: Init, task, mesh, total_steps: int):
+def _setup(config, init: Init, task, mesh, total_steps: int) -> StateSetup:
+    """The state of a seed: the init checkpoint's encoder (checked against the task model's
+    shapes), a fresh head, the optimizer with warmup and layer-wise decay."""
     enc = task_encoder_config(config, init.config)
-    seed = config.train.seed
 
-    def build(seed=seed):
+    def build(seed):
         return model_lib.Model(enc, (task.head,), task.num_labels, rngs=nnx.Rngs(jax.random.key(seed)))
 
-    graphdef, abstract = nnx.split(nnx.eval_shape(build))
-    pure = nnx.to_pure_dict(abstract)
+    pure = nnx.to_pure_dict(nnx.state(nnx.eval_shape(lambda: build(config.train.seed))))
+    _check_encoder(init, pure["encoder"])
     decay = config.optim.layerwise_decay
     if not 0.0 < decay <= 1.0:
         raise UserError(f"config.optim.layerwise_decay={decay} must be in (0, 1]")
@@ -229,39 +119,7 @@ def _setup(config, init: Init, task, mesh, total_steps: int):
         raise UserError(f"config.train.warmup_fraction={frac} must be in [0, 1]")
     optim_cfg = types.SimpleNamespace(**config.optim.to_dict(), warmup_steps=int(round(frac * total_steps)))
     tx, lr = optim.make(optim_cfg, total_steps, scales, stacked_layers=not enc.share_layers)
-    param_shardings = sharding.param_shardings(abstract, mesh)
-    rep = sharding.replicated(mesh)
-
-    def init_state(encoder, rng):
-        params = nnx.to_pure_dict(nnx.state(build(rng)))
-        params["encoder"] = encoder
-        return {
-            "params": params,
-            "opt_state": tx.init(params),
-            "step": jnp.zeros((), jnp.int32),
-            "rng": jax.random.key_data(jax.random.key(rng)),
-        }
-
-    abstract_state = jax.eval_shape(init_state, pure["encoder"], jnp.uint32(0))
-    state_shardings = {k: rep for k in abstract_state}
-    state_shardings["params"] = param_shardings
-    state_shardings["opt_state"] = optax.tree_map_params(
-        tx, lambda _, s: s, abstract_state["opt_state"], param_shardings, transform_non_params=lambda _: rep
-    )
-    _check_encoder(init, pure["encoder"])
-    target = jax.tree.map(
-        lambda a, s: jax.ShapeDtypeStruct(a.shape, a.dtype, sharding=s), abstract_state, state_shardings
-    )
-    return types.SimpleNamespace(
-        target=target,
-        enc=enc,
-        graphdef=graphdef,
-        tx=tx,
-        lr=lr,
-        init_state=init_state,
-        state_shardings=state_shardings,
-        param_shardings=param_shardings,
-    )
+    return StateSetup(enc, build, tx, lr, mesh, config.train.seed)
 
 
 def _open_state(seed_dir: str, fingerprint: str, save_every: int, lead: bool, seed: int):
@@ -305,17 +163,7 @@ def _check_encoder(init: Init, expected: dict) -> None:
             )
 
 
-def _global(tree, shardings):
-    """Host values (the same on every process) -> global arrays with these shardings."""
-
-    def put(x, s):
-        x = np.asarray(x)
-        return jax.make_array_from_callback(x.shape, s, lambda idx: x[idx])
-
-    return jax.tree.map(put, tree, shardings)
-
-
-def _layout(config, task, batch: int, mesh) -> packing.Layout:
+def batch_layout(config, task, batch: int, mesh) -> packing.Layout:
     """Packed rows for the tasks that pack (config.train.packing), else length buckets."""
     # .get: `bert-jax evaluate` reads configs saved before these fields existed.
     k = config.train.get("pack_max_per_row", 16)
@@ -325,7 +173,7 @@ def _layout(config, task, batch: int, mesh) -> packing.Layout:
     return packing.Layout.for_task(task.kind, pack, k, batch, sharding.batch_divisor(mesh))
 
 
-def _check_batch(config, mesh) -> tuple[int, int]:
+def batch_sizes(config, mesh) -> tuple[int, int]:
     b = config.train.global_batch_size
     eb = config.train.eval_batch_size or b
     d = sharding.batch_divisor(mesh)
@@ -372,17 +220,80 @@ def fine_tune(config, workdir: str, log=print) -> dict:
 
 
 def _fine_tune(config, workdir: str, log=print) -> dict:
-    from bert_jax.data import finetuning
-    from bert_jax.data.tokenizers import load_tokenizer
-    from bert_jax.evaluation import metrics as eval_metrics
+    job = _prepare(config, workdir, log)
+    runs = []
+    for k in range(config.seeds):
+        result = _run_seed(job, k)
+        if "preempted_at" in result:
+            return result
+        runs.append(result)
+    return _summarize(job, runs)
 
-    # --- start-up, mesh, the init checkpoint, the task's data ---------------------------------
+
+def _prepare(config, workdir: str, log) -> types.SimpleNamespace:
+    """Start-up, mesh, the init checkpoint, the task's features, the state's setup, the steps."""
     mesh = sharding.make_mesh(dict(config.mesh))
     lead = jax.process_index() == 0
     say = log if lead else (lambda *a, **k: None)
     if config.seeds < 1:
         raise UserError(f"config.seeds={config.seeds} must be >= 1")
     init = load_init(config.init)
+    task = _task(config, init, workdir, lead)
+    train, evals, predicts = _features(task, lead, say)
+    n_train = len(train.arrays["input_ids"])
+    batch, eval_batch = batch_sizes(config, mesh)
+    steps_per_epoch = math.ceil(n_train / batch)
+    total = max(1, math.ceil(config.train.epochs * steps_per_epoch))
+    eval_every = config.train.eval_every or steps_per_epoch
+    if config.train.checkpoint_every < 0:
+        raise UserError(f"config.train.checkpoint_every={config.train.checkpoint_every} must be >= 0")
+    setup = _setup(config, init, task, mesh, total)
+    objective = tasks.for_kind(task.kind)
+    max_nonfinite = config.train.get("max_nonfinite_steps", 10)
+    train_step = step_lib.make_train_step(
+        setup.graphdef, objective, setup.tx, setup.lr, 1, mesh, setup.shardings, max_nonfinite
+    )
+    eval_step = step_lib.make_eval_step(setup.graphdef, objective.predict, mesh, setup.param_shardings)
+    say(
+        f"fine-tuning {init.source} on {task.name} ({task.kind}, {len(task.label_names) or 1} "
+        f"output(s)): {total} steps of {batch} ({config.train.epochs:g} epochs), {config.seeds} seed(s), "
+        f"{jax.device_count()} device(s), mesh {dict(mesh.shape)}"
+    )
+    return types.SimpleNamespace(
+        config=config,
+        workdir=workdir,
+        mesh=mesh,
+        lead=lead,
+        say=say,
+        init=init,
+        task=task,
+        train=train,
+        evals=evals,
+        predicts=predicts,
+        n_train=n_train,
+        batch=batch,
+        eval_batch=eval_batch,
+        steps_per_epoch=steps_per_epoch,
+        total=total,
+        eval_every=eval_every,
+        save_every=config.train.checkpoint_every or eval_every,
+        setup=setup,
+        layout=batch_layout(config, task, batch, mesh),
+        train_step=step_lib.Shapes(train_step),
+        eval_step=step_lib.Shapes(eval_step),
+        # The encoder's arrays are donated to each seed's state (no second copy while training).
+        init_fn=jax.jit(setup.init, out_shardings=setup.shardings, donate_argnums=1),
+        max_nonfinite=max_nonfinite,
+        main=f"{task.eval_splits[0]}/{task.main_metric}",
+        fingerprint=_fingerprint(config),
+    )
+
+
+def _task(config, init: Init, workdir: str, lead: bool):
+    """The task, with the init checkpoint's tokenizer (copied into WORKDIR/tokenizer)."""
+    from bert_jax.data import finetuning
+    from bert_jax.data.tokenizers import load_tokenizer
+
     storage.makedirs(workdir)
     tok_dir = storage.join(workdir, workdir_lib.TOKENIZER)
     if lead:
@@ -394,7 +305,11 @@ def _fine_tune(config, workdir: str, log=print) -> dict:
             f"{init.source}: the tokenizer has {tokenizer.vocab_size} tokens but the model's "
             f"vocabulary only {init.config.vocab_size}"
         )
-    task = finetuning.load_task(config.task, tokenizer)
+    return finetuning.load_task(config.task, tokenizer)
+
+
+def _features(task, lead: bool, say):
+    """(train, evals, predicts): the task's rows, built once for every seed."""
     t0 = time.perf_counter()
     if not lead:  # process 0 reads first: a TFDS download and prepare happens once
         _sync("task-data")
@@ -419,228 +334,241 @@ def _fine_tune(config, workdir: str, log=print) -> dict:
             f"{task.name}: no training rows in split {task.train_split!r} "
             f"({train.num_examples} examples{_skips(train)})"
         )
-    batch, eval_batch = _check_batch(config, mesh)
-    steps_per_epoch = math.ceil(n_train / batch)
-    total = max(1, math.ceil(config.train.epochs * steps_per_epoch))
-    eval_every = config.train.eval_every or steps_per_epoch
-    if config.train.checkpoint_every < 0:
-        raise UserError(f"config.train.checkpoint_every={config.train.checkpoint_every} must be >= 0")
-    save_every = config.train.checkpoint_every or eval_every
-    setup = _setup(config, init, task, mesh, total)
-    layout = _layout(config, task, batch, mesh)
-    train_step = _Shapes(
-        make_task_step(setup.graphdef, task.kind, setup.tx, setup.lr, mesh, setup.state_shardings)
-    )
-    eval_step = _Shapes(make_predict_step(setup.graphdef, task.kind, mesh, setup.param_shardings))
-    # The encoder's arrays are donated to each seed's state (no second copy while training).
-    init_fn = jax.jit(setup.init_state, out_shardings=setup.state_shardings, donate_argnums=0)
-    say(
-        f"fine-tuning {init.source} on {task.name} ({task.kind}, {len(task.label_names) or 1} "
-        f"output(s)): {total} steps of {batch} ({config.train.epochs:g} epochs), {config.seeds} seed(s), "
-        f"{jax.device_count()} device(s), mesh {dict(mesh.shape)}"
-    )
+    return train, evals, predicts
 
-    # --- one run per seed --------------------------------------------------------------------
-    main = f"{task.eval_splits[0]}/{task.main_metric}"
-    fingerprint = _fingerprint(config)
-    runs = []
-    for k in range(config.seeds):
-        seed = config.train.seed + k
-        seed_dir = storage.join(workdir, f"seed_{seed}")
-        done = storage.join(seed_dir, SEED_RESULT)
-        if storage.isfile(done):
-            earlier = storage.read_json(done)
-            if earlier.get("fingerprint") != fingerprint:
-                raise UserError(
-                    f"{seed_dir} holds a finished run of another config (task, init or "
-                    "hyperparameters differ); use another --workdir"
-                )
-            runs.append(earlier)
-            say(f"seed {seed}: finished earlier ({main} {earlier['flat'][main]:.4f}); skipped")
-            continue
-        # The seed's full state (params, optimizer, step; the data position is the step: each
-        # epoch's order comes from (seed, epoch)) is saved under seed_<k>/state every
-        # train.checkpoint_every steps and on SIGTERM; an interrupted seed continues from it.
-        state_ckpt, resumed = _open_state(seed_dir, fingerprint, save_every, lead, seed)
-        if lead and resumed is None:
-            workdir_lib.copy_tokenizer(init.tokenizer_files, storage.join(seed_dir, workdir_lib.TOKENIZER))
-        t_seed = time.perf_counter()
-        writer = metrics.Writer(storage.join(seed_dir, "tensorboard"), enabled=lead)
-        ckpt = checkpointing.Checkpointer(seed_dir, save_every=1, keep=1, async_save=False)
-        best, best_step, history, start = -math.inf, None, [], 0
-        best_outputs = None  # the best evaluation's outputs: its predictions need no second pass
-        if resumed is None:
-            state = init_fn(_global(init.encoder, setup.param_shardings["encoder"]), jnp.uint32(seed))
-        else:
-            state, extra, start = restore_newest_intact(state_ckpt, resumed, setup.target, say)
-            best, best_step, history = extra["best"], extra["best_step"], extra["history"]
-            best = -math.inf if best is None else best
-            # A best checkpoint newer than the state is redone, identically, by the steps to come.
-            for later in [s for s in ckpt.all_steps() if s > start]:
-                ckpt.delete(later)
-            say(f"seed {seed}: resumed at step {start} of {total} from {seed_dir}/state")
-        if k == config.seeds - 1:
-            init = dataclasses.replace(init, encoder=None)  # no later seed needs the host copy
-        record = workdir_lib.Record(
-            workdir_lib.FINETUNED,
-            setup.enc,
-            heads=(task.head,),
-            num_labels=task.num_labels,
-            label_names=tuple(task.label_names),
-            config=config.to_dict(),
-        )
 
-        saved_at = {"step": start}
-
-        def save_state(state, step: int, force: bool = False) -> None:
-            saved_at["step"] = step
-            state_ckpt.save(
-                step,
-                state,
-                {
-                    "fingerprint": fingerprint,
-                    "data_state": {"step": step},
-                    "best": None if best_step is None else best,
-                    "best_step": best_step,
-                    "history": history,
-                },
-                force=force,
+def _run_seed(job, k: int) -> dict:
+    """One seed: started fresh or resumed from its saved state, trained, its best checkpoint
+    scored. Returns its result, or {"preempted_at": ...} after a SIGTERM save."""
+    seed = job.config.train.seed + k
+    seed_dir = storage.join(job.workdir, f"seed_{seed}")
+    done = storage.join(seed_dir, SEED_RESULT)
+    if storage.isfile(done):
+        earlier = storage.read_json(done)
+        if earlier.get("fingerprint") != job.fingerprint:
+            raise UserError(
+                f"{seed_dir} holds a finished run of another config (task, init or "
+                "hyperparameters differ); use another --workdir"
             )
+        job.say(f"seed {seed}: finished earlier ({job.main} {earlier['flat'][job.main]:.4f}); skipped")
+        return earlier
+    t_seed = time.perf_counter()
+    run = _start_seed(job, seed, seed_dir)
+    if k == job.config.seeds - 1:
+        job.init = dataclasses.replace(job.init, encoder=None)  # no later seed needs the host copy
+    try:
+        preempted = _train_seed(job, run)
+    finally:
+        run.state_ckpt.close()
+        run.writer.close()
+    if preempted:
+        run.ckpt.close()
+        return {"preempted_at": {"seed": seed, "step": preempted}}
+    result = _score_best(job, run)
+    result.update(
+        seed=seed,
+        best_step=run.best_step,
+        history=run.history,
+        fingerprint=job.fingerprint,
+        seconds=round(time.perf_counter() - t_seed, 1),
+    )
+    if job.lead:
+        _write_json(done, result)
+    job.say(
+        f"seed {seed}: best {job.main} {result['flat'][job.main]:.4f} at step {run.best_step} "
+        f"({result['seconds']:.0f}s; batch shapes compiled so far: {len(job.train_step.seen)} "
+        f"training, {len(job.eval_step.seen)} evaluation)"
+    )
+    return result
 
-        preemption = distributed.Preemption()
-        try:
-            for step in range(start, total):
-                epoch, within = divmod(step, steps_per_epoch)
-                order = np.random.default_rng([seed, epoch]).permutation(n_train)
-                order = np.concatenate([order, -np.ones(steps_per_epoch * batch - n_train, np.int64)])
-                rows = layout.batch(train.arrays, order[within * batch : (within + 1) * batch])
-                state, out = train_step(state, _batch(rows, mesh))
-                if step == start:
-                    jax.block_until_ready(state)
-                    host_malloc.trim()  # the compiler's freed memory (see host_malloc.trim)
-                if (step + 1) % config.train.log_every == 0 or step + 1 == total:
-                    out = {k: float(v) for k, v in jax.device_get(out).items()}
-                    if not math.isfinite(out["loss"]):
-                        raise UserError(
-                            f"seed {seed}: the loss became {out['loss']} at step {step + 1}; "
-                            "lower config.optim.learning_rate"
-                        )
-                    writer.scalars(step + 1, out, "train/")
-                    say(
-                        f"seed {seed} step {step + 1}/{total}: loss {out['loss']:.4f} "
-                        f"lr {out['learning_rate']:.2e}"
-                    )
-                if (step + 1) % eval_every == 0 or step + 1 == total:
-                    outputs = {
-                        s: predict(eval_step, state["params"], f, eval_batch, mesh, layout)
-                        for s, f in evals.items()
-                    }
-                    scores = {s: task.evaluate(s, f, outputs[s])[0] for s, f in evals.items()}
-                    flat = _flat(scores)
-                    writer.scalars(step + 1, flat, "eval/")
-                    history.append({"step": step + 1, **flat})
-                    better = _better(flat[main], best) or best_step is None
-                    say(
-                        f"seed {seed} step {step + 1} eval: "
-                        + ", ".join(f"{k} {v:.4f}" for k, v in flat.items())
-                        + (" (best)" if better else "")
-                    )
-                    if better:
-                        best, best_step, best_outputs = flat[main], step + 1, outputs
-                        ckpt.save(
-                            step + 1,
-                            {"params": state["params"]},
-                            record.to_json(
-                                task=config.task.to_dict(), seed=seed, metrics=flat, init=init.source
-                            ),
-                            force=True,
-                        )
-                if step + 1 < total and state_ckpt.should_save(step + 1):
-                    save_state(state, step + 1)
-                    state_ckpt.wait()  # its host copy freed before the next step's buffers
-                if (step + 1) % eval_every == 0:
-                    host_malloc.trim()  # evaluation's and the saves' freed memory
-                if step + 1 < total and preemption.agreed(step + 1):
-                    if saved_at["step"] != step + 1:
-                        save_state(state, step + 1, force=True)
-                    state_ckpt.wait()
-                    say(
-                        f"SIGTERM: saved seed {seed} at step {step + 1} to {seed_dir}/state; "
-                        "rerun the same command to resume"
-                    )
-                    writer.close()
-                    ckpt.close()
-                    return {"preempted_at": {"seed": seed, "step": step + 1}}
-            state_ckpt.wait()
-        finally:
-            preemption.restore()
-            state_ckpt.close()
-        writer.close()
-        # The best checkpoint's scores and predictions (GLUE test TSVs, SQuAD JSON, ...): its
-        # eval outputs are at hand unless that evaluation ran before a resume; predict-only
-        # splits (GLUE test) need its parameters back.
-        target = {"params": setup.target["params"]}
-        del state
-        known = best_outputs or {}
-        if predicts or set(evals) - set(known):
-            params = ckpt.restore(best_step, target)[0]["params"]
-        else:
-            params = None
-        ckpt.close()
-        result = _final(
-            task,
-            eval_step,
-            params,
-            evals,
-            predicts,
-            eval_batch,
-            mesh,
-            layout,
-            storage.join(seed_dir, "predictions"),
-            lead,
-            known,
-        )
-        del params, best_outputs
-        result.update(
-            seed=seed,
-            best_step=best_step,
-            history=history,
-            fingerprint=fingerprint,
-            seconds=round(time.perf_counter() - t_seed, 1),
-        )
-        if lead:
-            _write_json(done, result)
-        runs.append(result)
-        say(
-            f"seed {seed}: best {main} {result['flat'][main]:.4f} at step {best_step} "
-            f"({result['seconds']:.0f}s; batch shapes compiled so far: {len(train_step.seen)} "
-            f"training, {len(eval_step.seen)} evaluation)"
-        )
 
-    # --- over the seeds -------------------------------------------------------------------------
-    summary = eval_metrics.summarize([r["flat"] for r in runs])
+def _start_seed(job, seed: int, seed_dir: str) -> types.SimpleNamespace:
+    """A seed's state, fresh or restored. The full state (params, optimizer, step; the data
+    position is the step: each epoch's order comes from (seed, epoch)) is saved under
+    seed_<k>/state every train.checkpoint_every steps and on SIGTERM; an interrupted seed
+    continues from it. seed_<k>/checkpoints holds its best parameters."""
+    state_ckpt, resumed = _open_state(seed_dir, job.fingerprint, job.save_every, job.lead, seed)
+    if job.lead and resumed is None:
+        workdir_lib.copy_tokenizer(job.init.tokenizer_files, storage.join(seed_dir, workdir_lib.TOKENIZER))
+    run = types.SimpleNamespace(
+        seed=seed,
+        seed_dir=seed_dir,
+        fingerprint=job.fingerprint,
+        state_ckpt=state_ckpt,
+        ckpt=checkpointing.Checkpointer(seed_dir, save_every=1, keep=1, async_save=False),
+        writer=metrics.Writer(storage.join(seed_dir, "tensorboard"), enabled=job.lead),
+        best=-math.inf,
+        best_step=None,
+        best_outputs=None,  # the best evaluation's outputs: its predictions need no second pass
+        history=[],
+        start=0,
+        record=workdir_lib.Record(
+            workdir_lib.FINETUNED,
+            job.setup.enc,
+            heads=(job.task.head,),
+            num_labels=job.task.num_labels,
+            label_names=tuple(job.task.label_names),
+            config=job.config.to_dict(),
+        ),
+    )
+    if resumed is None:
+        encoder = sharding.put_global(job.init.encoder, job.setup.param_shardings["encoder"])
+        run.state = job.init_fn(jnp.uint32(seed), encoder)
+        del encoder
+    else:
+        run.state, extra, run.start = restore_newest_intact(state_ckpt, resumed, job.setup.target(), job.say)
+        run.best, run.best_step, run.history = extra["best"], extra["best_step"], extra["history"]
+        run.best = -math.inf if run.best is None else run.best
+        # A best checkpoint newer than the state is redone, identically, by the steps to come.
+        for later in [s for s in run.ckpt.all_steps() if s > run.start]:
+            run.ckpt.delete(later)
+        job.say(f"seed {seed}: resumed at step {run.start} of {job.total} from {seed_dir}/state")
+    run.saved_at = run.start
+    return run
+
+
+def _save_state(run, step: int, force: bool = False) -> None:
+    run.saved_at = step
+    run.state_ckpt.save(
+        step,
+        run.state,
+        {
+            "fingerprint": run.fingerprint,
+            "data_state": {"step": step},
+            "best": None if run.best_step is None else run.best,
+            "best_step": run.best_step,
+            "history": run.history,
+        },
+        force=force,
+    )
+
+
+def _train_seed(job, run) -> int | None:
+    """The seed's steps from run.start; the step a SIGTERM stopped it at, or None."""
+    preemption = distributed.Preemption()
+    try:
+        for step in range(run.start, job.total):
+            epoch, within = divmod(step, job.steps_per_epoch)
+            order = np.random.default_rng([run.seed, epoch]).permutation(job.n_train)
+            order = np.concatenate([order, -np.ones(job.steps_per_epoch * job.batch - job.n_train, np.int64)])
+            rows = job.layout.batch(job.train.arrays, order[within * job.batch : (within + 1) * job.batch])
+            run.state, out = job.train_step(run.state, _batch(rows, job.mesh))
+            if step == run.start:
+                jax.block_until_ready(run.state)
+                host_malloc.trim()  # the compiler's freed memory (see host_malloc.trim)
+            if (step + 1) % job.config.train.log_every == 0 or step + 1 == job.total:
+                _log_step(job, run, step + 1, out)
+            if (step + 1) % job.eval_every == 0 or step + 1 == job.total:
+                _evaluate_step(job, run, step + 1)
+            if step + 1 < job.total and run.state_ckpt.should_save(step + 1):
+                _save_state(run, step + 1)
+                run.state_ckpt.wait()  # its host copy freed before the next step's buffers
+            if (step + 1) % job.eval_every == 0:
+                host_malloc.trim()  # evaluation's and the saves' freed memory
+            if step + 1 < job.total and preemption.agreed(step + 1):
+                if run.saved_at != step + 1:
+                    _save_state(run, step + 1, force=True)
+                run.state_ckpt.wait()
+                job.say(
+                    f"SIGTERM: saved seed {run.seed} at step {step + 1} to {run.seed_dir}/state; "
+                    "rerun the same command to resume"
+                )
+                return step + 1
+        run.state_ckpt.wait()
+    finally:
+        preemption.restore()
+    return None
+
+
+def _log_step(job, run, step: int, out) -> None:
+    out = {k: float(v) for k, v in jax.device_get(out).items()}
+    if out["nonfinite_run"] >= job.max_nonfinite:
+        raise UserError(
+            f"seed {run.seed}: {int(out['nonfinite_run'])} consecutive steps had a non-finite "
+            f"loss or gradients (skipped) up to step {step}; lower config.optim.learning_rate"
+        )
+    run.writer.scalars(step, out, "train/")
+    job.say(f"seed {run.seed} step {step}/{job.total}: loss {out['loss']:.4f} lr {out['learning_rate']:.2e}")
+
+
+def _evaluate_step(job, run, step: int) -> None:
+    """Score the eval splits; a new best is saved as the seed's checkpoint."""
+    outputs = {
+        s: predict(job.eval_step, run.state["params"], f, job.eval_batch, job.mesh, job.layout)
+        for s, f in job.evals.items()
+    }
+    flat = _flat({s: job.task.evaluate(s, f, outputs[s])[0] for s, f in job.evals.items()})
+    run.writer.scalars(step, flat, "eval/")
+    run.history.append({"step": step, **flat})
+    better = _better(flat[job.main], run.best) or run.best_step is None
+    job.say(
+        f"seed {run.seed} step {step} eval: "
+        + ", ".join(f"{k} {v:.4f}" for k, v in flat.items())
+        + (" (best)" if better else "")
+    )
+    if better:
+        run.best, run.best_step, run.best_outputs = flat[job.main], step, outputs
+        item = run.record.to_json(
+            task=job.config.task.to_dict(), seed=run.seed, metrics=flat, init=job.init.source
+        )
+        run.ckpt.save(step, {"params": run.state["params"]}, item, force=True)
+
+
+def _score_best(job, run) -> dict:
+    """The best checkpoint's scores and predictions (GLUE test TSVs, SQuAD JSON, ...): its eval
+    outputs are at hand unless that evaluation ran before a resume; predict-only splits (GLUE
+    test) need its parameters back."""
+    target = {"params": job.setup.target()["params"]}
+    del run.state
+    known = run.best_outputs or {}
+    run.best_outputs = None
+    params = None
+    if job.predicts or set(job.evals) - set(known):
+        params = run.ckpt.restore(run.best_step, target)[0]["params"]
+    run.ckpt.close()
+    out_dir = storage.join(run.seed_dir, "predictions")
+    return score_splits(
+        job.task,
+        job.eval_step,
+        params,
+        job.evals,
+        job.predicts,
+        job.eval_batch,
+        job.mesh,
+        job.layout,
+        out_dir,
+        job.lead,
+        known,
+    )
+
+
+def _summarize(job, runs: list[dict]) -> dict:
+    """Every metric over the seeds, and the best seed: results.json and results.md."""
+    from bert_jax.evaluation import metrics as eval_metrics
+
+    main, task = job.main, job.task
     best_run = max(runs, key=lambda r: -math.inf if math.isnan(r["flat"][main]) else r["flat"][main])
     results = {
         "task": task.name,
         "kind": task.kind,
-        "init": init.source,
+        "init": job.init.source,
         "main_metric": main,
         "seeds": [r["seed"] for r in runs],
-        "summary": summary,
+        "summary": eval_metrics.summarize([r["flat"] for r in runs]),
         "per_seed": {str(r["seed"]): r["flat"] for r in runs},
         "best_seed": best_run["seed"],
         "best_checkpoint": f"seed_{best_run['seed']}",  # relative: the workdir may move
-        "skipped": {"train": train.skipped, **{s: f.skipped for s, f in evals.items()}},
+        "skipped": {"train": job.train.skipped, **{s: f.skipped for s, f in job.evals.items()}},
     }
     table = format_table(results)
-    if lead:
-        storage.write_json(storage.join(workdir, workdir_lib.RESULTS), results)
-        storage.write_atomic(storage.join(workdir, "results.md"), table + "\n")
-    say(table)
+    if job.lead:
+        storage.write_json(storage.join(job.workdir, workdir_lib.RESULTS), results)
+        storage.write_atomic(storage.join(job.workdir, "results.md"), table + "\n")
+    job.say(table)
     return results
 
 
-def _final(
+def score_splits(
     task, eval_step, params, evals, predicts, eval_batch, mesh, layout, out_dir, lead, known=None
 ) -> dict:
     """Scores and prediction files of `params` on every split; `known`: outputs of these
@@ -691,90 +619,3 @@ def format_table(results: dict) -> str:
             f"{s['max']:.4f} | " + " | ".join("-" if v is None else f"{v:.4f}" for v in per) + " |"
         )
     return "\n".join(lines)
-
-
-def _label_order(have, want, checkpoint: str, task: str) -> list[int] | None:
-    """Output columns of a checkpoint labelled `have` that give the task's labels `want`
-    (case-insensitive: HF MNLI checkpoints say CONTRADICTION where TFDS says contradiction);
-    None when the order is already the task's or the checkpoint's names are generic."""
-    if not have or all(n.startswith("LABEL_") for n in have) or tuple(have) == tuple(want):
-        return None
-    lower = [n.lower() for n in have]
-    if sorted(lower) != sorted(n.lower() for n in want):
-        raise UserError(
-            f"{checkpoint}'s outputs are the labels {list(have)}; {task}'s are {list(want)}: "
-            "scoring one against the other would be wrong"
-        )
-    return [lower.index(n.lower()) for n in want]
-
-
-# --- bert-jax evaluate ---------------------------------------------------------------------------
-
-
-def evaluate(checkpoint: str, config=None, overrides=(), output: str | None = None, log=print) -> dict:
-    """Score a checkpoint with a task head on its task's eval splits and write predictions.
-
-    checkpoint: a fine-tuning WORKDIR (its best seed), WORKDIR/seed_<k>, or a Hugging Face
-    directory with a task head (then `config`, a config file spec, names the task). Overrides
-    (`task.files.validation=...`, `task.eval_splits=...`) apply to the saved config.
-    """
-    import ml_collections
-
-    from bert_jax import config_files
-    from bert_jax.data import finetuning
-
-    ckpt = workdir_lib.open(checkpoint, sources=("ours", "hf"))
-    checkpoint, record = ckpt.path, ckpt.record
-    if record.kind != workdir_lib.FINETUNED and config is None:
-        raise UserError(f"{checkpoint} is not a fine-tuned checkpoint; pass --config to name the task")
-    heads, num_labels, label_names = record.heads, record.num_labels, record.label_names
-    params, saved = ckpt.model_params(), record.config
-    if config is not None:
-        config = config_files.load(config, overrides)
-    elif saved is not None:
-        config = ml_collections.ConfigDict(saved)
-        for item in overrides:
-            key, _, raw = item.partition("=")
-            config_files.set_field(config, key.removeprefix("--").removeprefix("config."), raw)
-    else:
-        raise UserError(f"{checkpoint}: a Hugging Face checkpoint needs --config to name the task")
-    if label_names and config.task.source == "files" and not config.task.labels:
-        # The label set the checkpoint was trained with (the train file need not be here).
-        config.task.labels = ",".join(label_names)
-    distributed.initialize(config.distributed)
-    mesh = sharding.make_mesh(dict(config.mesh))
-    _, eb = _check_batch(config, mesh)
-    task = finetuning.load_task(config.task, ckpt.tokenizer())
-    if task.head not in heads:
-        raise UserError(
-            f"{checkpoint} has heads {list(heads) or 'none'}; {task.name} needs a {task.head} head"
-        )
-    if task.head != "span" and num_labels != task.num_labels:
-        raise UserError(
-            f"{checkpoint} has {num_labels} outputs; {task.name} has {task.num_labels} "
-            f"labels ({', '.join(task.label_names)})"
-        )
-    order = _label_order(label_names, task.label_names, checkpoint, task.name)
-    enc = task_encoder_config(config, record.encoder) if "model" in config else record.encoder
-    model = model_lib.abstract(enc, heads, num_labels)
-    graphdef, abstract = nnx.split(model)
-    param_shardings = sharding.param_shardings(abstract, mesh)
-    params = _global(params, param_shardings)
-    eval_step = make_predict_step(graphdef, task.kind, mesh, param_shardings)
-    if order is not None:  # the checkpoint's outputs in the task's label order
-        key, step = OUTPUTS[task.kind][0], eval_step
-        eval_step = lambda p, b: {key: step(p, b)[key][..., order]}  # noqa: E731
-    output = output or storage.join(checkpoint, "evaluation")
-    lead = jax.process_index() == 0
-    splits = {s: task.features(s, training=False) for s in (*task.eval_splits, *task.predict_splits)}
-    evals = {s: f for s, f in splits.items() if s in task.eval_splits}
-    predicts = {s: f for s, f in splits.items() if s not in task.eval_splits}
-    layout = _layout(config, task, eb, mesh)
-    result = _final(task, eval_step, params, evals, predicts, eb, mesh, layout, output, lead)
-    result["checkpoint"] = ckpt.source
-    if lead:
-        _write_json(storage.join(output, "metrics.json"), result)
-    for k, v in result["flat"].items():
-        log(f"{task.name} {k}: {v:.4f}")
-    log(f"predictions: {', '.join(result['predictions']) or 'none'}")
-    return result

@@ -10,10 +10,7 @@ from __future__ import annotations
 import time
 
 import jax
-import jax.numpy as jnp
 import numpy as np
-import optax
-from flax import nnx
 
 from bert_jax import storage, writer_lock
 from bert_jax.data import masking as masking_lib
@@ -23,6 +20,7 @@ from bert_jax.errors import UserError
 from bert_jax.models.config import EncoderConfig, get_preset
 from bert_jax.objectives import OBJECTIVES, networks
 from bert_jax.training import checkpointing, distributed, metrics, sharding
+from bert_jax.training import step as step_lib
 from bert_jax.training import workdir as workdir_lib
 from bert_jax.training.state import (
     Settings,
@@ -129,95 +127,6 @@ def _check(config, meta, mesh) -> None:
         )
 
 
-def count_nonfinite(run, total, finite, limit: int):
-    """(run, total) after one step. `run` counts skipped steps in a row and is sticky once it
-    reaches `limit`: a burst between two log steps is still seen at the next one, with no
-    host sync in between."""
-    run = jnp.where(finite & (run < limit), 0, run + (~finite).astype(jnp.int32))
-    return run, total + (~finite).astype(jnp.int32)
-
-
-def make_train_step(
-    graphdef, objective, tx, lr, microbatches: int, mesh, state_shardings, max_nonfinite_steps: int = 10
-):
-    batch_spec = sharding.batch_sharding(mesh)
-
-    def loss(params, batch, rng, denom):
-        return objective.loss_fn(nnx.merge(graphdef, params), batch, rng, denom)
-
-    grad_fn = jax.value_and_grad(loss, has_aux=True)
-
-    def step(state, batch):
-        denom = objective.denominators(batch)  # whole-batch normalizers: accumulation is exact
-        rng = jax.random.fold_in(jax.random.wrap_key_data(state["rng"]), state["step"])
-        params = state["params"]
-        if microbatches == 1:
-            (loss_value, sums), grads = grad_fn(params, batch, rng, denom)
-        else:
-            # Strided split: microbatch m takes rows m, m+M, ..., so every device keeps
-            # working on its own rows.
-            def split(x):
-                x = x.reshape(x.shape[0] // microbatches, microbatches, *x.shape[1:]).swapaxes(0, 1)
-                return jax.lax.with_sharding_constraint(
-                    x, jax.sharding.NamedSharding(mesh, jax.sharding.PartitionSpec(None, *batch_spec.spec))
-                )
-
-            def accumulate(carry, xs):
-                i, micro = xs
-                (li, si), gi = grad_fn(params, micro, jax.random.fold_in(rng, i), denom)
-                return jax.tree.map(jnp.add, carry, (li, si, gi)), None
-
-            micro = jax.tree.map(split, batch)
-            zeros = jax.tree.map(jnp.zeros_like, jax.eval_shape(grad_fn, params, batch, rng, denom))
-            zeros = (zeros[0][0], zeros[0][1], zeros[1])
-            (loss_value, sums, grads), _ = jax.lax.scan(accumulate, zeros, (jnp.arange(microbatches), micro))
-        grad_norm = optax.global_norm(grads)
-        finite = jnp.isfinite(loss_value) & jnp.isfinite(grad_norm)
-        updates, opt_state = tx.update(grads, state["opt_state"], params)
-        new_params = optax.apply_updates(params, updates)
-        keep = lambda new, old: jax.tree.map(lambda a, b: jnp.where(finite, a, b), new, old)  # noqa: E731
-        run, total = count_nonfinite(
-            state["nonfinite_run"], state["nonfinite_total"], finite, max_nonfinite_steps
-        )
-        new_state = {
-            "params": keep(new_params, params),
-            "opt_state": keep(opt_state, state["opt_state"]),
-            "step": state["step"] + 1,
-            "rng": state["rng"],
-            "nonfinite_run": run,
-            "nonfinite_total": total,
-        }
-        out = dict(
-            sums,
-            loss=loss_value,
-            grad_norm=grad_norm,
-            learning_rate=lr(state["step"]),
-            nonfinite_run=run,
-            nonfinite_total=total,
-        )
-        return new_state, out
-
-    return jax.jit(
-        step,
-        in_shardings=(state_shardings, batch_spec),
-        out_shardings=(state_shardings, sharding.replicated(mesh)),
-        donate_argnums=0,
-    )
-
-
-def make_eval_step(graphdef, objective, mesh, param_shardings):
-    def step(params, batch):
-        denom = objective.denominators(batch)
-        _, sums = objective.loss_fn(nnx.merge(graphdef, params), batch, None, denom)
-        return sums
-
-    return jax.jit(
-        step,
-        in_shardings=(param_shardings, sharding.batch_sharding(mesh)),
-        out_shardings=sharding.replicated(mesh),
-    )
-
-
 def train_and_evaluate(config, workdir: str, log=print) -> dict:
     """Pretrain into `workdir`, which this run holds alone (writer_lock) while it runs."""
     distributed.initialize(config.distributed)
@@ -295,7 +204,7 @@ def _train_and_evaluate(config, workdir: str, log=print) -> dict:
             f"{data_dir} holds rows of {meta['max_seq_length']} tokens, more than "
             f"the model's {enc.max_length} positions"
         )
-    setup = StateSetup(config, enc, mesh)
+    setup = StateSetup.for_pretraining(config, enc, mesh)
     graphdef, tx, lr = setup.graphdef, setup.tx, setup.lr
     abstract_state, state_shardings = setup.abstract_state, setup.shardings
     param_shardings = state_shardings["params"]
@@ -338,7 +247,7 @@ def _train_and_evaluate(config, workdir: str, log=print) -> dict:
     )
 
     # --- steps ----------------------------------------------------------------------------
-    train_step = make_train_step(
+    train_step = step_lib.make_train_step(
         graphdef,
         objective,
         tx,
@@ -348,7 +257,12 @@ def _train_and_evaluate(config, workdir: str, log=print) -> dict:
         state_shardings,
         config.train.max_nonfinite_steps,
     )
-    eval_step = make_eval_step(graphdef, objective, mesh, param_shardings)
+    eval_step = step_lib.make_eval_step(
+        graphdef,
+        lambda model, batch: objective.loss_fn(model, batch, None, objective.denominators(batch))[1],
+        mesh,
+        param_shardings,
+    )
     writer = metrics.Writer(storage.join(workdir, "tensorboard"), enabled=lead)
     progress = metrics.Progress(config.train.steps, enabled=lead)
     peak = config.train.peak_flops or metrics.peak_matmul_flops(config.model.dtype)

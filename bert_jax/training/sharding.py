@@ -118,3 +118,25 @@ def global_batch(local: dict[str, np.ndarray], mesh: Mesh) -> dict[str, jax.Arra
     """This process's rows -> global arrays sharded over the batch axes (no gather)."""
     sharding = batch_sharding(mesh)
     return {k: jax.make_array_from_process_local_data(sharding, v) for k, v in local.items()}
+
+
+def global_batch_from_whole(host: dict[str, np.ndarray], mesh: Mesh) -> dict[str, jax.Array]:
+    """A global batch from host arrays every process holds whole (fine-tuning: every process
+    reads the task's rows and builds the same batch): each device takes its own slice wherever
+    the mesh puts it (a batch replicated over a tensor axis that spans processes included)."""
+    return put_global(host, {k: batch_sharding(mesh) for k in host})
+
+
+def put_global(tree, shardings):
+    """Host values (the same on every process) -> global arrays with these shardings."""
+
+    def put(x, s):
+        x = np.asarray(x)
+        return jax.make_array_from_callback(x.shape, s, lambda idx: x[idx])
+
+    return jax.tree.map(put, tree, shardings)
+
+
+def microbatch_sharding(mesh: Mesh) -> NamedSharding:
+    """[microbatches, batch, ...]: the batch axis sharded as a batch, microbatches not."""
+    return NamedSharding(mesh, PartitionSpec(None, BATCH_AXES))

@@ -1,6 +1,7 @@
-"""The pretraining state: shapes, shardings, init and restore targets, never allocated whole.
+"""The train state of both trainers: shapes, shardings, init and restore targets, never
+allocated whole.
 
-    setup = StateSetup(config, enc, mesh)     # shapes first (eval_shape), then shardings
+    setup = StateSetup.for_pretraining(config, enc, mesh)   # shapes first, then shardings
     state = jax.jit(setup.init, out_shardings=setup.shardings)()   # created sharded
     state, extra, step = restore_newest_intact(ckpt, step, setup.target(), say)
 
@@ -20,6 +21,7 @@ from flax import nnx
 from bert_jax.errors import UserError
 from bert_jax.objectives import OBJECTIVES
 from bert_jax.training import checkpointing, optim, sharding
+from bert_jax.training import step as step_lib
 
 
 @dataclasses.dataclass(frozen=True)
@@ -35,37 +37,49 @@ class Settings:
 
 
 class StateSetup:
-    """Shapes, shardings and the initializer of the train state, without allocating it."""
+    """Shapes, shardings and the initializer of a train state, without allocating it.
 
-    def __init__(self, config, enc, mesh):
-        objective = OBJECTIVES[config.objective]
-        settings = Settings.of(config)
-        self.build = lambda: objective.build(enc, settings, nnx.Rngs(config.train.seed))
-        self.graphdef, abstract_params = nnx.split(nnx.eval_shape(self.build))
-        self.tx, self.lr = optim.make(config.optim, config.train.steps, stacked_layers=not enc.share_layers)
-        self.seed = config.train.seed
+    `build(seed)` makes the network (pretraining: the objective's; fine-tuning: the encoder
+    `enc` with a task head). The state: params, opt_state, step, rng and the non-finite counters
+    of training/step.py.
+    """
+
+    def __init__(self, enc, build, tx, lr, mesh, seed: int = 0):
+        self.enc, self.build, self.tx, self.lr, self.seed = enc, build, tx, lr, seed
+        self.graphdef, abstract_params = nnx.split(nnx.eval_shape(lambda: build(seed)))
         self.abstract_state = jax.eval_shape(self.init)
-        param_shardings = sharding.param_shardings(abstract_params, mesh)
+        self.param_shardings = sharding.param_shardings(abstract_params, mesh)
         rep = sharding.replicated(mesh)
         self.shardings = {k: rep for k in self.abstract_state}
-        self.shardings["params"] = param_shardings
+        self.shardings["params"] = self.param_shardings
         self.shardings["opt_state"] = optax.tree_map_params(
             self.tx,
             lambda _, s: s,
             self.abstract_state["opt_state"],
-            param_shardings,
+            self.param_shardings,
             transform_non_params=lambda _: rep,
         )
 
-    def init(self):
-        params = nnx.to_pure_dict(nnx.state(self.build()))
+    @classmethod
+    def for_pretraining(cls, config, enc, mesh) -> StateSetup:
+        objective, settings = OBJECTIVES[config.objective], Settings.of(config)
+        tx, lr = optim.make(config.optim, config.train.steps, stacked_layers=not enc.share_layers)
+        build = lambda seed: objective.build(enc, settings, nnx.Rngs(seed))  # noqa: E731
+        return cls(enc, build, tx, lr, mesh, config.train.seed)
+
+    def init(self, seed=None, encoder=None):
+        """A fresh state (seed: this setup's, or a traced one); `encoder`: parameters that
+        replace the fresh encoder's (fine-tuning's pretrained encoder)."""
+        seed = self.seed if seed is None else seed
+        params = nnx.to_pure_dict(nnx.state(self.build(seed)))
+        if encoder is not None:
+            params["encoder"] = encoder
         return {
             "params": params,
             "opt_state": self.tx.init(params),
             "step": jnp.zeros((), jnp.int32),
-            "rng": jax.random.key_data(jax.random.key(self.seed)),
-            "nonfinite_run": jnp.zeros((), jnp.int32),
-            "nonfinite_total": jnp.zeros((), jnp.int32),
+            "rng": jax.random.key_data(jax.random.key(seed)),
+            **step_lib.counters(),
         }
 
     def target(self):

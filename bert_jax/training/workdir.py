@@ -295,7 +295,9 @@ def _restore_params(ckpt: Checkpoint) -> dict:
     record = ckpt.record
     mesh = sharding.make_mesh({"data": 1, "fsdp": 1, "tensor": 1}, jax.local_devices()[:1])
     if record.kind == PRETRAINING:
-        target = state.StateSetup(ml_collections.ConfigDict(record.config), record.encoder, mesh).target()
+        target = state.StateSetup.for_pretraining(
+            ml_collections.ConfigDict(record.config), record.encoder, mesh
+        ).target()
     else:  # import and fine-tuning save parameters only
         target = state.params_target(record.encoder, record.heads, record.num_labels, mesh)
     reader = checkpointing.Checkpointer(ckpt.path, async_save=False, read_only=True)
