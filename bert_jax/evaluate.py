@@ -41,8 +41,6 @@ def evaluate(checkpoint: str, config=None, overrides=(), output: str | None = No
     directory with a task head (then `config`, a config file spec, names the task). Overrides
     (`task.files.validation=...`, `task.eval_splits=...`) apply to the saved config.
     """
-    import ml_collections
-
     from bert_jax import config_files
     from bert_jax.data import finetuning
 
@@ -55,10 +53,7 @@ def evaluate(checkpoint: str, config=None, overrides=(), output: str | None = No
     if config is not None:
         config = config_files.load(config, overrides)
     elif saved is not None:
-        config = ml_collections.ConfigDict(saved)
-        for item in overrides:
-            key, _, raw = item.partition("=")
-            config_files.set_field(config, key.removeprefix("--").removeprefix("config."), raw)
+        config = config_files.from_dict(saved, overrides)
     else:
         raise UserError(f"{checkpoint}: a Hugging Face checkpoint needs --config to name the task")
     if label_names and config.task.source == "files" and not config.task.labels:

@@ -228,7 +228,7 @@ def test_gradients_are_clipped_by_their_global_norm(clip_norm):
 
 
 def _depth(path: str, num_layers: int, shared: bool):
-    """configs/finetune/finetune_base.py: depth 0 for the embeddings (ELECTRA: and the
+    """config_files.finetune_config: depth 0 for the embeddings (ELECTRA: and the
     embedding projection), i+1 for layer i, L+1 for the pooler, L+2 for the task head; ALBERT's
     one shared block counts as the top layer (L). An array for the stacked [L, ...] blocks."""
     if path.startswith(("encoder/embeddings/", "encoder/projection/")):

@@ -249,7 +249,7 @@ def _prepare(config, workdir: str, log) -> types.SimpleNamespace:
         raise UserError(f"config.train.checkpoint_every={config.train.checkpoint_every} must be >= 0")
     setup = _setup(config, init, task, mesh, total)
     objective = tasks.for_kind(task.kind)
-    max_nonfinite = config.train.get("max_nonfinite_steps", 10)
+    max_nonfinite = config.train.max_nonfinite_steps
     train_step = step_lib.make_train_step(
         setup.graphdef, objective, setup.tx, setup.lr, 1, mesh, setup.shardings, max_nonfinite
     )

@@ -288,16 +288,15 @@ _CANONICAL = {".model": "spiece.model", ".txt": "vocab.txt"}
 
 def _restore_params(ckpt: Checkpoint) -> dict:
     import jax
-    import ml_collections
 
+    from bert_jax import config_files
     from bert_jax.training import checkpointing, sharding, state
 
     record = ckpt.record
     mesh = sharding.make_mesh({"data": 1, "fsdp": 1, "tensor": 1}, jax.local_devices()[:1])
     if record.kind == PRETRAINING:
-        target = state.StateSetup.for_pretraining(
-            ml_collections.ConfigDict(record.config), record.encoder, mesh
-        ).target()
+        config = config_files.from_dict(record.config)
+        target = state.StateSetup.for_pretraining(config, record.encoder, mesh).target()
     else:  # import and fine-tuning save parameters only
         target = state.params_target(record.encoder, record.heads, record.num_labels, mesh)
     reader = checkpointing.Checkpointer(ckpt.path, async_save=False, read_only=True)

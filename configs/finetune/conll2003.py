@@ -7,12 +7,14 @@ seqeval's (conlleval's) rules on validation and test. Hyperparameters: lr 5e-5, 
 3 epochs (as transformers' run_ner example).
 """
 
-import finetune_base
+import ml_collections
+
+from bert_jax import config_files
 
 
-def get_config(arg: str = ""):
-    args = finetune_base.parse_arg(arg, {"seeds": "1"})
-    c = finetune_base.base_config(finetune_base.task_config("tfds", "conll2003"))
+def get_config(arg: str = "") -> ml_collections.ConfigDict:
+    args = config_files.parse_arg(arg, {"seeds": "1"})
+    c = config_files.finetune_config("tfds", "conll2003")
     c.seeds = int(args["seeds"])
     c.optim.learning_rate = 5e-5
     return c

@@ -10,16 +10,18 @@ Columns: `text` or `sentence1`,`sentence2`, and `label` (--config.task.text_colu
 token_classification.
 """
 
-import finetune_base
+import ml_collections
+
+from bert_jax import config_files
 
 KINDS = ("classification", "regression", "span", "token_classification")
 
 
-def get_config(arg: str = ""):
-    args = finetune_base.parse_arg(arg, {"kind": "classification", "name": "files", "seeds": "1"})
+def get_config(arg: str = "") -> ml_collections.ConfigDict:
+    args = config_files.parse_arg(arg, {"kind": "classification", "name": "files", "seeds": "1"})
     if args["kind"] not in KINDS:
         raise ValueError(f"kind={args['kind']!r}; choose one of: {', '.join(KINDS)}")
-    c = finetune_base.base_config(finetune_base.task_config("files", args["name"], args["kind"]))
+    c = config_files.finetune_config("files", args["name"], args["kind"])
     c.seeds = int(args["seeds"])
     if args["kind"] == "span":
         c.task.max_seq_length = 384

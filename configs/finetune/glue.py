@@ -11,15 +11,17 @@ picked lr from {5e-5, 3e-5, 2e-5} per task on dev; RTE/MRPC/STS-B/CoLA vary acro
 so use seeds=5 for them.
 """
 
-import finetune_base
+import ml_collections
+
+from bert_jax import config_files
 
 TASKS = ("cola", "sst2", "mrpc", "qqp", "stsb", "mnli", "qnli", "rte", "wnli", "ax")
 
 
-def get_config(arg: str = ""):
-    args = finetune_base.parse_arg(arg, {"task": "sst2", "seeds": "1"})
+def get_config(arg: str = "") -> ml_collections.ConfigDict:
+    args = config_files.parse_arg(arg, {"task": "sst2", "seeds": "1"})
     if args["task"] not in TASKS:
         raise ValueError(f"task={args['task']!r} is not a GLUE task; choose one of: {', '.join(TASKS)}")
-    c = finetune_base.base_config(finetune_base.task_config("tfds", f"glue/{args['task']}"))
+    c = config_files.finetune_config("tfds", f"glue/{args['task']}")
     c.seeds = int(args["seeds"])
     return c

@@ -8,14 +8,16 @@ threshold on the null-score difference is tuned on dev (best_f1_thresh, reported
 figures at threshold 0). Hyperparameters: BERT's (lr 3e-5, batch 32, 2 epochs).
 """
 
-import finetune_base
+import ml_collections
+
+from bert_jax import config_files
 
 
-def get_config(arg: str = ""):
-    args = finetune_base.parse_arg(arg, {"version": "1.1", "seeds": "1"})
+def get_config(arg: str = "") -> ml_collections.ConfigDict:
+    args = config_files.parse_arg(arg, {"version": "1.1", "seeds": "1"})
     if args["version"] not in ("1.1", "2.0"):
         raise ValueError(f"version={args['version']!r}; choose 1.1 or 2.0")
-    c = finetune_base.base_config(finetune_base.task_config("tfds", f"squad/v{args['version']}"))
+    c = config_files.finetune_config("tfds", f"squad/v{args['version']}")
     c.seeds = int(args["seeds"])
     c.task.max_seq_length = 384
     c.optim.learning_rate = 3e-5

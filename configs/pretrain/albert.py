@@ -7,12 +7,14 @@ Sizes: the presets of bert_jax/models/config.py named albert-<size> (tiny: L2 H1
 and tests; base, large, ... for real runs).
 """
 
-import pretrain_base
+import ml_collections
+
+from bert_jax import config_files
 
 
-def get_config(arg: str = "") -> "pretrain_base.ml_collections.ConfigDict":
-    args = pretrain_base.parse_arg(arg, {"size": "tiny"})
-    c = pretrain_base.base_config("albert", args["size"])
+def get_config(arg: str = "") -> ml_collections.ConfigDict:
+    args = config_files.parse_arg(arg, {"size": "tiny"})
+    c = config_files.pretrain_config("albert", args["size"])
     # ALBERT: n-gram masking (n <= 3, p(n) ~ 1/n) and LAMB.
     c.masking.strategy = "span"
     c.masking.span_distribution = "ngram"

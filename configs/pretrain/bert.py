@@ -7,12 +7,14 @@ Sizes: the presets of bert_jax/models/config.py named bert-<size> (tiny: L2 H128
 and tests; base, large, ... for real runs).
 """
 
-import pretrain_base
+import ml_collections
+
+from bert_jax import config_files
 
 
-def get_config(arg: str = "") -> "pretrain_base.ml_collections.ConfigDict":
-    args = pretrain_base.parse_arg(arg, {"size": "tiny"})
-    c = pretrain_base.base_config("bert", args["size"])
+def get_config(arg: str = "") -> ml_collections.ConfigDict:
+    args = config_files.parse_arg(arg, {"size": "tiny"})
+    c = config_files.pretrain_config("bert", args["size"])
     # Small models take (and need) a larger step: BERT-Tiny learns in minutes on a CPU at 1e-3.
     if args["size"] in ("tiny", "mini"):
         c.optim.learning_rate = 1e-3

@@ -7,12 +7,14 @@ Sizes: the presets of bert_jax/models/config.py named electra-<size> (tiny: L2 H
 and tests; base, large, ... for real runs).
 """
 
-import pretrain_base
+import ml_collections
+
+from bert_jax import config_files
 
 
-def get_config(arg: str = "") -> "pretrain_base.ml_collections.ConfigDict":
-    args = pretrain_base.parse_arg(arg, {"size": "tiny"})
-    c = pretrain_base.base_config("electra", args["size"])
+def get_config(arg: str = "") -> ml_collections.ConfigDict:
+    args = config_files.parse_arg(arg, {"size": "tiny"})
+    c = config_files.pretrain_config("electra", args["size"])
     # ELECTRA masks with [MASK] 85% of the time and never draws random tokens (the
     # generator supplies the replacements).
     c.masking.mask_prob = 0.85

@@ -7,12 +7,14 @@ Sizes: the presets of bert_jax/models/config.py named roberta-<size> (tiny: L2 H
 and tests; base, large, ... for real runs).
 """
 
-import pretrain_base
+import ml_collections
+
+from bert_jax import config_files
 
 
-def get_config(arg: str = "") -> "pretrain_base.ml_collections.ConfigDict":
-    args = pretrain_base.parse_arg(arg, {"size": "tiny"})
-    c = pretrain_base.base_config("roberta", args["size"])
+def get_config(arg: str = "") -> ml_collections.ConfigDict:
+    args = config_files.parse_arg(arg, {"size": "tiny"})
+    c = config_files.pretrain_config("roberta", args["size"])
     # RoBERTa's recipe: larger learning rate with longer warmup, Adam b2=0.98, eps 1e-6.
     c.optim.b2 = 0.98
     c.optim.learning_rate = 6e-4

@@ -11,26 +11,45 @@ from bert_jax.errors import UserError
 
 KINDS = ("classification", "regression", "span", "token_classification")
 
-# The task config's fields and their defaults (configs/finetune/finetune_base.py defines them);
-# a plain dict given to load_task may leave any of them out.
+# The task config's fields and their defaults, defined here only: config_files.task_config builds
+# the fine-tuning configs' task section from them (with the task's source, name and kind), and a
+# plain dict given to load_task may leave any of them out.
 DEFAULTS = {
+    # tfds (GLUE, SQuAD, CoNLL-2003 through tensorflow-datasets) or files (your own).
     "source": "tfds",
+    # tfds: glue/<cola|sst2|mrpc|qqp|stsb|mnli|qnli|rte|wnli|ax>, squad/v1.1, squad/v2.0,
+    # conll2003. files: a name of your choosing (shown in results).
     "name": "glue/cola",
+    # classification, regression, span (extractive QA) or token_classification;
+    # implied by the TFDS name, required for files.
     "kind": "",
+    # TFDS data_dir ("" = TFDS's default, ~/tensorflow_datasets).
     "tfds_data_dir": "",
+    # Splits: "" = the task's defaults (train; GLUE validation / test, MNLI matched and
+    # mismatched; SQuAD validation; CoNLL validation,test). Comma-separated lists.
     "train_split": "",
     "eval_splits": "",
+    # Unlabelled splits that only get predictions (GLUE test -> leaderboard TSVs).
     "predict_splits": "",
+    # source=files: one path per split ("" = none). .csv/.tsv/.jsonl (classification,
+    # regression), SQuAD .json/.jsonl (span), CoNLL .conll/.txt (token_classification).
     "files": {"train": "", "validation": "", "test": ""},
+    # Input columns: "" = "text" if present, else "sentence1,sentence2".
     "text_columns": "",
     "label_column": "label",
+    # Row id for prediction files: "" = "id" / "idx" if present, else the row number.
     "id_column": "",
+    # The label set in order, comma-separated; "" = from the data (TFDS label names; files:
+    # sorted labels of the train split; CoNLL tags with "O" first).
     "labels": "",
+    # Tokens per row, [CLS]/[SEP] included.
     "max_seq_length": 128,
+    # SQuAD: window stride over long contexts, question tokens kept, spans searched.
     "doc_stride": 128,
     "max_query_length": 64,
     "n_best_size": 20,
     "max_answer_length": 30,
+    # Keep only the first N examples of each split (0 = all): smoke runs.
     "max_examples": 0,
 }
 
