@@ -191,11 +191,16 @@ def data_config(example_format: str = "nsp") -> ml_collections.ConfigDict:
 # --- pretrain (configs/pretrain/<family>.py) ---------------------------------------------------
 
 
-def pretrain_config(family: str, size: str) -> ml_collections.ConfigDict:
-    """The pretraining config of a family (bert, roberta, albert, electra) at a preset size."""
+def pretrain_config(
+    family: str, size: str, objective: str = "", example_format: str = ""
+) -> ml_collections.ConfigDict:
+    """The pretraining config of a family at a preset size (`{family}-{size}`), trained with
+    `objective` on data of `example_format`: by default the family's own (bert, roberta,
+    albert and electra name an objective and, through FAMILY_FORMATS, a format), so a new
+    family's config file names the ones it reuses."""
     c = ml_collections.ConfigDict()
     # Which objective trains the model: bert (MLM+NSP), roberta (MLM), albert (MLM+SOP), electra.
-    c.objective = family
+    c.objective = objective or family
 
     c.model = ml_collections.ConfigDict()
     # A preset of bert_jax/models/config.py, e.g. bert-tiny, bert-base, roberta-large.
@@ -214,7 +219,7 @@ def pretrain_config(family: str, size: str) -> ml_collections.ConfigDict:
     # Prepared data (bert-jax prepare-data); "" = WORKDIR/data, prepared on the first run
     # from data.prepare (by default: the embedded corpus with a vocabulary trained on it).
     c.data.dir = ""
-    c.data.prepare = data_config(family)
+    c.data.prepare = data_config(example_format or family)
     # Rows held out of training for evaluation (the last rows of the prepared data).
     c.data.eval_rows = 256
     # With data.dir empty: True prepares WORKDIR/data again when its settings differ from

@@ -8,6 +8,7 @@ step, log, evaluate, checkpoint; SIGTERM saves at the next step boundary -> summ
 from __future__ import annotations
 
 import time
+import types
 
 import jax
 import numpy as np
@@ -135,56 +136,114 @@ def train_and_evaluate(config, workdir: str, log=print) -> dict:
 
 
 def _train_and_evaluate(config, workdir: str, log=print) -> dict:
-    # --- distributed start-up and mesh ---------------------------------------------------
     mesh = sharding.make_mesh(dict(config.mesh))
     lead = jax.process_index() == 0
     say = log if lead else (lambda *a, **k: None)
     storage.makedirs(workdir)
-
-    # --- an imported checkpoint (bert-jax import) fixes the architecture and tokenizer --------
     ckpt = checkpointing.Checkpointer(
         workdir, save_every=config.train.checkpoint_every, keep=config.train.keep_checkpoints
     )
-    latest, latest_extra = newest_readable(ckpt, ckpt.all_steps(), say)
-    found = (
-        workdir_lib.read_record(latest_extra, f"{workdir} (step {latest})") if latest is not None else None
-    )
-    imported = found if found and found.kind == workdir_lib.IMPORTED else None
-    # The architecture of a run that began from an import stays the imported one.
-    arch = found.encoder if found and (imported or found.from_import) else None
-    if arch is not None:  # began from an import: its data uses the imported tokenizer, resumed too
+    latest, item, found = _latest(ckpt, config, workdir, say)
+    arch = found.encoder if found and (found.kind == workdir_lib.IMPORTED or found.from_import) else None
+    job = _prepare(config, workdir, mesh, arch)
+    writer = metrics.Writer(storage.join(workdir, "tensorboard"), enabled=lead)
+    vars(job).update(lead=lead, say=say, ckpt=ckpt, writer=writer)
+    job.state, job.start, job.saved = _start_state(job, latest, item, found)
+    try:
+        history = _loop(job)
+    finally:
+        job.writer.close()
+        ckpt.close()
+    if "preempted_at" in history:
+        return history
+    summary = {
+        "steps": history["step"],
+        "workdir": workdir,
+        "first_eval": history["first_eval"],
+        "final_eval": history["last_eval"],
+        "train": history["train"],
+        "nonfinite_total": history["nonfinite_total"],
+    }
+    if lead:
+        storage.write_json(storage.join(workdir, "summary.json"), summary)
+    say(_closing(summary, config))
+    return summary
+
+
+def _latest(ckpt, config, workdir: str, say):
+    """(the newest readable step or None, its JSON item, its record). A run that began from `bert-jax import`
+    keeps the imported architecture, and its data the imported tokenizer, resumed too."""
+    latest, item = newest_readable(ckpt, ckpt.all_steps(), say)
+    if latest is None:
+        return None, item, None
+    found = workdir_lib.read_record(item, f"{workdir} (step {latest})")
+    if found.kind == workdir_lib.IMPORTED or found.from_import:
         if not config.data.dir and not config.data.prepare.tokenizer:
             with config.unlocked():
-                config.data.prepare.tokenizer = storage.join(storage.absolute(workdir), "tokenizer")
+                config.data.prepare.tokenizer = storage.join(storage.absolute(workdir), workdir_lib.TOKENIZER)
+    return latest, item, found
 
-    # --- data ------------------------------------------------------------------------------
+
+def _prepare(config, workdir: str, mesh, arch) -> types.SimpleNamespace:
+    """Data (prepared on first use), its streams, the model's shapes and shardings, the steps."""
     _check_config(config, mesh)
     data_dir = _data(config, workdir)
     meta = records.read_metadata(data_dir)
     _check(config, meta, mesh)
-    objective = OBJECTIVES[config.objective]
     masking = masking_lib.MaskingConfig(**config.masking.to_dict())
     n_train = meta["num_rows"] - config.data.eval_rows
+    here = (jax.process_index(), jax.process_count())
     train_stream = PretrainingStream(
         StreamConfig(data_dir, config.train.global_batch_size, config.train.seed, masking, (0, n_train)),
-        jax.process_index(),
-        jax.process_count(),
+        *here,
     )
-    eval_batch = min(
-        config.train.global_batch_size,
-        config.data.eval_rows // sharding.batch_divisor(mesh) * sharding.batch_divisor(mesh),
+    divisor = sharding.batch_divisor(mesh)
+    eval_batch = min(config.train.global_batch_size, config.data.eval_rows // divisor * divisor)
+    eval_stream = None
+    if eval_batch and config.data.eval_rows:
+        eval_range = (n_train, meta["num_rows"])
+        eval_stream = PretrainingStream(StreamConfig(data_dir, eval_batch, 0, masking, eval_range), *here)
+    enc = _model_config(config, meta, data_dir, arch)
+    objective = OBJECTIVES[config.objective]
+    setup = StateSetup.for_pretraining(config, enc, mesh)
+    seq = meta["max_seq_length"]
+    flops = config.train.global_batch_size * sum(
+        metrics.flops_per_sequence(network, seq, masking.max_predictions)
+        for network in networks(config.objective, enc, Settings.of(config))
     )
-    eval_stream = (
-        PretrainingStream(
-            StreamConfig(data_dir, eval_batch, 0, masking, (n_train, meta["num_rows"])),
-            jax.process_index(),
-            jax.process_count(),
-        )
-        if eval_batch and config.data.eval_rows
-        else None
+    return types.SimpleNamespace(
+        config=config,
+        workdir=workdir,
+        mesh=mesh,
+        objective=objective,
+        setup=setup,
+        record=workdir_lib.Record.pretraining(config, enc, from_import=arch is not None),
+        train_stream=train_stream,
+        eval_stream=eval_stream,
+        eval_batch=eval_batch,
+        seq=seq,
+        flops=flops,
+        train_step=step_lib.make_train_step(
+            setup.graphdef,
+            objective,
+            setup.tx,
+            setup.lr,
+            config.train.microbatches,
+            mesh,
+            setup.shardings,
+            config.train.max_nonfinite_steps,
+        ),
+        eval_step=step_lib.make_eval_step(
+            setup.graphdef,
+            lambda model, batch: objective.loss_fn(model, batch, None, objective.denominators(batch))[1],
+            mesh,
+            setup.param_shardings,
+        ),
     )
 
-    # --- model and optimizer: shapes, then shardings, then arrays -----------------------------
+
+def _model_config(config, meta: dict, data_dir: str, arch) -> EncoderConfig:
+    """The preset's (or an import's) architecture, checked against the data."""
     enc = encoder_config(config, meta["vocab_size"])
     if arch is not None:
         m = config.model
@@ -204,173 +263,129 @@ def _train_and_evaluate(config, workdir: str, log=print) -> dict:
             f"{data_dir} holds rows of {meta['max_seq_length']} tokens, more than "
             f"the model's {enc.max_length} positions"
         )
-    setup = StateSetup.for_pretraining(config, enc, mesh)
-    graphdef, tx, lr = setup.graphdef, setup.tx, setup.lr
-    abstract_state, state_shardings = setup.abstract_state, setup.shardings
-    param_shardings = state_shardings["params"]
-    record = workdir_lib.Record.pretraining(config, enc, from_import=arch is not None)
-    identity = record.model()
+    return enc
 
-    # --- restore, or start fresh (created sharded: never whole on one device) ---------------
-    if imported is not None:
-        loaded, _ = ckpt.restore(
-            latest, params_target(imported.encoder, imported.heads, imported.num_labels, mesh)
-        )
-        fresh = jax.jit(setup.init, out_shardings=state_shardings)()
-        params = graft(fresh["params"], loaded["params"], objective.MODEL)
-        state = dict(
-            fresh,
-            params=params,
-            opt_state=jax.jit(setup.tx.init, out_shardings=state_shardings["opt_state"])(params),
-        )
-        start = 0
-        say(f"continuing pretraining from the imported checkpoint in {workdir}")
+
+def _start_state(job, latest: int | None, item: dict, found) -> tuple[dict, int, int | None]:
+    """(state, first step, the step saved last): an import grafted onto a fresh state, the
+    newest intact checkpoint restored, or a fresh state; created sharded, never whole."""
+    setup, config, workdir = job.setup, job.config, job.workdir
+    if found is not None and found.kind == workdir_lib.IMPORTED:
+        target = params_target(found.encoder, found.heads, found.num_labels, job.mesh)
+        loaded, _ = job.ckpt.restore(latest, target)
+        fresh = jax.jit(setup.init, out_shardings=setup.shardings)()
+        params = graft(fresh["params"], loaded["params"], job.objective.MODEL)
+        opt_state = jax.jit(setup.tx.init, out_shardings=setup.shardings["opt_state"])(params)
+        state, start = dict(fresh, params=params, opt_state=opt_state), 0
+        job.say(f"continuing pretraining from the imported checkpoint in {workdir}")
     elif latest is not None:
-        extra = latest_extra
-        saved = _normalized(extra.get("model"))
+        saved, identity = _normalized(item.get("model")), job.record.model()
         if saved != identity:
             raise UserError(
                 f"{workdir} holds a checkpoint (step {latest}) of another model: saved "
                 f"{_describe(saved)}, configured {_describe(identity)}"
                 f"{_differences(saved, identity)}; use another --workdir"
             )
-        state, extra, latest = restore_newest_intact(ckpt, latest, setup.target(), say)
-        start = train_stream.check_state(extra["data_state"])
-        say(f"resumed from {workdir} at step {start}")
+        state, extra, latest = restore_newest_intact(job.ckpt, latest, setup.target(), job.say)
+        start = job.train_stream.check_state(extra["data_state"])
+        job.say(f"resumed from {workdir} at step {start}")
     else:
-        state = jax.jit(setup.init, out_shardings=state_shardings)()
-        start = 0
-    n_params = sum(int(np.prod(x.shape)) for x in jax.tree.leaves(abstract_state["params"]))
-    say(
+        state, start = jax.jit(setup.init, out_shardings=setup.shardings)(), 0
+    n_params = sum(int(np.prod(x.shape)) for x in jax.tree.leaves(setup.abstract_state["params"]))
+    job.say(
         f"pretraining {config.model.preset} ({config.objective}, {n_params:,} parameters) on "
-        f"{jax.device_count()} device(s), mesh {dict(mesh.shape)}, {jax.process_count()} process(es)"
+        f"{jax.device_count()} device(s), mesh {dict(job.mesh.shape)}, {jax.process_count()} process(es)"
     )
+    return state, start, latest
 
-    # --- steps ----------------------------------------------------------------------------
-    train_step = step_lib.make_train_step(
-        graphdef,
-        objective,
-        tx,
-        lr,
-        config.train.microbatches,
-        mesh,
-        state_shardings,
-        config.train.max_nonfinite_steps,
-    )
-    eval_step = step_lib.make_eval_step(
-        graphdef,
-        lambda model, batch: objective.loss_fn(model, batch, None, objective.denominators(batch))[1],
-        mesh,
-        param_shardings,
-    )
-    writer = metrics.Writer(storage.join(workdir, "tensorboard"), enabled=lead)
-    progress = metrics.Progress(config.train.steps, enabled=lead)
-    peak = config.train.peak_flops or metrics.peak_matmul_flops(config.model.dtype)
-    seq = meta["max_seq_length"]
-    flops = config.train.global_batch_size * sum(
-        metrics.flops_per_sequence(network, seq, masking.max_predictions)
-        for network in networks(config.objective, enc, Settings.of(config))
-    )
 
-    def evaluate(step: int) -> dict[str, float]:
-        if eval_stream is None:
-            return {}
-        total: dict[str, float] = {}
-        batches = min(config.train.eval_batches, max(1, eval_stream.num_rows // eval_batch))
-        for k in range(batches):
-            sums = jax.device_get(
-                eval_step(state["params"], sharding.global_batch(eval_stream.host_batch(k), mesh))
-            )
-            for key, v in sums.items():
-                total[key] = total.get(key, 0.0) + float(v)
-        result = metrics.summarize(total)
-        writer.scalars(step, result, "eval/")
-        return result
+def _evaluate(job, step: int) -> dict[str, float]:
+    """The objective's metrics on the held-out rows, logged at `step`."""
+    if job.eval_stream is None:
+        return {}
+    total: dict[str, float] = {}
+    batches = min(job.config.train.eval_batches, max(1, job.eval_stream.num_rows // job.eval_batch))
+    for k in range(batches):
+        batch = sharding.global_batch(job.eval_stream.host_batch(k), job.mesh)
+        for key, v in jax.device_get(job.eval_step(job.state["params"], batch)).items():
+            total[key] = total.get(key, 0.0) + float(v)
+    result = metrics.summarize(total)
+    job.writer.scalars(step, result, "eval/")
+    return result
 
-    saved = {"step": latest}
 
-    def save(step: int, force: bool = False) -> None:
-        if ckpt.save(
-            step,
-            state,
-            record.to_json(data_state=train_stream.state(step)),
-            force=force,
-        ):
-            saved["step"] = step
+def _save(job, step: int, force: bool = False) -> None:
+    item = job.record.to_json(data_state=job.train_stream.state(step))
+    if job.ckpt.save(step, job.state, item, force=force):
+        job.saved = step
 
-    # --- loop -------------------------------------------------------------------------------
+
+def _loop(job) -> dict:
+    """Steps from job.start: log, evaluate, checkpoint; SIGTERM saves at the next step boundary."""
+    config, say = job.config, job.say
     history = {"first_eval": None, "last_eval": None, "train": [], "nonfinite_total": 0}
-    if start == 0:
-        history["first_eval"] = evaluate(0)
+    if job.start == 0:
+        history["first_eval"] = _evaluate(job, 0)
         say(f"eval at step 0: {_fmt(history['first_eval'])}")
+    progress = metrics.Progress(config.train.steps, enabled=job.lead)
+    job.peak = config.train.peak_flops or metrics.peak_matmul_flops(config.model.dtype)
     preemption = distributed.Preemption()
-    batches = train_stream.dataset(start, config.train.steps).as_numpy_iterator()
-    last_time, last_step, step = time.perf_counter(), start, start
+    batches = job.train_stream.dataset(job.start, config.train.steps).as_numpy_iterator()
+    job.last = (time.perf_counter(), job.start)
+    step = job.start
     try:
-        for step in range(start + 1, config.train.steps + 1):
-            state, out = train_step(state, sharding.global_batch(next(batches), mesh))
+        for step in range(job.start + 1, config.train.steps + 1):
+            job.state, out = job.train_step(job.state, sharding.global_batch(next(batches), job.mesh))
             if step % config.train.log_every == 0 or step == config.train.steps:
-                out = jax.device_get(out)  # the loop's only host sync
-                now = time.perf_counter()
-                sec = (now - last_time) / (step - last_step)
-                last_time, last_step = now, step
-                values = metrics.summarize(out)
-                values.update(
-                    step_time=sec,
-                    tokens_per_second=config.train.global_batch_size * seq / sec,
-                    mfu=flops / sec / peak,
-                )
-                writer.scalars(step, values, "train/")
-                history["train"].append({"step": step, **values})
-                progress.update(
-                    step,
-                    values["loss"],
-                    values["tokens_per_second"],
-                    sec,
-                    f"mlm acc {values.get('mlm_accuracy', 0):.3f}",
-                )
-                history["nonfinite_total"] = int(out["nonfinite_total"])
-                if int(out["nonfinite_run"]) >= config.train.max_nonfinite_steps:
-                    progress.newline()
-                    raise UserError(
-                        f"{int(out['nonfinite_run'])} consecutive steps had non-finite loss "
-                        f"or gradients (each skipped) by step {step} "
-                        f"({int(out['nonfinite_total'])} in all); lower "
-                        "config.optim.learning_rate or check the data"
-                    )
+                _log(job, step, out, history, progress)
             if step % config.train.eval_every == 0 and step != config.train.steps:
                 progress.newline()
-                say(f"eval at step {step}: {_fmt(evaluate(step))}")
-            if ckpt.should_save(step):
-                save(step)
+                say(f"eval at step {step}: {_fmt(_evaluate(job, step))}")
+            if job.ckpt.should_save(step):
+                _save(job, step)
             if preemption.agreed(step):
                 progress.newline()
-                if saved["step"] != step:
-                    save(step, force=True)
-                ckpt.wait()
-                say(f"SIGTERM: saved step {step} to {workdir}; rerun the same command to resume")
+                if job.saved != step:
+                    _save(job, step, force=True)
+                job.ckpt.wait()
+                say(f"SIGTERM: saved step {step} to {job.workdir}; rerun the same command to resume")
                 return {"preempted_at": step, "train": history["train"]}
         progress.newline()
-        history["last_eval"] = evaluate(step)
-        if saved["step"] != step:
-            save(step, force=True)
-        ckpt.wait()
+        history["last_eval"] = _evaluate(job, step)
+        if job.saved != step:
+            _save(job, step, force=True)
+        job.ckpt.wait()
     finally:
         preemption.restore()
-        writer.close()
-        ckpt.close()
-    summary = {
-        "steps": step,
-        "workdir": workdir,
-        "first_eval": history["first_eval"],
-        "final_eval": history["last_eval"],
-        "train": history["train"],
-        "nonfinite_total": history["nonfinite_total"],
-    }
-    if lead:
-        storage.write_json(storage.join(workdir, "summary.json"), summary)
-    say(_closing(summary, config))
-    return summary
+    return dict(history, step=step)
+
+
+def _log(job, step: int, out, history: dict, progress) -> None:
+    """The metrics of a log step (the loop's only host sync); non-finite steps checked."""
+    config = job.config
+    out = jax.device_get(out)
+    now = time.perf_counter()
+    sec = (now - job.last[0]) / (step - job.last[1])
+    job.last = (now, step)
+    values = metrics.summarize(out)
+    values.update(
+        step_time=sec,
+        tokens_per_second=config.train.global_batch_size * job.seq / sec,
+        mfu=job.flops / sec / job.peak,
+    )
+    job.writer.scalars(step, values, "train/")
+    history["train"].append({"step": step, **values})
+    accuracy = f"mlm acc {values.get('mlm_accuracy', 0):.3f}"
+    progress.update(step, values["loss"], values["tokens_per_second"], sec, accuracy)
+    history["nonfinite_total"] = int(out["nonfinite_total"])
+    if int(out["nonfinite_run"]) >= config.train.max_nonfinite_steps:
+        progress.newline()
+        raise UserError(
+            f"{int(out['nonfinite_run'])} consecutive steps had non-finite loss "
+            f"or gradients (each skipped) by step {step} "
+            f"({int(out['nonfinite_total'])} in all); lower "
+            "config.optim.learning_rate or check the data"
+        )
 
 
 def _fmt(values: dict[str, float]) -> str:
