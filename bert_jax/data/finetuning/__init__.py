@@ -63,7 +63,7 @@ def load_task(task_cfg, tokenizer: Tokenizer) -> Task:
         source = _tfds_source(s)
     else:
         source = _files_source(s)
-    task_class = {
+    task_class = {  # the class that builds each kind's rows, scores and prediction files
         "classification": _SequenceTask,
         "regression": _SequenceTask,
         "span": _SpanTask,

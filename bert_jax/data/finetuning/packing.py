@@ -32,7 +32,8 @@ import math
 
 import numpy as np
 
-PACKABLE = ("classification", "regression", "token_classification")
+from bert_jax.data.finetuning.settings import KINDS
+
 SPAN_LABELS = ("start_positions", "end_positions")
 HOST_ONLY = ("example_index",)  # layout for mapping outputs back; never sent to a device
 
@@ -138,7 +139,7 @@ class Layout:
 
     @classmethod
     def for_task(cls, kind: str, packing: bool, max_per_row: int, batch: int, divisor: int) -> Layout:
-        if not packing or kind not in PACKABLE:
+        if not packing or not KINDS[kind].packs:
             return cls(packed=False)
         # Row counts in steps of about batch/16 rows (and of the mesh's batch shards): a step's
         # packed rows vary a little, and each distinct count is one more compile.

@@ -9,7 +9,23 @@ import numpy as np
 
 from bert_jax.errors import UserError
 
-KINDS = ("classification", "regression", "span", "token_classification")
+
+@dataclasses.dataclass(frozen=True)
+class Kind:
+    """What a task kind is, beyond its rows (data/finetuning/__init__.py names the task class
+    that builds them) and its loss (bert_jax/objectives/tasks.py)."""
+
+    head: str  # the model head that scores it (models/heads.py)
+    packs: bool  # several short examples share a row (data/finetuning/packing.py)
+
+
+# Every task kind: a new kind is a row here, its task class in __init__.py and its loss.
+KINDS = {
+    "classification": Kind("classification", packs=True),
+    "regression": Kind("classification", packs=True),  # the classification head's single output
+    "span": Kind("span", packs=False),  # SQuAD windows are long: bucketed, not packed
+    "token_classification": Kind("token_classification", packs=True),
+}
 
 # The task config's fields and their defaults, defined here only: config_files.task_config builds
 # the fine-tuning configs' task section from them (with the task's source, name and kind), and a

@@ -11,16 +11,11 @@ import numpy as np
 
 from bert_jax import storage
 from bert_jax.data.finetuning.examples import _Source
-from bert_jax.data.finetuning.settings import _Settings
+from bert_jax.data.finetuning.settings import KINDS, _Settings
 from bert_jax.data.tokenizers import Tokenizer
 from bert_jax.errors import UserError
 
-HEADS = {
-    "classification": "classification",
-    "regression": "classification",
-    "span": "span",
-    "token_classification": "token_classification",
-}
+HEADS = {kind: k.head for kind, k in KINDS.items()}  # task kind -> model head
 
 
 @dataclasses.dataclass
