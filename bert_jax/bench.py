@@ -32,11 +32,10 @@ import numpy as np
 
 from bert_jax.errors import UserError
 from bert_jax.models.config import get_preset
-from bert_jax.objectives import OBJECTIVES, networks
+from bert_jax.objectives import OBJECTIVES
 from bert_jax.training import metrics, sharding
-from bert_jax.training.pretrain import encoder_config
-from bert_jax.training.state import Settings, StateSetup
-from bert_jax.training.step import make_train_step
+from bert_jax.training.pretrain import encoder_config, flops_per_step, train_step
+from bert_jax.training.state import StateSetup
 
 
 def synthetic_batch(
@@ -85,15 +84,7 @@ def run(config, steps: int = 10, warmup: int = 2, log=print, profile_dir: str | 
     objective = OBJECTIVES[config.objective]
     setup = StateSetup.for_pretraining(config, enc, mesh)
     state = jax.jit(setup.init, out_shardings=setup.shardings)()
-    step_fn = make_train_step(
-        setup.graphdef,
-        objective,
-        setup.tx,
-        setup.lr,
-        config.train.microbatches,
-        mesh,
-        setup.shardings,
-    )
+    step_fn = train_step(config, setup, mesh)
     rng = np.random.default_rng(0)
     predictions = config.masking.max_predictions
     batches = [
@@ -113,10 +104,7 @@ def run(config, steps: int = 10, warmup: int = 2, log=print, profile_dir: str | 
         if i >= warmup:
             times.append(time.perf_counter() - t)
     ms = statistics.median(times) * 1e3
-    flops = batch_size * sum(
-        metrics.flops_per_sequence(network, seq, predictions)
-        for network in networks(config.objective, enc, Settings.of(config))
-    )
+    flops = flops_per_step(config, enc, seq)
     ceiling = metrics.peak_matmul_flops(m.dtype)
     result = {
         "preset": m.preset,

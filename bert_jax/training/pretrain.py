@@ -207,10 +207,6 @@ def _prepare(config, workdir: str, mesh, arch) -> types.SimpleNamespace:
     objective = OBJECTIVES[config.objective]
     setup = StateSetup.for_pretraining(config, enc, mesh)
     seq = meta["max_seq_length"]
-    flops = config.train.global_batch_size * sum(
-        metrics.flops_per_sequence(network, seq, masking.max_predictions)
-        for network in networks(config.objective, enc, Settings.of(config))
-    )
     return types.SimpleNamespace(
         config=config,
         workdir=workdir,
@@ -222,23 +218,36 @@ def _prepare(config, workdir: str, mesh, arch) -> types.SimpleNamespace:
         eval_stream=eval_stream,
         eval_batch=eval_batch,
         seq=seq,
-        flops=flops,
-        train_step=step_lib.make_train_step(
-            setup.graphdef,
-            objective,
-            setup.tx,
-            setup.lr,
-            config.train.microbatches,
-            mesh,
-            setup.shardings,
-            config.train.max_nonfinite_steps,
-        ),
+        flops=flops_per_step(config, enc, seq),
+        train_step=train_step(config, setup, mesh),
         eval_step=step_lib.make_eval_step(
             setup.graphdef,
             lambda model, batch: objective.loss_fn(model, batch, None, objective.denominators(batch))[1],
             mesh,
             setup.param_shardings,
         ),
+    )
+
+
+def train_step(config, setup: StateSetup, mesh):
+    """The jitted pretraining step of this config (`bert-jax bench` times the same one)."""
+    return step_lib.make_train_step(
+        setup.graphdef,
+        OBJECTIVES[config.objective],
+        setup.tx,
+        setup.lr,
+        config.train.microbatches,
+        mesh,
+        setup.shardings,
+        config.train.max_nonfinite_steps,
+    )
+
+
+def flops_per_step(config, enc: EncoderConfig, seq: int) -> float:
+    """Model FLOPs of one step: every network the objective runs, over the global batch."""
+    return config.train.global_batch_size * sum(
+        metrics.flops_per_sequence(network, seq, config.masking.max_predictions)
+        for network in networks(config.objective, enc, Settings.of(config))
     )
 
 

@@ -73,16 +73,24 @@ def make_train_step(
         (loss_value, sums), grads = gradients(params, batch, rng, denom)
         grad_norm = optax.global_norm(grads)
         finite = jnp.isfinite(loss_value) & jnp.isfinite(grad_norm)
-        updates, opt_state = tx.update(grads, state["opt_state"], params)
-        new_params = optax.apply_updates(params, updates)
-        keep = lambda new, old: jax.tree.map(lambda a, b: jnp.where(finite, a, b), new, old)  # noqa: E731
+
+        def update(operands):
+            grads, opt_state, params = operands
+            updates, opt_state = tx.update(grads, opt_state, params)
+            return optax.apply_updates(params, updates), opt_state
+
+        # A non-finite step keeps parameters and optimizer state as they were (a conditional,
+        # not a select over every array: the skip costs nothing on finite steps).
+        new_params, opt_state = jax.lax.cond(
+            finite, update, lambda operands: (operands[2], operands[1]), (grads, state["opt_state"], params)
+        )
         run, total = count_nonfinite(
             state["nonfinite_run"], state["nonfinite_total"], finite, max_nonfinite_steps
         )
         new_state = dict(
             state,
-            params=keep(new_params, params),
-            opt_state=keep(opt_state, state["opt_state"]),
+            params=new_params,
+            opt_state=opt_state,
             step=state["step"] + 1,
             nonfinite_run=run,
             nonfinite_total=total,
